@@ -1,0 +1,146 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/marlinkv/marlin/segment"
+)
+
+// Batch collects puts and deletes that Write applies atomically with
+// respect to crashes: after a crash either all of them are visible or none
+// is. (Concurrent readers may see some of a batch's keys updated before
+// others while Write runs.) A Batch copies what it is given; it is not safe
+// for concurrent use and may be reused after Reset.
+type Batch struct {
+	ops  []batchOp
+	data []byte // keys and values, back to back
+}
+
+type batchOp struct {
+	kind         segment.Kind
+	klen, vlen   int
+	expiry       int64
+	ttlErr       error
+	keyOff, vOff int
+}
+
+// Put adds a put of key=value.
+func (b *Batch) Put(key, value []byte) { b.add(segment.KindPut, key, value, 0, nil) }
+
+// PutTTL adds a put that expires after ttl.
+func (b *Batch) PutTTL(key, value []byte, ttl time.Duration) {
+	exp, err := expiryFor(ttl)
+	b.add(segment.KindPut, key, value, exp, err)
+}
+
+// Delete adds a delete of key.
+func (b *Batch) Delete(key []byte) { b.add(segment.KindDelete, key, nil, 0, nil) }
+
+func (b *Batch) add(kind segment.Kind, key, value []byte, exp int64, err error) {
+	op := batchOp{kind: kind, klen: len(key), vlen: len(value), expiry: exp, ttlErr: err, keyOff: len(b.data)}
+	b.data = append(b.data, key...)
+	op.vOff = len(b.data)
+	b.data = append(b.data, value...)
+	b.ops = append(b.ops, op)
+}
+
+// Len returns the number of operations in the batch.
+func (b *Batch) Len() int { return len(b.ops) }
+
+// Reset empties the batch, keeping its memory.
+func (b *Batch) Reset() {
+	b.ops = b.ops[:0]
+	b.data = b.data[:0]
+}
+
+func (b *Batch) key(op *batchOp) []byte { return b.data[op.keyOff : op.keyOff+op.klen] }
+func (b *Batch) value(op *batchOp) []byte {
+	return b.data[op.vOff : op.vOff+op.vlen]
+}
+
+// Write applies the batch atomically. Every operation is checked first;
+// if any is invalid nothing is written. The whole batch must fit in one
+// segment (ErrBatchTooLarge otherwise).
+func (db *DB) Write(b *Batch) error {
+	g, err := db.enter()
+	if err != nil {
+		return err
+	}
+	defer db.exit(g)
+	if len(b.ops) == 0 {
+		return nil
+	}
+	total := 0
+	for i := range b.ops {
+		op := &b.ops[i]
+		if op.ttlErr != nil {
+			return fmt.Errorf("batch op %d: %w", i, op.ttlErr)
+		}
+		if err := db.checkKV(b.key(op), b.value(op)); err != nil {
+			return fmt.Errorf("batch op %d: %w", i, err)
+		}
+		total += segment.Size(op.klen, op.vlen, op.expiry != 0)
+	}
+	commit := segment.Record{Kind: segment.KindBatchCommit, Value: segment.EncodeCommit(len(b.ops))}
+	commitSize := segment.Size(0, len(commit.Value), false)
+	total += commitSize
+
+	hashes := make([]uint64, len(b.ops))
+	for i := range b.ops {
+		hashes[i] = db.hash(b.key(&b.ops[i]))
+	}
+	db.mu.Lock()
+	if db.failed != nil {
+		db.mu.Unlock()
+		return db.failed
+	}
+	// Roll first if needed, so that the whole batch lands in one segment.
+	if err := db.ensureRoomLocked(int64(total)); err != nil {
+		db.mu.Unlock()
+		return err
+	}
+	locs := make([]uint64, len(b.ops))
+	sizes := make([]int, len(b.ops))
+	remaining := total // bytes of the batch not yet appended
+	for i := range b.ops {
+		op := &b.ops[i]
+		rec := segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
+			Expiry: op.expiry, Key: b.key(op), Value: b.value(op)}
+		remaining -= segment.Size(op.klen, op.vlen, op.expiry != 0)
+		// Reserving the rest keeps a sync mark from pushing the batch's end
+		// into a new segment.
+		loc, size, err := db.appendLocked(&rec, remaining)
+		if err != nil {
+			db.failLocked(err) // a half-written batch must not be followed by more writes
+			db.mu.Unlock()
+			return err
+		}
+		locs[i], sizes[i] = loc, size
+	}
+	commit.Seq = db.nextSeq + uint64(len(b.ops)) - 1
+	loc, size, err := db.appendLocked(&commit, 0)
+	if err != nil {
+		db.failLocked(err)
+		db.mu.Unlock()
+		return err
+	}
+	db.nextSeq += uint64(len(b.ops))
+	id, _ := segment.SplitLoc(loc)
+	db.segs[id].Load().dead.Add(int64(size))
+	for i := range b.ops {
+		op := &b.ops[i]
+		if op.kind == segment.KindDelete && !db.hasKeyLocked(hashes[i], b.key(op)) {
+			db.segs[id].Load().dead.Add(int64(sizes[i]))
+			continue
+		}
+		if err := db.indexLocked(hashes[i], b.key(op), op.kind, locs[i], sizes[i]); err != nil {
+			db.failLocked(err)
+			db.mu.Unlock()
+			return err
+		}
+		db.st.userBytes.Add(int64(op.klen + op.vlen))
+	}
+	db.st.batches.Add(1)
+	return db.commitLocked(loc, size)
+}

@@ -1,0 +1,214 @@
+// Package engine is Marlin's public API: a persistent hash table that keeps
+// a compact index in memory (package index) and the data in append-only
+// segment files (package segment).
+//
+// A DB is safe for concurrent use by many goroutines. Reads take no lock:
+// they look the key's hash up in the index, then read the record through a
+// read-only mmap of its segment (or from the active segment's in-memory
+// tail) and compare the full key. Writes are serialized by one mutex; they
+// append a record to the active segment's tail and point the index at it.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/marlinkv/marlin/arena"
+	"github.com/marlinkv/marlin/index"
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// LockFileName is the lock file that keeps a second writer out.
+const LockFileName = "LOCK"
+
+// DB is an open Marlin database.
+type DB struct {
+	dir   string
+	opts  Options
+	fs    vfs.FS
+	lock  io.Closer
+	hash  func([]byte) uint64
+	lim   segment.Limits
+	ix    *index.Index
+	guard opGuard
+
+	// segs maps a segment id to its open segment; readers load it without a
+	// lock. A slot changes only under mu.
+	segs [segment.MaxSegments]atomic.Pointer[segFile]
+
+	// mu serializes writers. It guards active, tail appends, nextSeq,
+	// nextGen, failed, and segment creation.
+	mu      sync.Mutex
+	active  *segFile
+	tail    tailBuf
+	nextSeq uint64
+	nextGen uint64
+	failed  error // sticky: set when a write or fsync failed
+
+	// tailMu guards the reuse of the tail buffer: a flush holds it for
+	// writing while it writes the buffer out and empties it; a reader of
+	// bytes not yet flushed holds it for reading while it uses them.
+	tailMu sync.RWMutex
+
+	// Durability: waiters for group commit sleep on syncCond until the
+	// active segment's durable size passes their record.
+	syncMu    sync.Mutex
+	syncCond  *sync.Cond
+	syncErr   error         // guarded by syncMu: a failed fsync, for waiters
+	syncKick  chan struct{} // wakes the flusher (buffered, 1)
+	stopFlush chan struct{}
+	flushDone chan struct{}
+
+	st counters
+}
+
+// segFile is one open segment.
+type segFile struct {
+	id   uint16
+	gen  uint64
+	name string // path
+	f    vfs.File
+	m    vfs.Mapping
+	data []byte // the mapping's bytes; only [0, flushed) may be read
+
+	flushed atomic.Int64 // bytes written to the file (readable through data)
+	durable atomic.Int64 // bytes known to be fsynced
+	live    atomic.Int64 // bytes of records the index points at
+	dead    atomic.Int64 // bytes of superseded records, tombstones, markers
+	sealed  atomic.Bool
+	// marked is the durable size the last sync mark recorded; guarded by
+	// DB.mu.
+	marked int64
+}
+
+// tailBuf is the active segment's unflushed tail, in off-heap memory.
+type tailBuf struct {
+	buf   []byte       // arena memory, owned by the DB until Close
+	start int64        // segment offset of buf[0]; changes under tailMu
+	n     atomic.Int64 // bytes of buf in use; grows under mu
+}
+
+// Open opens (creating if needed) the database in dir. opts may be nil.
+func Open(dir string, opts *Options) (*DB, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("%w: empty directory name", ErrBadOptions)
+	}
+	if err := o.FS.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("marlin: create %s: %w", dir, err)
+	}
+	lock, err := o.FS.Lock(filepath.Join(dir, LockFileName))
+	if err != nil {
+		return nil, fmt.Errorf("marlin: open %s: %w", dir, err)
+	}
+	db := &DB{
+		dir:       dir,
+		opts:      o,
+		fs:        o.FS,
+		lock:      lock,
+		hash:      o.hash,
+		lim:       segment.Limits{MaxKey: o.MaxKeySize, MaxValue: max(o.MaxValueSize, 64)},
+		nextSeq:   1,
+		nextGen:   1,
+		syncKick:  make(chan struct{}, 1),
+		stopFlush: make(chan struct{}),
+		flushDone: make(chan struct{}),
+	}
+	db.syncCond = sync.NewCond(&db.syncMu)
+	if err := db.open(); err != nil {
+		db.release()
+		return nil, err
+	}
+	go db.flusher()
+	return db, nil
+}
+
+func (db *DB) open() error {
+	ix, err := index.New(int(db.opts.IndexReserve))
+	if err != nil {
+		return fmt.Errorf("marlin: %w", err)
+	}
+	db.ix = ix
+	buf, err := arena.Map(db.opts.WriteBufferSize)
+	if err != nil {
+		return fmt.Errorf("marlin: %w", err)
+	}
+	db.tail.buf = buf
+	return db.recover()
+}
+
+// Close flushes and fsyncs the active segment and releases everything.
+// Operations in flight finish first; every later call returns ErrClosed. A
+// second Close returns nil.
+func (db *DB) Close() error {
+	if !db.guard.close() {
+		return nil
+	}
+	close(db.stopFlush)
+	<-db.flushDone
+	db.mu.Lock()
+	var err error
+	if db.failed == nil && db.active != nil {
+		err = db.syncActiveLocked()
+	}
+	db.mu.Unlock()
+	if rerr := db.release(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// release closes files and frees memory. Nothing may run concurrently.
+func (db *DB) release() error {
+	var errs []error
+	for i := range db.segs {
+		if sf := db.segs[i].Swap(nil); sf != nil {
+			errs = append(errs, sf.close())
+		}
+	}
+	if db.ix != nil {
+		errs = append(errs, db.ix.Close())
+		db.ix = nil
+	}
+	if db.tail.buf != nil {
+		errs = append(errs, arena.Unmap(db.tail.buf))
+		db.tail.buf = nil
+	}
+	if db.lock != nil {
+		errs = append(errs, db.lock.Close())
+		db.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (sf *segFile) close() error {
+	var errs []error
+	if sf.m != nil {
+		errs = append(errs, sf.m.Close())
+	}
+	if sf.f != nil {
+		errs = append(errs, sf.f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Dir returns the database directory.
+func (db *DB) Dir() string { return db.dir }
+
+func (db *DB) enter() (int, error) {
+	i, ok := db.guard.enter()
+	if !ok {
+		return 0, ErrClosed
+	}
+	return i, nil
+}
+
+func (db *DB) exit(i int) { db.guard.exit(i) }

@@ -1,0 +1,162 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/dgryski/go-farm"
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// SyncMode says when writes are made durable with fsync. See docs/design.md
+// for exactly what each mode promises after a crash.
+type SyncMode int
+
+const (
+	// SyncGroup (the default): a write returns once an fsync covering it has
+	// completed. A background flusher issues one fsync for all writes that
+	// arrived while the previous one ran, so concurrent writers share it.
+	SyncGroup SyncMode = iota
+	// SyncAlways: every write is written and fsynced before it returns, one
+	// at a time. The slowest and simplest promise.
+	SyncAlways
+	// SyncPeriodic: writes return at once; the flusher writes and fsyncs
+	// every SyncInterval. A crash loses at most about one interval of writes.
+	SyncPeriodic
+	// SyncNone: writes return at once; data reaches the OS when the write
+	// buffer fills or every SyncInterval, and is fsynced only on Sync, on a
+	// segment roll and on Close. A process crash loses at most one interval;
+	// a power loss may lose anything not fsynced.
+	SyncNone
+)
+
+func (m SyncMode) String() string {
+	switch m {
+	case SyncGroup:
+		return "group"
+	case SyncAlways:
+		return "always"
+	case SyncPeriodic:
+		return "periodic"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
+// ParseSyncMode parses the String form of a SyncMode.
+func ParseSyncMode(s string) (SyncMode, error) {
+	for m := SyncGroup; m <= SyncNone; m++ {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown sync mode %q (want group, always, periodic or none)", ErrBadOptions, s)
+}
+
+// Options configure a DB. The zero value (or nil) gives the defaults.
+type Options struct {
+	// FS is the filesystem; nil means the operating system's.
+	FS vfs.FS
+	// SegmentSize is the size at which the active segment is sealed and a
+	// new one started. Default 128 MiB, which is also the maximum (a
+	// location addresses offsets below 128 MiB); minimum 4 KiB.
+	SegmentSize int64
+	// MaxKeySize bounds key length. Default 250 (memcached's); at most 65535.
+	MaxKeySize int
+	// MaxValueSize bounds value length. Default 1 MiB; a record must fit in
+	// a segment.
+	MaxValueSize int
+	// Sync is the durability mode. Default SyncGroup.
+	Sync SyncMode
+	// SyncInterval is the period of SyncPeriodic and SyncNone flushes.
+	// Default 100ms.
+	SyncInterval time.Duration
+	// WriteBufferSize is the size of the active segment's in-memory tail
+	// (off-heap). Default 1 MiB.
+	WriteBufferSize int
+	// IndexReserve is the address space reserved for the index's slots
+	// (memory is committed only as it is used). Default 256 GiB; Open halves
+	// it until the OS accepts.
+	IndexReserve int64
+	// Logger receives warnings (torn tails truncated at Open, and the like).
+	// Default slog.Default().
+	Logger *slog.Logger
+
+	// hash replaces the key hash in tests (to force collisions).
+	hash func([]byte) uint64
+}
+
+const (
+	defaultSegmentSize  = 128 << 20
+	minSegmentSize      = 4 << 10
+	defaultMaxKeySize   = 250
+	defaultMaxValueSize = 1 << 20
+	defaultInterval     = 100 * time.Millisecond
+	defaultWriteBuffer  = 1 << 20
+	defaultIndexReserve = 256 << 30
+)
+
+// withDefaults returns a validated copy of o with defaults filled in.
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = defaultSegmentSize
+	}
+	if c.MaxKeySize == 0 {
+		c.MaxKeySize = defaultMaxKeySize
+	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = min(defaultMaxValueSize, int(c.SegmentSize/2))
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = defaultInterval
+	}
+	if c.WriteBufferSize == 0 {
+		c.WriteBufferSize = int(min(defaultWriteBuffer, c.SegmentSize))
+	}
+	if c.IndexReserve == 0 {
+		c.IndexReserve = defaultIndexReserve
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.hash == nil {
+		c.hash = farm.Fingerprint64
+	}
+	bad := func(format string, args ...any) (Options, error) {
+		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadOptions}, args...)...)
+	}
+	switch {
+	case c.SegmentSize < minSegmentSize || c.SegmentSize > segment.MaxSegmentSize:
+		return bad("SegmentSize %d not in [%d, %d]", c.SegmentSize, minSegmentSize, segment.MaxSegmentSize)
+	case c.MaxKeySize < 1 || c.MaxKeySize > segment.MaxKeyLen:
+		return bad("MaxKeySize %d not in [1, %d]", c.MaxKeySize, segment.MaxKeyLen)
+	case c.MaxValueSize < 0:
+		return bad("MaxValueSize %d is negative", c.MaxValueSize)
+	case int64(segment.HeaderSize+segment.Size(c.MaxKeySize, c.MaxValueSize, true)) > c.SegmentSize:
+		return bad("a record of MaxKeySize %d and MaxValueSize %d does not fit in SegmentSize %d",
+			c.MaxKeySize, c.MaxValueSize, c.SegmentSize)
+	case c.Sync < SyncGroup || c.Sync > SyncNone:
+		return bad("unknown Sync mode %d", c.Sync)
+	case c.SyncInterval < 0:
+		return bad("SyncInterval %v is negative", c.SyncInterval)
+	case c.WriteBufferSize < 4096 || int64(c.WriteBufferSize) > c.SegmentSize:
+		return bad("WriteBufferSize %d not in [4096, SegmentSize]", c.WriteBufferSize)
+	case c.IndexReserve < 1<<26:
+		return bad("IndexReserve %d below 64 MiB", c.IndexReserve)
+	}
+	return c, nil
+}
+
+// discardLogger is handy for tests and tools that want silence.
+var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -1,0 +1,83 @@
+package engine
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/marlinkv/marlin/segment"
+)
+
+// freeIDLocked returns the lowest unused segment id.
+func (db *DB) freeIDLocked() (uint16, error) {
+	for i := range db.segs {
+		if db.segs[i].Load() == nil {
+			return uint16(i), nil
+		}
+	}
+	return 0, ErrFull
+}
+
+// createSegmentLocked creates, syncs and maps a new empty segment and makes
+// it visible in db.segs. The header and the directory entry are fsynced
+// before any record can refer to the file.
+func (db *DB) createSegmentLocked() (*segFile, error) {
+	id, err := db.freeIDLocked()
+	if err != nil {
+		return nil, err
+	}
+	gen := db.nextGen
+	name := filepath.Join(db.dir, segment.FileName(gen))
+	f, err := db.fs.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("marlin: create segment: %w", err)
+	}
+	sf := &segFile{id: id, gen: gen, name: name, f: f}
+	fail := func(err error) (*segFile, error) {
+		_ = sf.close()
+		_ = db.fs.Remove(name)
+		return nil, fmt.Errorf("marlin: create segment %s: %w", name, err)
+	}
+	if _, err := f.Write(segment.EncodeHeader(segment.Header{ID: id, Generation: gen})); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := db.fs.SyncDir(db.dir); err != nil {
+		return fail(err)
+	}
+	if sf.m, err = f.Map(int(db.opts.SegmentSize)); err != nil {
+		return fail(err)
+	}
+	db.nextGen++
+	sf.data = sf.m.Bytes()
+	sf.flushed.Store(segment.HeaderSize)
+	sf.durable.Store(segment.HeaderSize)
+	sf.marked = segment.HeaderSize
+	db.st.bytesWritten.Add(segment.HeaderSize)
+	db.segs[id].Store(sf)
+	return sf, nil
+}
+
+// rollLocked seals the active segment (flush, fsync) and starts a new one.
+func (db *DB) rollLocked() error {
+	if err := db.syncActiveLocked(); err != nil {
+		return err
+	}
+	sf, err := db.createSegmentLocked()
+	if err != nil {
+		// The old segment is still active and intact; later writes retry.
+		return err
+	}
+	db.tailMu.Lock()
+	old := db.active
+	db.active = sf
+	db.tail.start = segment.HeaderSize
+	db.tail.n.Store(0)
+	db.tailMu.Unlock()
+	if old != nil {
+		old.sealed.Store(true)
+	}
+	db.st.rolls.Add(1)
+	return nil
+}

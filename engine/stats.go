@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"sort"
+	"sync/atomic"
+
+	"github.com/marlinkv/marlin/index"
+)
+
+// counters are the engine's running totals.
+type counters struct {
+	puts, deletes, gets, batches, syncs, rolls atomic.Int64
+	bytesWritten                               atomic.Int64 // bytes the engine wrote to files
+	userBytes                                  atomic.Int64 // key+value bytes given by users
+	truncated                                  atomic.Int64 // torn-tail bytes dropped at Open
+}
+
+// SegmentStats describes one segment.
+type SegmentStats struct {
+	ID         uint16
+	Generation uint64
+	Name       string
+	Size       int64 // bytes in the file (plus the unflushed tail, for the active one)
+	LiveBytes  int64 // bytes of records the index points at
+	DeadBytes  int64 // superseded records, tombstones and markers
+	Sealed     bool
+}
+
+// Stats is a snapshot of the DB's counters and sizes. Counters (Puts, ...)
+// are totals since Open; use Sub for the activity between two snapshots.
+type Stats struct {
+	Keys     int64 // index entries (expired keys not yet reclaimed included)
+	Segments []SegmentStats
+
+	LiveBytes int64 // over all segments
+	DeadBytes int64
+	DiskBytes int64 // segment file sizes
+
+	Index index.Stats
+	// ArenaBytes is the off-heap memory in use: the index's resident slot
+	// pages and the write buffer.
+	ArenaBytes int64
+
+	Puts, Deletes, Gets, Batches, Syncs, Rolls int64
+	BytesWritten                               int64 // by the engine, to segment files
+	UserBytes                                  int64 // keys and values given to Put/Batch
+	TruncatedBytes                             int64 // torn tail dropped at Open
+}
+
+// Stats returns current figures. It takes no lock that writers hold for
+// long; figures are each consistent but not mutually atomic.
+func (db *DB) Stats() (Stats, error) {
+	g, err := db.enter()
+	if err != nil {
+		return Stats{}, err
+	}
+	defer db.exit(g)
+	s := Stats{
+		Index:          db.ix.Stats(),
+		Puts:           db.st.puts.Load(),
+		Deletes:        db.st.deletes.Load(),
+		Gets:           db.st.gets.Load(),
+		Batches:        db.st.batches.Load(),
+		Syncs:          db.st.syncs.Load(),
+		Rolls:          db.st.rolls.Load(),
+		BytesWritten:   db.st.bytesWritten.Load(),
+		UserBytes:      db.st.userBytes.Load(),
+		TruncatedBytes: db.st.truncated.Load(),
+	}
+	s.Keys = s.Index.Entries
+	s.ArenaBytes = s.Index.ResidentBytes + int64(len(db.tail.buf))
+	db.mu.Lock()
+	tail := db.tail.n.Load()
+	active := db.active
+	db.mu.Unlock()
+	for i := range db.segs {
+		sf := db.segs[i].Load()
+		if sf == nil {
+			continue
+		}
+		ss := SegmentStats{
+			ID: sf.id, Generation: sf.gen, Name: sf.name,
+			Size: sf.flushed.Load(), LiveBytes: sf.live.Load(), DeadBytes: sf.dead.Load(),
+			Sealed: sf != active,
+		}
+		s.DiskBytes += ss.Size
+		if sf == active {
+			ss.Size += tail
+		}
+		s.LiveBytes += ss.LiveBytes
+		s.DeadBytes += ss.DeadBytes
+		s.Segments = append(s.Segments, ss)
+	}
+	sort.Slice(s.Segments, func(i, j int) bool { return s.Segments[i].Generation < s.Segments[j].Generation })
+	return s, nil
+}
+
+// Sub returns the counters of s minus those of prev (the activity between
+// two snapshots); sizes and gauges are s's own.
+func (s Stats) Sub(prev Stats) Stats {
+	d := s
+	d.Puts -= prev.Puts
+	d.Deletes -= prev.Deletes
+	d.Gets -= prev.Gets
+	d.Batches -= prev.Batches
+	d.Syncs -= prev.Syncs
+	d.Rolls -= prev.Rolls
+	d.BytesWritten -= prev.BytesWritten
+	d.UserBytes -= prev.UserBytes
+	d.TruncatedBytes -= prev.TruncatedBytes
+	return d
+}
+
+// WriteAmplification is bytes written to disk per byte given by users.
+func (s Stats) WriteAmplification() float64 {
+	if s.UserBytes == 0 {
+		return 0
+	}
+	return float64(s.BytesWritten) / float64(s.UserBytes)
+}

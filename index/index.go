@@ -1,0 +1,388 @@
+// Package index is Marlin's in-memory hash index: a sharded open-addressing
+// table of 64-bit slots, each holding a fingerprint of a key's hash and the
+// location of the key's newest record. Keys themselves are not stored; a
+// hit is confirmed by the caller, who reads the record and compares the key.
+//
+// # Slot layout
+//
+//	 63                            34 33                                0
+//	+--------------------------------+----------------------------------+
+//	|    fingerprint (FPBits = 30)   |   location (LocBits = 34)        |
+//	+--------------------------------+----------------------------------+
+//
+// The 64-bit hash h picks a shard with its top ShardBits (16) bits; the next
+// 30 bits are the fingerprint. The location is opaque to this package (the
+// engine packs a segment number and an 8-byte-aligned offset into it) but
+// must be non-zero, so that a zero slot means empty.
+//
+// # Ordered linear probing
+//
+// A shard of capacity C keeps C+Overflow slots. A fingerprint's home slot is
+// fp*C >> FPBits, which is monotonic in fp; entries are kept sorted by
+// fingerprint with every entry at or after its home and no empty slot
+// between an entry's home and its position (Robin Hood order with
+// backward-shift deletion: the table never holds tombstones). A lookup
+// starts at the home slot and stops at the first empty slot or the first
+// larger fingerprint, so misses are as cheap as hits. Growth needs no keys:
+// new homes are computed from the stored fingerprints alone, and the
+// capacity grows by about a quarter at a time (fastrange homes allow any
+// capacity), which keeps the load between MaxLoad/GrowFactor and MaxLoad.
+//
+// # Concurrency
+//
+// Writers take the shard's mutex. Readers take no lock: each shard has a
+// sequence counter that a writer makes odd before it moves entries (shift,
+// backward shift, growth) and even afterwards. A reader that saw a match
+// returns it at once (a slot value is always some entry's valid location at
+// the instant it is loaded); a reader that found nothing re-checks the
+// counter and retries if it moved, because a concurrent shift may have
+// carried the entry past it. Changing only an entry's location is a single
+// atomic store and needs no counter bump.
+//
+// Slot arrays live in an arena.Allocator reservation outside the Go heap. A
+// block freed by growth stays mapped, so a reader still scanning it reads
+// harmless stale slots; the caller's key comparison rejects any location
+// that is not the key's, and the sequence check sends the reader back.
+package index
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/marlinkv/marlin/arena"
+)
+
+// Bit budget of a slot and of the hash.
+const (
+	ShardBits = 16
+	FPBits    = 30
+	LocBits   = 64 - FPBits
+	LocMask   = 1<<LocBits - 1
+	NumShards = 1 << ShardBits
+
+	// Overflow slots past the last home slot absorb the final cluster, so
+	// probing never wraps around.
+	Overflow = 16
+	// minCap is the capacity a shard starts with when its first key arrives.
+	minCap = 16
+	// A shard grows when an insert would push its load past MaxLoad.
+	maxLoadNum, maxLoadDen = 7, 8
+	// and it grows by a factor of growNum/growDen.
+	growNum, growDen = 5, 4
+
+	slotsPerUnit = arena.UnitSize / 8
+)
+
+// MaxLoad is the load factor at which a shard grows.
+const MaxLoad = float64(maxLoadNum) / maxLoadDen
+
+// ErrFull is returned when the index's address-space reservation is used up.
+var ErrFull = errors.New("index: memory reservation exhausted")
+
+// shard is one independently locked and grown part of the table. 32 bytes,
+// pointer-free, so the shard array costs the GC nothing to scan.
+type shard struct {
+	// seq is odd while a writer moves entries; readers retry when it changed.
+	seq atomic.Uint64
+	// table packs the slot block: unit offset << 28 | size in units. Zero
+	// means the shard has never held a key.
+	table atomic.Uint64
+	mu    sync.Mutex // guards count and all writes to the slot block
+	count uint32
+}
+
+const unitsBits = 28
+
+// Index is the sharded hash index. All methods are safe for concurrent use.
+type Index struct {
+	alloc  *arena.Allocator
+	shards []shard
+	count  atomic.Int64 // live entries
+	slots  atomic.Int64 // capacity (home slots) over all shards
+}
+
+// New creates an empty index that may grow to use at most reserveBytes of
+// address space for slots.
+func New(reserveBytes int) (*Index, error) {
+	a, err := arena.NewAllocator(reserveBytes, 1<<26)
+	if err != nil {
+		return nil, err
+	}
+	return &Index{alloc: a, shards: make([]shard, NumShards)}, nil
+}
+
+// Close releases the slot memory. No method may be called afterwards, and no
+// reader may still be running.
+func (ix *Index) Close() error { return ix.alloc.Close() }
+
+// Split returns the shard number and fingerprint of a hash.
+func Split(h uint64) (shardNo int, fp uint64) {
+	return int(h >> (64 - ShardBits)), (h << ShardBits) >> (64 - FPBits)
+}
+
+// Slot packs a fingerprint and a location.
+func Slot(fp, loc uint64) uint64 { return fp<<LocBits | loc }
+
+func unpack(d uint64) (off uint64, nslots int) {
+	return d >> unitsBits, int(d&(1<<unitsBits-1)) * slotsPerUnit
+}
+
+// view returns the slot array described by d.
+func (ix *Index) view(d uint64) []uint64 {
+	off, n := unpack(d)
+	p := unsafe.Add(ix.alloc.Base(), off*arena.UnitSize)
+	return unsafe.Slice((*uint64)(p), n)
+}
+
+func home(fp uint64, nslots int) int {
+	return int((fp * uint64(nslots-Overflow)) >> FPBits)
+}
+
+// Lookup calls fn with the location of every entry whose fingerprint equals
+// h's, in slot order, until fn returns true; it reports whether one did. fn
+// must decide by reading the record (it may be called with a stale or even
+// unrelated location, which it must reject) and must not call writers of
+// this index. fn may be called more than once for one location.
+func (ix *Index) Lookup(h uint64, fn func(loc uint64) bool) bool {
+	sn, fp := Split(h)
+	sh := &ix.shards[sn]
+	for spins := 0; ; spins++ {
+		s1 := sh.seq.Load()
+		if s1&1 != 0 {
+			backoff(spins)
+			continue
+		}
+		if d := sh.table.Load(); d != 0 {
+			slots := ix.view(d)
+			for i := home(fp, len(slots)); i < len(slots); i++ {
+				s := atomic.LoadUint64(&slots[i])
+				f := s >> LocBits
+				if s == 0 || f > fp {
+					break
+				}
+				if f == fp && fn(s&LocMask) {
+					return true
+				}
+			}
+		}
+		if sh.seq.Load() == s1 {
+			return false
+		}
+	}
+}
+
+func backoff(spins int) {
+	if spins > 16 {
+		runtime.Gosched()
+	}
+}
+
+// PutFunc tells Put about an existing entry with the same fingerprint:
+// whether it is the key being put, and if so whether to replace it.
+type PutFunc func(old uint64) (isKey, replace bool)
+
+// Put points the key with hash h at loc. match is called, under the shard's
+// lock, for each existing entry with the same fingerprint. If it claims one
+// as the key, that entry is replaced when match says so and Put returns its
+// old location with found set; otherwise a new entry is inserted.
+func (ix *Index) Put(h, loc uint64, match PutFunc) (old uint64, found, replaced bool, err error) {
+	if loc == 0 || loc > LocMask {
+		return 0, false, false, fmt.Errorf("index: location %#x out of range", loc)
+	}
+	sn, fp := Split(h)
+	sh := &ix.shards[sn]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for {
+		d := sh.table.Load()
+		if d == 0 || (sh.count+1)*maxLoadDen > uint32(len(ix.view(d))-Overflow)*maxLoadNum {
+			if err := ix.grow(sh); err != nil {
+				return 0, false, false, err
+			}
+			continue
+		}
+		slots := ix.view(d)
+		i := home(fp, len(slots))
+		for ; i < len(slots); i++ {
+			s := slots[i]
+			f := s >> LocBits
+			if s == 0 || f > fp {
+				break
+			}
+			if f == fp {
+				if isKey, repl := match(s & LocMask); isKey {
+					if repl {
+						atomic.StoreUint64(&slots[i], Slot(fp, loc))
+					}
+					return s & LocMask, true, repl, nil
+				}
+			}
+		}
+		// Insert at i: find the first empty slot at or after it.
+		e := i
+		for e < len(slots) && slots[e] != 0 {
+			e++
+		}
+		if e == len(slots) {
+			if err := ix.grow(sh); err != nil {
+				return 0, false, false, err
+			}
+			continue
+		}
+		sh.seq.Add(1)
+		for j := e; j > i; j-- { // right to left: an entry is never absent
+			atomic.StoreUint64(&slots[j], slots[j-1])
+		}
+		atomic.StoreUint64(&slots[i], Slot(fp, loc))
+		sh.seq.Add(1)
+		sh.count++
+		ix.count.Add(1)
+		return 0, false, false, nil
+	}
+}
+
+// Delete removes the entry for the key with hash h: the first entry with
+// h's fingerprint for which match returns true. It returns that entry's
+// location.
+func (ix *Index) Delete(h uint64, match func(loc uint64) bool) (uint64, bool) {
+	sn, fp := Split(h)
+	sh := &ix.shards[sn]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, loc := ix.find(sh, fp, match)
+	if i < 0 {
+		return 0, false
+	}
+	ix.removeAt(sh, i)
+	return loc, true
+}
+
+// CompareAndSwap replaces the location of the entry with hash h and location
+// oldLoc by newLoc. It fails if that entry is gone or points elsewhere (a
+// concurrent overwrite or delete wins).
+func (ix *Index) CompareAndSwap(h, oldLoc, newLoc uint64) bool {
+	if newLoc == 0 || newLoc > LocMask {
+		return false
+	}
+	sn, fp := Split(h)
+	sh := &ix.shards[sn]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, _ := ix.find(sh, fp, func(loc uint64) bool { return loc == oldLoc })
+	if i < 0 {
+		return false
+	}
+	atomic.StoreUint64(&ix.view(sh.table.Load())[i], Slot(fp, newLoc))
+	return true
+}
+
+// DeleteExact removes the entry with hash h and location loc, if present.
+func (ix *Index) DeleteExact(h, loc uint64) bool {
+	_, ok := ix.Delete(h, func(l uint64) bool { return l == loc })
+	return ok
+}
+
+// find returns the position and location of the first entry with
+// fingerprint fp accepted by match, or -1. The shard's lock must be held.
+func (ix *Index) find(sh *shard, fp uint64, match func(uint64) bool) (int, uint64) {
+	d := sh.table.Load()
+	if d == 0 {
+		return -1, 0
+	}
+	slots := ix.view(d)
+	for i := home(fp, len(slots)); i < len(slots); i++ {
+		s := slots[i]
+		f := s >> LocBits
+		if s == 0 || f > fp {
+			break
+		}
+		if f == fp && match(s&LocMask) {
+			return i, s & LocMask
+		}
+	}
+	return -1, 0
+}
+
+// removeAt deletes slot i by shifting the displaced entries after it back
+// by one. The shard's lock must be held.
+func (ix *Index) removeAt(sh *shard, i int) {
+	slots := ix.view(sh.table.Load())
+	sh.seq.Add(1)
+	j := i
+	for ; j+1 < len(slots); j++ {
+		next := slots[j+1]
+		if next == 0 || home(next>>LocBits, len(slots)) == j+1 {
+			break
+		}
+		atomic.StoreUint64(&slots[j], next)
+	}
+	atomic.StoreUint64(&slots[j], 0)
+	sh.seq.Add(1)
+	sh.count--
+	ix.count.Add(-1)
+}
+
+// grow moves the shard into a larger block. The shard's lock must be held.
+func (ix *Index) grow(sh *shard) error {
+	oldD := sh.table.Load()
+	var old []uint64
+	newCap := minCap
+	if oldD != 0 {
+		old = ix.view(oldD)
+		c := len(old) - Overflow
+		newCap = max(c*growNum/growDen, c+slotsPerUnit)
+	}
+	for {
+		newCap = (newCap + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
+		units := uint32((newCap + Overflow) / slotsPerUnit)
+		off, err := ix.alloc.Alloc(units)
+		if err != nil {
+			if errors.Is(err, arena.ErrExhausted) {
+				return ErrFull
+			}
+			return err
+		}
+		newD := off<<unitsBits | uint64(units)
+		slots := ix.view(newD)
+		if rehash(old, slots) {
+			sh.seq.Add(1)
+			sh.table.Store(newD)
+			sh.seq.Add(1)
+			if oldD != 0 {
+				o, n := unpack(oldD)
+				ix.alloc.Free(o, uint32(n/slotsPerUnit))
+			}
+			oldCap := 0
+			if oldD != 0 {
+				oldCap = len(old) - Overflow
+			}
+			ix.slots.Add(int64(newCap - oldCap))
+			return nil
+		}
+		// The final cluster did not fit in the overflow area: go bigger.
+		ix.alloc.Free(off, units)
+		newCap += newCap / 4
+	}
+}
+
+// rehash copies the sorted entries of src into the empty dst at their new
+// homes. It reports false if they do not fit.
+func rehash(src, dst []uint64) bool {
+	next := 0
+	for _, s := range src {
+		if s == 0 {
+			continue
+		}
+		p := max(home(s>>LocBits, len(dst)), next)
+		if p >= len(dst) {
+			return false
+		}
+		dst[p] = s
+		next = p + 1
+	}
+	return true
+}

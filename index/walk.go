@@ -1,0 +1,122 @@
+package index
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// ShardLocations appends to buf the locations of all entries of shard sn as
+// one consistent cut (taken between writers' moves) and returns buf. The
+// engine iterates the index shard by shard this way.
+func (ix *Index) ShardLocations(sn int, buf []uint64) []uint64 {
+	sh := &ix.shards[sn]
+	start := len(buf)
+	for spins := 0; ; spins++ {
+		buf = buf[:start]
+		s1 := sh.seq.Load()
+		if s1&1 != 0 {
+			backoff(spins)
+			continue
+		}
+		if d := sh.table.Load(); d != 0 {
+			for i, slots := 0, ix.view(d); i < len(slots); i++ {
+				if s := atomic.LoadUint64(&slots[i]); s != 0 {
+					buf = append(buf, s&LocMask)
+				}
+			}
+		}
+		if sh.seq.Load() == s1 {
+			return buf
+		}
+	}
+}
+
+// Stats describes the index's size and memory.
+type Stats struct {
+	Entries       int64   // live entries
+	Capacity      int64   // home slots over all shards
+	LoadFactor    float64 // Entries / Capacity
+	ResidentBytes int64   // slot memory the OS holds for the index
+	LiveBytes     int64   // bytes in live slot blocks (overflow areas included)
+	ShardBytes    int64   // Go-heap bytes of the shard headers
+}
+
+// Stats reports the index's size and memory.
+func (ix *Index) Stats() Stats {
+	as := ix.alloc.Stats()
+	st := Stats{
+		Entries:       ix.count.Load(),
+		Capacity:      ix.slots.Load(),
+		ResidentBytes: as.ResidentBytes,
+		LiveBytes:     as.LiveBytes,
+		ShardBytes:    int64(len(ix.shards)) * 32,
+	}
+	if st.Capacity > 0 {
+		st.LoadFactor = float64(st.Entries) / float64(st.Capacity)
+	}
+	return st
+}
+
+// Len returns the number of entries.
+func (ix *Index) Len() int64 { return ix.count.Load() }
+
+// Check verifies the table's invariants: entries sorted by fingerprint,
+// each at or after its home with no empty slot in between, counts
+// consistent. It takes every shard's lock in turn; tests and the verify
+// command use it.
+func (ix *Index) Check() error {
+	var total int64
+	for sn := range ix.shards {
+		sh := &ix.shards[sn]
+		sh.mu.Lock()
+		err := ix.checkShard(sn, sh)
+		total += int64(sh.count)
+		sh.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if n := ix.count.Load(); n != total {
+		return fmt.Errorf("index: count %d, shards hold %d", n, total)
+	}
+	return nil
+}
+
+func (ix *Index) checkShard(sn int, sh *shard) error {
+	d := sh.table.Load()
+	if d == 0 {
+		if sh.count != 0 {
+			return fmt.Errorf("index: shard %d has no table but count %d", sn, sh.count)
+		}
+		return nil
+	}
+	slots := ix.view(d)
+	var n uint32
+	prevFP, lastEmpty := uint64(0), -1
+	for i, s := range slots {
+		if s == 0 {
+			lastEmpty = i
+			continue
+		}
+		n++
+		fp := s >> LocBits
+		if fp < prevFP {
+			return fmt.Errorf("index: shard %d slot %d: fingerprint %#x after %#x", sn, i, fp, prevFP)
+		}
+		prevFP = fp
+		h := home(fp, len(slots))
+		if h > i {
+			return fmt.Errorf("index: shard %d slot %d: before its home %d", sn, i, h)
+		}
+		if lastEmpty >= h {
+			return fmt.Errorf("index: shard %d slot %d: empty slot %d between it and its home %d", sn, i, lastEmpty, h)
+		}
+		if s&LocMask == 0 {
+			return fmt.Errorf("index: shard %d slot %d: zero location", sn, i)
+		}
+	}
+	if n != sh.count {
+		return fmt.Errorf("index: shard %d holds %d entries, count says %d", sn, n, sh.count)
+	}
+	return nil
+}
