@@ -1,0 +1,179 @@
+package vfs
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Default is the operating system's filesystem. Names are used as given.
+var Default FS = osFS{}
+
+type osFS struct{}
+
+// Files are opened with O_APPEND so that Write lands at the end of the file
+// even after Truncate, which a tracked file offset would not.
+const osWriteFlags = os.O_RDWR | os.O_APPEND
+
+func (osFS) Create(name string) (File, error) {
+	f, err := os.OpenFile(name, osWriteFlags|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Open(name string) (File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) OpenReadWrite(name string) (File, error) {
+	f, err := os.OpenFile(name, osWriteFlags, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Remove(name string) error                    { return os.Remove(name) }
+func (osFS) Rename(oldname, newname string) error        { return os.Rename(oldname, newname) }
+func (osFS) Link(oldname, newname string) error          { return os.Link(oldname, newname) }
+func (osFS) MkdirAll(dir string, perm os.FileMode) error { return os.MkdirAll(dir, perm) }
+func (osFS) Stat(name string) (os.FileInfo, error)       { return os.Stat(name) }
+
+func (osFS) List(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir) // sorted by name
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Lock uses flock, whose locks belong to the open file description: a
+// second Lock of the same file from this process conflicts too, so the
+// lock also guards against opening one database twice in one process.
+func (osFS) Lock(name string) (io.Closer, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	err = withFd(f, func(fd int) error {
+		for {
+			err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+			if err != unix.EINTR {
+				return err
+			}
+		}
+	})
+	if err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			err = ErrLocked
+		}
+		return nil, &os.PathError{Op: "flock", Path: name, Err: err}
+	}
+	return &osLock{f: f}, nil
+}
+
+type osLock struct {
+	once sync.Once
+	f    *os.File
+}
+
+// Close releases the lock; closing the descriptor drops the flock.
+func (l *osLock) Close() error {
+	var err error
+	l.once.Do(func() { err = l.f.Close() })
+	return err
+}
+
+type osFile struct{ *os.File }
+
+func (f osFile) Size() (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+func (f osFile) Map(length int) (Mapping, error) {
+	if length < 0 {
+		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: unix.EINVAL}
+	}
+	if length == 0 {
+		return &osMapping{}, nil // mmap rejects a zero length
+	}
+	var b []byte
+	err := withFd(f.File, func(fd int) (err error) {
+		b, err = unix.Mmap(fd, 0, length, unix.PROT_READ, unix.MAP_SHARED)
+		return err
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
+	}
+	return &osMapping{b: b}, nil
+}
+
+// withFd runs fn with f's descriptor without f.Fd, which would switch the
+// file to blocking mode.
+func withFd(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+type osMapping struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *osMapping) Bytes() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.b
+}
+
+// Close unmaps the view; closing twice is a no-op.
+func (m *osMapping) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.b == nil {
+		return nil
+	}
+	err := unix.Munmap(m.b)
+	m.b = nil
+	if err != nil {
+		return os.NewSyscallError("munmap", err)
+	}
+	return nil
+}
