@@ -64,3 +64,13 @@ func release(b []byte) {
 		_ = unix.Madvise(b, unix.MADV_DONTNEED)
 	}
 }
+
+// Reserve maps up to want bytes of address space without committing
+// memory (halving the request down to min if the OS refuses). Pages become
+// resident when touched and can be handed back with Release. Unmap it when
+// done.
+func Reserve(want, min int) ([]byte, error) { return reserve(want, min) }
+
+// Release returns the pages of b to the OS; they read as zeros afterwards
+// and become resident again when written. b should be page-aligned.
+func Release(b []byte) { release(b) }

@@ -25,7 +25,7 @@
 // starts at the home slot and stops at the first empty slot or the first
 // larger fingerprint, so misses are as cheap as hits. Growth needs no keys:
 // new homes are computed from the stored fingerprints alone, and the
-// capacity grows by about a quarter at a time (fastrange homes allow any
+// capacity grows by about 15% at a time (fastrange homes allow any
 // capacity), which keeps the load between MaxLoad/GrowFactor and MaxLoad.
 //
 // # Concurrency
@@ -66,13 +66,13 @@ const (
 
 	// Overflow slots past the last home slot absorb the final cluster, so
 	// probing never wraps around.
-	Overflow = 16
+	Overflow = 8
 	// minCap is the capacity a shard starts with when its first key arrives.
 	minCap = 16
 	// A shard grows when an insert would push its load past MaxLoad.
-	maxLoadNum, maxLoadDen = 7, 8
+	maxLoadNum, maxLoadDen = 9, 10
 	// and it grows by a factor of growNum/growDen.
-	growNum, growDen = 5, 4
+	growNum, growDen = 23, 20
 
 	slotsPerUnit = arena.UnitSize / 8
 )
@@ -82,6 +82,11 @@ const MaxLoad = float64(maxLoadNum) / maxLoadDen
 
 // ErrFull is returned when the index's address-space reservation is used up.
 var ErrFull = errors.New("index: memory reservation exhausted")
+
+// ErrCollision is returned by Put when too many keys of a shard share
+// fingerprints at the very end of the fingerprint range for the new key to
+// fit in the shard's overflow area.
+var ErrCollision = errors.New("index: too many keys share a fingerprint")
 
 // shard is one independently locked and grown part of the table. 32 bytes,
 // pointer-free, so the shard array costs the GC nothing to scan.
@@ -99,7 +104,7 @@ const unitsBits = 28
 
 // Index is the sharded hash index. All methods are safe for concurrent use.
 type Index struct {
-	alloc  *arena.Allocator
+	slabs  *slabs
 	shards []shard
 	count  atomic.Int64 // live entries
 	slots  atomic.Int64 // capacity (home slots) over all shards
@@ -108,16 +113,16 @@ type Index struct {
 // New creates an empty index that may grow to use at most reserveBytes of
 // address space for slots.
 func New(reserveBytes int) (*Index, error) {
-	a, err := arena.NewAllocator(reserveBytes, 1<<26)
+	s, err := newSlabs(reserveBytes)
 	if err != nil {
 		return nil, err
 	}
-	return &Index{alloc: a, shards: make([]shard, NumShards)}, nil
+	return &Index{slabs: s, shards: make([]shard, NumShards)}, nil
 }
 
 // Close releases the slot memory. No method may be called afterwards, and no
 // reader may still be running.
-func (ix *Index) Close() error { return ix.alloc.Close() }
+func (ix *Index) Close() error { return ix.slabs.close() }
 
 // Split returns the shard number and fingerprint of a hash.
 func Split(h uint64) (shardNo int, fp uint64) {
@@ -134,7 +139,7 @@ func unpack(d uint64) (off uint64, nslots int) {
 // view returns the slot array described by d.
 func (ix *Index) view(d uint64) []uint64 {
 	off, n := unpack(d)
-	p := unsafe.Add(ix.alloc.Base(), off*arena.UnitSize)
+	p := unsafe.Add(ix.slabs.base, off*arena.UnitSize)
 	return unsafe.Slice((*uint64)(p), n)
 }
 
@@ -200,7 +205,7 @@ func (ix *Index) Put(h, loc uint64, match PutFunc) (old uint64, found, replaced 
 	for {
 		d := sh.table.Load()
 		if d == 0 || (sh.count+1)*maxLoadDen > uint32(len(ix.view(d))-Overflow)*maxLoadNum {
-			if err := ix.grow(sh); err != nil {
+			if err := ix.grow(sn, sh); err != nil {
 				return 0, false, false, err
 			}
 			continue
@@ -228,7 +233,14 @@ func (ix *Index) Put(h, loc uint64, match PutFunc) (old uint64, found, replaced 
 			e++
 		}
 		if e == len(slots) {
-			if err := ix.grow(sh); err != nil {
+			// The final cluster fills the overflow area. Growing spreads the
+			// homes apart, except for keys sharing a fingerprint at the top
+			// of the range (at most Overflow+1 can share the all-ones one):
+			// do not let those grow a sparse shard without bound.
+			if uint64(len(slots)-Overflow) > 4*uint64(sh.count+minCap) {
+				return 0, false, false, ErrCollision
+			}
+			if err := ix.grow(sn, sh); err != nil {
 				return 0, false, false, err
 			}
 			continue
@@ -326,47 +338,64 @@ func (ix *Index) removeAt(sh *shard, i int) {
 	ix.count.Add(-1)
 }
 
-// grow moves the shard into a larger block. The shard's lock must be held.
-func (ix *Index) grow(sh *shard) error {
+// grow moves shard sn into a larger block. The shard's lock must be held.
+func (ix *Index) grow(sn int, sh *shard) error {
 	oldD := sh.table.Load()
 	var old []uint64
-	newCap := minCap
+	oldCap, newCap := 0, minCap
 	if oldD != 0 {
 		old = ix.view(oldD)
-		c := len(old) - Overflow
-		newCap = max(c*growNum/growDen, c+slotsPerUnit)
+		oldCap = len(old) - Overflow
+		newCap = max(oldCap*growNum/growDen, oldCap+slotsPerUnit)
 	}
 	for {
 		newCap = (newCap + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
 		units := uint32((newCap + Overflow) / slotsPerUnit)
-		off, err := ix.alloc.Alloc(units)
+		off, err := ix.slabs.alloc(units, int32(sn))
 		if err != nil {
-			if errors.Is(err, arena.ErrExhausted) {
-				return ErrFull
-			}
 			return err
 		}
-		newD := off<<unitsBits | uint64(units)
-		slots := ix.view(newD)
-		if rehash(old, slots) {
+		newD := off/arena.UnitSize<<unitsBits | uint64(units)
+		if rehash(old, ix.view(newD)) {
 			sh.seq.Add(1)
 			sh.table.Store(newD)
 			sh.seq.Add(1)
 			if oldD != 0 {
-				o, n := unpack(oldD)
-				ix.alloc.Free(o, uint32(n/slotsPerUnit))
-			}
-			oldCap := 0
-			if oldD != 0 {
-				oldCap = len(old) - Overflow
+				ix.freeBlock(oldD)
 			}
 			ix.slots.Add(int64(newCap - oldCap))
 			return nil
 		}
 		// The final cluster did not fit in the overflow area: go bigger.
-		ix.alloc.Free(off, units)
-		newCap += newCap / 4
+		ix.freeBlock(newD)
+		newCap += newCap / 8
 	}
+}
+
+// freeBlock returns a block no shard points at any more. The slab allocator
+// may move another shard's block into its place; that shard is locked with
+// TryLock (we hold a shard lock already, so waiting could deadlock) and its
+// readers are sent back by its sequence counter.
+func (ix *Index) freeBlock(d uint64) {
+	off, n := unpack(d)
+	units := uint32(n / slotsPerUnit)
+	ix.slabs.free(off*arena.UnitSize, units, func(owner int32, from, to uint64) bool {
+		sh := &ix.shards[owner]
+		if !sh.mu.TryLock() {
+			return false
+		}
+		defer sh.mu.Unlock()
+		od := sh.table.Load()
+		if oo, _ := unpack(od); oo*arena.UnitSize != from {
+			return false // not where the allocator thinks: leave a hole
+		}
+		nd := to/arena.UnitSize<<unitsBits | uint64(units)
+		copy(ix.view(nd), ix.view(od))
+		sh.seq.Add(1)
+		sh.table.Store(nd)
+		sh.seq.Add(1)
+		return true
+	})
 }
 
 // rehash copies the sorted entries of src into the empty dst at their new

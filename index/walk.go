@@ -43,12 +43,12 @@ type Stats struct {
 
 // Stats reports the index's size and memory.
 func (ix *Index) Stats() Stats {
-	as := ix.alloc.Stats()
+	live, resident := ix.slabs.usage()
 	st := Stats{
 		Entries:       ix.count.Load(),
 		Capacity:      ix.slots.Load(),
-		ResidentBytes: as.ResidentBytes,
-		LiveBytes:     as.LiveBytes,
+		ResidentBytes: resident,
+		LiveBytes:     live,
 		ShardBytes:    int64(len(ix.shards)) * 32,
 	}
 	if st.Capacity > 0 {
