@@ -64,6 +64,22 @@ type DB struct {
 	stopFlush chan struct{}
 	flushDone chan struct{}
 
+	// Long-running work (background workers, Compact) registers in bg so
+	// that Close can stop it (stopBg) and wait for it before releasing
+	// anything. lifeMu guards closing and the Add calls on bg.
+	lifeMu  sync.Mutex
+	closing bool
+	bg      sync.WaitGroup
+	stopBg  chan struct{}
+
+	// compactMu serializes compaction passes (and, with them, everything
+	// that must not see segments disappear midway).
+	compactMu sync.Mutex
+	// retiring marks segment ids whose file is being removed: not in segs
+	// any more, but not reusable until the removal is durable. Guarded by mu.
+	retiring [segment.MaxSegments]bool
+	compactKick chan struct{} // wakes the compactor (buffered, 1)
+
 	st counters
 }
 
@@ -121,6 +137,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 		syncKick:  make(chan struct{}, 1),
 		stopFlush: make(chan struct{}),
 		flushDone: make(chan struct{}),
+		stopBg:    make(chan struct{}),
+
+		compactKick: make(chan struct{}, 1),
 	}
 	db.syncCond = sync.NewCond(&db.syncMu)
 	if err := db.open(); err != nil {
@@ -128,6 +147,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, err
 	}
 	go db.flusher()
+	db.startWorkers()
 	return db, nil
 }
 
@@ -149,9 +169,16 @@ func (db *DB) open() error {
 // Operations in flight finish first; every later call returns ErrClosed. A
 // second Close returns nil.
 func (db *DB) Close() error {
-	if !db.guard.close() {
+	db.lifeMu.Lock()
+	if db.closing {
+		db.lifeMu.Unlock()
 		return nil
 	}
+	db.closing = true
+	db.lifeMu.Unlock()
+	close(db.stopBg)
+	db.bg.Wait()
+	db.guard.close()
 	close(db.stopFlush)
 	<-db.flushDone
 	db.mu.Lock()
@@ -203,12 +230,40 @@ func (sf *segFile) close() error {
 // Dir returns the database directory.
 func (db *DB) Dir() string { return db.dir }
 
-func (db *DB) enter() (int, error) {
-	i, ok := db.guard.enter()
+func (db *DB) enter() (token, error) {
+	t, ok := db.guard.enter()
 	if !ok {
-		return 0, ErrClosed
+		return t, ErrClosed
 	}
-	return i, nil
+	return t, nil
 }
 
-func (db *DB) exit(i int) { db.guard.exit(i) }
+func (db *DB) exit(t token) { db.guard.exit(t) }
+
+// startBg registers long-running work that Close must wait for.
+func (db *DB) startBg() error {
+	db.lifeMu.Lock()
+	defer db.lifeMu.Unlock()
+	if db.closing {
+		return ErrClosed
+	}
+	db.bg.Add(1)
+	return nil
+}
+
+// stopping reports whether Close asked background work to stop.
+func (db *DB) stopping() bool {
+	select {
+	case <-db.stopBg:
+		return true
+	default:
+		return false
+	}
+}
+
+// startWorkers starts the background workers.
+func (db *DB) startWorkers() {
+	if db.opts.CompactionThreshold >= 0 && db.startBg() == nil {
+		go db.compactor()
+	}
+}

@@ -8,19 +8,31 @@ import (
 )
 
 // Iterator walks all live pairs in no particular order. It is safe to use
-// while other goroutines write: it visits the index one shard at a time,
-// taking a consistent cut of each shard, so every key is visited at most
-// once, and each pair it yields is a complete record that was the key's
-// value at some moment during the walk (keys written or deleted during the
-// walk may or may not be seen). An Iterator is not safe for concurrent use.
+// while other goroutines write and compact. It works one index shard at a
+// time from a consistent cut of the shard's locations, so every key is
+// visited at most once, every key present for the whole walk is visited,
+// and each pair is a complete record that was the key's value at some
+// moment during the walk. Keys written or deleted during the walk may or
+// may not be seen.
+//
+// When compaction removes a segment under a cut, the iterator takes a new
+// cut of the shard and skips the keys it already returned from it; to know
+// them it keeps the current shard's returned keys (not values), so its
+// memory is bounded by one shard's keys plus one value. An Iterator is not
+// safe for concurrent use.
 type Iterator struct {
-	db         *DB
-	shard      int
-	locs       []uint64
-	i          int
-	key, value []byte
-	err        error
-	done       bool
+	db    *DB
+	shard int
+	locs  []uint64
+	i     int
+	key   []byte
+	value []byte
+	err   error
+	done  bool
+
+	shardKeys []byte          // keys returned from the current shard, back to back
+	keyEnds   []int           // end offset of each of them in shardKeys
+	skip      map[string]bool // after a re-cut: keys already returned
 }
 
 // NewIterator returns an iterator positioned before the first pair.
@@ -29,35 +41,39 @@ func (db *DB) NewIterator() *Iterator {
 }
 
 // Next advances to the next pair and reports whether there is one. After it
-// returns false, check Err.
+// returns false, check Err. Key and Value are valid until the next call.
 func (it *Iterator) Next() bool {
 	if it.done {
 		return false
 	}
-	g, err := it.db.enter()
+	db := it.db
+	g, err := db.enter()
 	if err != nil {
 		return it.stop(err)
 	}
-	defer it.db.exit(g)
+	defer db.exit(g)
 	now := nowMillis()
 	for {
 		for it.i < len(it.locs) {
 			loc := it.locs[it.i]
 			it.i++
-			r, locked, err := it.db.recordAt(loc)
+			r, locked, err := db.recordAt(loc)
 			if errors.Is(err, errStale) {
+				it.recut()
 				continue
 			}
 			if err != nil {
 				return it.stop(err)
 			}
-			ok := r.Kind == segment.KindPut && (r.Expiry == 0 || r.Expiry > now)
+			ok := r.Kind == segment.KindPut && (r.Expiry == 0 || r.Expiry > now) && !it.skip[string(r.Key)]
 			if ok {
 				it.key = append(it.key[:0], r.Key...)
 				it.value = append(it.value[:0], r.Value...)
+				it.shardKeys = append(it.shardKeys, r.Key...)
+				it.keyEnds = append(it.keyEnds, len(it.shardKeys))
 			}
 			if locked {
-				it.db.tailMu.RUnlock()
+				db.tailMu.RUnlock()
 			}
 			if ok {
 				return true
@@ -67,9 +83,21 @@ func (it *Iterator) Next() bool {
 		if it.shard >= index.NumShards {
 			return it.stop(nil)
 		}
-		it.locs = it.db.ix.ShardLocations(it.shard, it.locs[:0])
-		it.i = 0
+		it.shardKeys, it.keyEnds, it.skip = it.shardKeys[:0], it.keyEnds[:0], nil
+		it.locs, it.i = db.ix.ShardLocations(it.shard, it.locs[:0]), 0
 	}
+}
+
+// recut takes a fresh cut of the current shard after a location went
+// stale, remembering which keys were already returned.
+func (it *Iterator) recut() {
+	it.skip = make(map[string]bool, len(it.keyEnds))
+	start := 0
+	for _, end := range it.keyEnds {
+		it.skip[string(it.shardKeys[start:end])] = true
+		start = end
+	}
+	it.locs, it.i = it.db.ix.ShardLocations(it.shard, it.locs[:0]), 0
 }
 
 func (it *Iterator) stop(err error) bool {

@@ -82,6 +82,14 @@ type Options struct {
 	// (memory is committed only as it is used). Default 256 GiB; Open halves
 	// it until the OS accepts.
 	IndexReserve int64
+	// CompactionThreshold is the dead share of a sealed segment (dead bytes
+	// over record bytes) at which the background compactor rewrites it.
+	// Default 0.5; a negative value turns background compaction off
+	// (Compact still works).
+	CompactionThreshold float64
+	// CompactionRate bounds the background compactor's reading, in bytes per
+	// second, so foreground latency stays flat. Default 64 MiB/s.
+	CompactionRate int64
 	// Logger receives warnings (torn tails truncated at Open, and the like).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -98,6 +106,9 @@ const (
 	defaultInterval     = 100 * time.Millisecond
 	defaultWriteBuffer  = 1 << 20
 	defaultIndexReserve = 256 << 30
+
+	defaultCompactionThreshold = 0.5
+	defaultCompactionRate      = 64 << 20
 )
 
 // withDefaults returns a validated copy of o with defaults filled in.
@@ -127,6 +138,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.IndexReserve == 0 {
 		c.IndexReserve = defaultIndexReserve
 	}
+	if c.CompactionThreshold == 0 {
+		c.CompactionThreshold = defaultCompactionThreshold
+	}
+	if c.CompactionRate == 0 {
+		c.CompactionRate = defaultCompactionRate
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -152,6 +169,10 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("SyncInterval %v is negative", c.SyncInterval)
 	case c.WriteBufferSize < 4096 || int64(c.WriteBufferSize) > c.SegmentSize:
 		return bad("WriteBufferSize %d not in [4096, SegmentSize]", c.WriteBufferSize)
+	case c.CompactionThreshold > 1:
+		return bad("CompactionThreshold %v above 1", c.CompactionThreshold)
+	case c.CompactionRate < 0:
+		return bad("CompactionRate %d is negative", c.CompactionRate)
 	case c.IndexReserve < 1<<26:
 		return bad("IndexReserve %d below 64 MiB", c.IndexReserve)
 	}

@@ -10,7 +10,7 @@ import (
 // freeIDLocked returns the lowest unused segment id.
 func (db *DB) freeIDLocked() (uint16, error) {
 	for i := range db.segs {
-		if db.segs[i].Load() == nil {
+		if db.segs[i].Load() == nil && !db.retiring[i] {
 			return uint16(i), nil
 		}
 	}
@@ -79,5 +79,6 @@ func (db *DB) rollLocked() error {
 		old.sealed.Store(true)
 	}
 	db.st.rolls.Add(1)
+	db.kickCompactor()
 	return nil
 }

@@ -13,6 +13,8 @@ type counters struct {
 	bytesWritten                               atomic.Int64 // bytes the engine wrote to files
 	userBytes                                  atomic.Int64 // key+value bytes given by users
 	truncated                                  atomic.Int64 // torn-tail bytes dropped at Open
+	compactions, segmentsRemoved               atomic.Int64 // passes that rewrote something; segments deleted
+	bytesReclaimed, bytesRewritten             atomic.Int64 // segment bytes deleted; bytes copied forward
 }
 
 // SegmentStats describes one segment.
@@ -45,6 +47,11 @@ type Stats struct {
 	BytesWritten                               int64 // by the engine, to segment files
 	UserBytes                                  int64 // keys and values given to Put/Batch
 	TruncatedBytes                             int64 // torn tail dropped at Open
+
+	Compactions     int64 // compaction passes that rewrote at least one segment
+	SegmentsRemoved int64 // segments deleted by compaction
+	BytesReclaimed  int64 // bytes of the segments deleted
+	BytesRewritten  int64 // bytes compaction copied forward (part of BytesWritten)
 }
 
 // Stats returns current figures. It takes no lock that writers hold for
@@ -66,6 +73,11 @@ func (db *DB) Stats() (Stats, error) {
 		BytesWritten:   db.st.bytesWritten.Load(),
 		UserBytes:      db.st.userBytes.Load(),
 		TruncatedBytes: db.st.truncated.Load(),
+
+		Compactions:     db.st.compactions.Load(),
+		SegmentsRemoved: db.st.segmentsRemoved.Load(),
+		BytesReclaimed:  db.st.bytesReclaimed.Load(),
+		BytesRewritten:  db.st.bytesRewritten.Load(),
 	}
 	s.Keys = s.Index.Entries
 	s.ArenaBytes = s.Index.ResidentBytes + int64(len(db.tail.buf))
@@ -108,6 +120,10 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.BytesWritten -= prev.BytesWritten
 	d.UserBytes -= prev.UserBytes
 	d.TruncatedBytes -= prev.TruncatedBytes
+	d.Compactions -= prev.Compactions
+	d.SegmentsRemoved -= prev.SegmentsRemoved
+	d.BytesReclaimed -= prev.BytesReclaimed
+	d.BytesRewritten -= prev.BytesRewritten
 	return d
 }
 

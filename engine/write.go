@@ -165,10 +165,17 @@ func (db *DB) appendLocked(rec *segment.Record, reserve int) (uint64, int, error
 	off := db.tail.start + db.tail.n.Load()
 	if size > len(db.tail.buf) {
 		// Larger than the whole buffer: write it straight to the file. The
-		// buffer is empty (flushed above), so the file ends at off.
+		// buffer is empty (flushed above), so the file ends at off. The
+		// tail now starts after the record.
 		b := make([]byte, size)
 		segment.Encode(b, sf.gen, off, rec)
-		if err := db.writeFileLocked(b); err != nil {
+		db.tailMu.Lock()
+		err := db.writeFileLocked(b)
+		if err == nil {
+			db.tail.start += int64(size)
+		}
+		db.tailMu.Unlock()
+		if err != nil {
 			return 0, 0, err
 		}
 		return segment.Loc(sf.id, off), size, nil

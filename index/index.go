@@ -288,7 +288,13 @@ func (ix *Index) CompareAndSwap(h, oldLoc, newLoc uint64) bool {
 	if i < 0 {
 		return false
 	}
+	// Unlike an overwrite, a move is bracketed by the sequence counter: the
+	// old location's segment is about to be removed, so a reader that found
+	// nothing usable at the old location must see the counter move and look
+	// again.
+	sh.seq.Add(1)
 	atomic.StoreUint64(&ix.view(sh.table.Load())[i], Slot(fp, newLoc))
+	sh.seq.Add(1)
 	return true
 }
 

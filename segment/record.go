@@ -175,6 +175,13 @@ func Decode(buf []byte, gen uint64, off int64, lim Limits) (Record, int, error) 
 	if got := crc32.Update(seed(gen, off), castagnoli, buf[4:end]); got != want {
 		return r, 0, corruptf(off, "checksum mismatch (stored %#08x, computed %#08x)", want, got)
 	}
+	// The padding is not checksummed; it must be zero, so that every bit of
+	// an aligned record is checked (and a record has a single encoding).
+	for _, b := range buf[end:min(alignUp(end), len(buf))] {
+		if b != 0 {
+			return r, 0, corruptf(off, "non-zero record padding")
+		}
+	}
 	r.Key = buf[p : p+int(klen) : p+int(klen)]
 	r.Value = buf[p+int(klen) : end : end]
 	// The size may exceed len(buf) when a torn write cut off the padding of
