@@ -114,10 +114,17 @@ func (db *DB) compactPass(threshold float64, rate int64, sealActive bool) error 
 			return err
 		}
 	}
-	if len(todo) > 0 {
-		db.st.compactions.Add(1)
+	if len(todo) == 0 {
+		return nil
 	}
-	return nil
+	db.st.compactions.Add(1)
+	db.mu.Lock()
+	db.snapValid = false // the last snapshot names removed segments
+	db.mu.Unlock()
+	if db.opts.DisableSnapshots {
+		return nil
+	}
+	return db.snapshotLocked(db.stopBg)
 }
 
 // compactChunk is how many record bytes are handled per hold of db.mu.

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/marlinkv/marlin/arena"
 	"github.com/marlinkv/marlin/index"
@@ -77,8 +78,15 @@ type DB struct {
 	compactMu sync.Mutex
 	// retiring marks segment ids whose file is being removed: not in segs
 	// any more, but not reusable until the removal is durable. Guarded by mu.
-	retiring [segment.MaxSegments]bool
+	retiring    [segment.MaxSegments]bool
 	compactKick chan struct{} // wakes the compactor (buffered, 1)
+
+	// Snapshot bookkeeping, guarded by mu: the newest snapshot's number,
+	// the write count it covers, and when it was taken.
+	snapSeq     uint64
+	snapValid   bool // a snapshot on disk matches the segments
+	snapWritten int64
+	snapAt      time.Time
 
 	st counters
 }
@@ -126,12 +134,15 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("marlin: open %s: %w", dir, err)
 	}
 	db := &DB{
-		dir:       dir,
-		opts:      o,
-		fs:        o.FS,
-		lock:      lock,
-		hash:      o.hash,
-		lim:       segment.Limits{MaxKey: o.MaxKeySize, MaxValue: max(o.MaxValueSize, 64)},
+		dir:  dir,
+		opts: o,
+		fs:   o.FS,
+		lock: lock,
+		hash: o.hash,
+		// Decoding checks lengths against what the format and the segment
+		// size allow, not against the options: a record written under
+		// larger limits is still valid data after they are lowered.
+		lim:       segment.Limits{MaxKey: segment.MaxKeyLen, MaxValue: int(o.SegmentSize)},
 		nextSeq:   1,
 		nextGen:   1,
 		syncKick:  make(chan struct{}, 1),
@@ -186,7 +197,13 @@ func (db *DB) Close() error {
 	if db.failed == nil && db.active != nil {
 		err = db.syncActiveLocked()
 	}
+	snap := err == nil && db.needSnapshotLocked()
 	db.mu.Unlock()
+	if snap {
+		db.compactMu.Lock()
+		err = db.snapshotLocked(nil)
+		db.compactMu.Unlock()
+	}
 	if rerr := db.release(); err == nil {
 		err = rerr
 	}
@@ -263,7 +280,11 @@ func (db *DB) stopping() bool {
 
 // startWorkers starts the background workers.
 func (db *DB) startWorkers() {
+	db.snapAt = time.Now()
 	if db.opts.CompactionThreshold >= 0 && db.startBg() == nil {
 		go db.compactor()
+	}
+	if !db.opts.DisableSnapshots && db.startBg() == nil {
+		go db.snapshotter()
 	}
 }

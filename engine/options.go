@@ -90,6 +90,16 @@ type Options struct {
 	// CompactionRate bounds the background compactor's reading, in bytes per
 	// second, so foreground latency stays flat. Default 64 MiB/s.
 	CompactionRate int64
+	// SnapshotInterval and SnapshotRecords say when the background worker
+	// writes an index snapshot: after SnapshotInterval (default 10 minutes)
+	// or after SnapshotRecords writes (default 10 million), whichever comes
+	// first, if anything was written. A snapshot is also written at Close
+	// and after a compaction pass that removed segments.
+	SnapshotInterval time.Duration
+	SnapshotRecords  int64
+	// DisableSnapshots turns index snapshots off: every Open replays the
+	// whole log.
+	DisableSnapshots bool
 	// Logger receives warnings (torn tails truncated at Open, and the like).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -144,6 +154,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.CompactionRate == 0 {
 		c.CompactionRate = defaultCompactionRate
 	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 10 * time.Minute
+	}
+	if c.SnapshotRecords == 0 {
+		c.SnapshotRecords = 10_000_000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -173,6 +189,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("CompactionThreshold %v above 1", c.CompactionThreshold)
 	case c.CompactionRate < 0:
 		return bad("CompactionRate %d is negative", c.CompactionRate)
+	case c.SnapshotInterval < 0 || c.SnapshotRecords < 0:
+		return bad("negative snapshot interval or record count")
 	case c.IndexReserve < 1<<26:
 		return bad("IndexReserve %d below 64 MiB", c.IndexReserve)
 	}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"time"
+
+	"github.com/marlinkv/marlin/index"
 
 	"github.com/marlinkv/marlin/segment"
 )
@@ -33,21 +36,71 @@ import (
 type tomb struct{ h, loc uint64 }
 
 func (db *DB) recover() error {
+	start := time.Now()
+	defer func() { db.st.openNanos.Store(int64(time.Since(start))) }()
 	names, err := db.fs.List(db.dir)
 	if err != nil {
 		return fmt.Errorf("marlin: list %s: %w", db.dir, err)
 	}
+	onDisk := map[uint64]int64{} // generation -> file size
 	var gens []uint64
 	for _, n := range names {
 		if g, ok := segment.ParseFileName(n); ok {
+			fi, err := db.fs.Stat(filepath.Join(db.dir, n))
+			if err != nil {
+				return fmt.Errorf("marlin: %w", err)
+			}
+			onDisk[g] = fi.Size()
 			gens = append(gens, g)
 		}
 	}
 	sort.Slice(gens, func(i, j int) bool { return gens[i] < gens[j] })
+	if !db.opts.DisableSnapshots {
+		meta, err := db.loadSnapshot(names, onDisk)
+		if err == nil {
+			ok, err := db.recoverFrom(meta, gens)
+			if err != nil || ok {
+				return err
+			}
+			err = fmt.Errorf("the log does not reach the snapshot's durable position")
+		}
+		db.snapValid = false
+		if err != errNoSnapshot {
+			db.opts.Logger.Warn("marlin: ignoring index snapshot, replaying the whole log", "dir", db.dir, "reason", err)
+		}
+		if err := db.resetForReplay(); err != nil {
+			return err
+		}
+	}
+	return db.replayAll(gens)
+}
+
+// resetForReplay undoes a failed snapshot load: an empty index and no open
+// segments.
+func (db *DB) resetForReplay() error {
+	for i := range db.segs {
+		if sf := db.segs[i].Swap(nil); sf != nil {
+			_ = sf.close()
+		}
+	}
+	if db.ix.Len() == 0 {
+		return nil
+	}
+	_ = db.ix.Close()
+	ix, err := index.New(int(db.opts.IndexReserve))
+	if err != nil {
+		return fmt.Errorf("marlin: %w", err)
+	}
+	db.ix = ix
+	return nil
+}
+
+// replayAll rebuilds the index from every segment.
+func (db *DB) replayAll(gens []uint64) error {
 	var tombs []tomb
 	var newest *segFile
 	for i, gen := range gens {
-		db.nextGen = gen + 1
+		db.nextGen = max(db.nextGen, gen+1)
 		isNewest := i == len(gens)-1
 		sf, err := db.openSegment(gen, isNewest)
 		if err != nil {
@@ -56,13 +109,96 @@ func (db *DB) recover() error {
 		if sf == nil {
 			continue // a torn creation, removed
 		}
-		if err := db.replaySegment(sf, isNewest, &tombs); err != nil {
+		if _, err := db.replaySegment(sf, isNewest, segment.HeaderSize, segment.HeaderSize, &tombs); err != nil {
 			return err
 		}
 		if isNewest {
 			newest = sf
 		}
 	}
+	return db.finishRecovery(tombs, newest)
+}
+
+// recoverFrom opens the segments after loading snapshot meta into the index
+// and replays the log from its replay position. It returns false (and no
+// error) if the log turns out not to reach the snapshot's durable position,
+// in which case the caller replays everything instead.
+func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
+	inTable := map[uint64]snapSeg{}
+	for _, s := range meta.segs {
+		inTable[s.gen] = s
+	}
+	db.nextSeq = max(db.nextSeq, meta.nextSeq)
+	db.nextGen = max(db.nextGen, meta.nextGen)
+	var open []uint64
+	for _, gen := range gens {
+		_, listed := inTable[gen]
+		if !listed && gen < meta.acct.gen {
+			// Removed by compaction before the snapshot; the removal did not
+			// reach the disk. Every live record it had was copied.
+			db.opts.Logger.Warn("marlin: removing a compacted segment left behind", "file", segment.FileName(gen))
+			if err := db.fs.Remove(filepath.Join(db.dir, segment.FileName(gen))); err != nil {
+				return false, fmt.Errorf("marlin: %w", err)
+			}
+			continue
+		}
+		open = append(open, gen)
+	}
+	if err := db.fs.SyncDir(db.dir); err != nil {
+		return false, fmt.Errorf("marlin: %w", err)
+	}
+	var tombs []tomb
+	var newest *segFile
+	for i, gen := range open {
+		db.nextGen = max(db.nextGen, gen+1)
+		isNewest := i == len(open)-1
+		sf, err := db.openSegment(gen, isNewest)
+		if err != nil {
+			return false, err
+		}
+		ts, listed := inTable[gen]
+		if sf == nil {
+			if listed {
+				return false, nil
+			}
+			continue
+		}
+		if listed {
+			if sf.id != ts.id {
+				return false, nil
+			}
+			sf.live.Store(ts.live)
+		}
+		if isNewest {
+			newest = sf
+		}
+		if gen < meta.replay.gen {
+			continue
+		}
+		from, acct := int64(segment.HeaderSize), int64(segment.HeaderSize)
+		if gen == meta.replay.gen {
+			from = meta.replay.off
+		}
+		if gen < meta.acct.gen {
+			acct = segment.MaxSegmentSize // nothing to count: the table has it
+		} else if gen == meta.acct.gen {
+			acct = meta.acct.off
+		}
+		end, err := db.replaySegment(sf, isNewest, from, acct, &tombs)
+		if err != nil {
+			return false, err
+		}
+		if gen == meta.acct.gen && end < meta.acct.off {
+			return false, nil
+		}
+	}
+	db.st.snapshotLoaded.Store(true)
+	return true, db.finishRecovery(tombs, newest)
+}
+
+// finishRecovery drops the tombstones' temporary index entries, derives
+// dead bytes, and starts the active segment.
+func (db *DB) finishRecovery(tombs []tomb, newest *segFile) error {
 	for _, t := range tombs {
 		db.ix.DeleteExact(t.h, t.loc)
 	}
@@ -140,20 +276,22 @@ func (db *DB) openSegment(gen uint64, newest bool) (*segFile, error) {
 	return sf, nil
 }
 
-// replaySegment feeds a segment's committed records to the index and, for
-// the newest segment, truncates a torn tail.
-func (db *DB) replaySegment(sf *segFile, newest bool, tombs *[]tomb) error {
+// replaySegment feeds a segment's committed records from offset from on to
+// the index, counting live bytes for records at acct or later, and, for the
+// newest segment, truncates a torn tail. It returns where the valid log
+// ends.
+func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[]tomb) (int64, error) {
 	size := sf.flushed.Load()
 	data := sf.data[:size]
-	end, err := segment.Scan(data, sf.gen, db.lim, func(es []segment.Entry) error {
-		return db.replayUnit(sf, es, tombs)
+	end, err := segment.ScanFrom(data, sf.gen, db.lim, from, func(es []segment.Entry) error {
+		return db.replayUnit(sf, es, acct, tombs)
 	})
 	if err != nil && (!newest || !errors.Is(err, ErrCorrupt)) {
-		return segment.WithFile(err, sf.name)
+		return end, segment.WithFile(err, sf.name)
 	}
 	if err != nil {
 		if claim := segment.SyncedClaim(data, sf.gen, db.lim, end); claim > end {
-			return fmt.Errorf("%w (a sync mark shows the data up to offset %d had been fsynced)",
+			return end, fmt.Errorf("%w (a sync mark shows the data up to offset %d had been fsynced)",
 				segment.WithFile(err, sf.name), claim)
 		}
 		db.opts.Logger.Warn("marlin: truncating torn tail", "file", sf.name,
@@ -162,20 +300,22 @@ func (db *DB) replaySegment(sf *segFile, newest bool, tombs *[]tomb) error {
 	}
 	if end != size {
 		if err := sf.f.Truncate(end); err != nil {
-			return fmt.Errorf("marlin: truncate %s: %w", sf.name, err)
+			return end, fmt.Errorf("marlin: truncate %s: %w", sf.name, err)
 		}
 		if err := sf.f.Sync(); err != nil {
-			return fmt.Errorf("marlin: fsync %s: %w", sf.name, err)
+			return end, fmt.Errorf("marlin: fsync %s: %w", sf.name, err)
 		}
 		sf.flushed.Store(end)
 		sf.durable.Store(end)
 		sf.marked = end
 	}
-	return nil
+	return end, nil
 }
 
 // replayUnit applies committed records: the highest sequence number wins.
-func (db *DB) replayUnit(sf *segFile, es []segment.Entry, tombs *[]tomb) error {
+// Live bytes are counted for records at offset acct or later.
+func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64, tombs *[]tomb) error {
+	db.st.replayed.Add(int64(len(es)))
 	for i := range es {
 		e := &es[i]
 		r := &e.Rec
@@ -201,13 +341,17 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, tombs *[]tomb) error {
 		if found && !replaced {
 			continue
 		}
+		if r.Kind == segment.KindDelete {
+			*tombs = append(*tombs, tomb{h, loc})
+		}
+		if e.Off < acct {
+			continue // the snapshot's figures include this record
+		}
 		if found && !oldTomb {
 			oid, _ := segment.SplitLoc(old)
 			db.segs[oid].Load().live.Add(-int64(oldSize))
 		}
-		if r.Kind == segment.KindDelete {
-			*tombs = append(*tombs, tomb{h, loc})
-		} else {
+		if r.Kind != segment.KindDelete {
 			sf.live.Add(int64(e.Size))
 		}
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/marlinkv/marlin/index"
 )
@@ -15,6 +16,10 @@ type counters struct {
 	truncated                                  atomic.Int64 // torn-tail bytes dropped at Open
 	compactions, segmentsRemoved               atomic.Int64 // passes that rewrote something; segments deleted
 	bytesReclaimed, bytesRewritten             atomic.Int64 // segment bytes deleted; bytes copied forward
+	snapshots, snapshotNanos                   atomic.Int64 // snapshots written; duration of the last
+	snapshotLoaded                             atomic.Bool  // Open used a snapshot
+	replayed                                   atomic.Int64 // records replayed at Open
+	openNanos                                  atomic.Int64 // duration of Open
 }
 
 // SegmentStats describes one segment.
@@ -52,6 +57,12 @@ type Stats struct {
 	SegmentsRemoved int64 // segments deleted by compaction
 	BytesReclaimed  int64 // bytes of the segments deleted
 	BytesRewritten  int64 // bytes compaction copied forward (part of BytesWritten)
+
+	Snapshots          int64         // index snapshots written
+	LastSnapshotTime   time.Duration // how long the last snapshot took to write
+	OpenedFromSnapshot bool          // Open loaded a snapshot (else it replayed every segment)
+	RecordsReplayed    int64         // records Open replayed
+	OpenTime           time.Duration // how long Open took
 }
 
 // Stats returns current figures. It takes no lock that writers hold for
@@ -78,6 +89,12 @@ func (db *DB) Stats() (Stats, error) {
 		SegmentsRemoved: db.st.segmentsRemoved.Load(),
 		BytesReclaimed:  db.st.bytesReclaimed.Load(),
 		BytesRewritten:  db.st.bytesRewritten.Load(),
+
+		Snapshots:          db.st.snapshots.Load(),
+		LastSnapshotTime:   time.Duration(db.st.snapshotNanos.Load()),
+		OpenedFromSnapshot: db.st.snapshotLoaded.Load(),
+		RecordsReplayed:    db.st.replayed.Load(),
+		OpenTime:           time.Duration(db.st.openNanos.Load()),
 	}
 	s.Keys = s.Index.Entries
 	s.ArenaBytes = s.Index.ResidentBytes + int64(len(db.tail.buf))
@@ -124,6 +141,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.SegmentsRemoved -= prev.SegmentsRemoved
 	d.BytesReclaimed -= prev.BytesReclaimed
 	d.BytesRewritten -= prev.BytesRewritten
+	d.Snapshots -= prev.Snapshots
 	return d
 }
 

@@ -3,32 +3,20 @@ package index
 import (
 	"fmt"
 	"sync/atomic"
+
+	"github.com/marlinkv/marlin/arena"
 )
 
 // ShardLocations appends to buf the locations of all entries of shard sn as
 // one consistent cut (taken between writers' moves) and returns buf. The
 // engine iterates the index shard by shard this way.
 func (ix *Index) ShardLocations(sn int, buf []uint64) []uint64 {
-	sh := &ix.shards[sn]
 	start := len(buf)
-	for spins := 0; ; spins++ {
-		buf = buf[:start]
-		s1 := sh.seq.Load()
-		if s1&1 != 0 {
-			backoff(spins)
-			continue
-		}
-		if d := sh.table.Load(); d != 0 {
-			for i, slots := 0, ix.view(d); i < len(slots); i++ {
-				if s := atomic.LoadUint64(&slots[i]); s != 0 {
-					buf = append(buf, s&LocMask)
-				}
-			}
-		}
-		if sh.seq.Load() == s1 {
-			return buf
-		}
+	buf = ix.ShardSlots(sn, buf)
+	for i := start; i < len(buf); i++ {
+		buf[i] &= LocMask
 	}
+	return buf
 }
 
 // Stats describes the index's size and memory.
@@ -119,4 +107,70 @@ func (ix *Index) checkShard(sn int, sh *shard) error {
 		return fmt.Errorf("index: shard %d holds %d entries, count says %d", sn, n, sh.count)
 	}
 	return nil
+}
+
+// LoadShard fills the empty shard sn with the given slot values (as
+// ShardLocations' slots, in slot order: sorted by fingerprint), sizing it
+// for them. Snapshots load the index this way without any key. It fails if
+// the shard is not empty, or if the slots are out of order or belong to
+// another shard's layout.
+func (ix *Index) LoadShard(sn int, slots []uint64) error {
+	sh := &ix.shards[sn]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.table.Load() != 0 {
+		return fmt.Errorf("index: shard %d is not empty", sn)
+	}
+	for i, s := range slots {
+		if s&LocMask == 0 || i > 0 && s>>LocBits < slots[i-1]>>LocBits {
+			return fmt.Errorf("index: shard %d: slot %d out of order or empty", sn, i)
+		}
+	}
+	if len(slots) == 0 {
+		return nil
+	}
+	c := max(minCap, (len(slots)*maxLoadDen+maxLoadNum-1)/maxLoadNum)
+	for {
+		c = (c + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
+		units := uint32((c + Overflow) / slotsPerUnit)
+		off, err := ix.slabs.alloc(units, int32(sn))
+		if err != nil {
+			return err
+		}
+		d := off/arena.UnitSize<<unitsBits | uint64(units)
+		if rehash(slots, ix.view(d)) {
+			sh.table.Store(d)
+			sh.count = uint32(len(slots))
+			ix.count.Add(int64(len(slots)))
+			ix.slots.Add(int64(c))
+			return nil
+		}
+		ix.freeBlock(d)
+		c += c / 8
+	}
+}
+
+// ShardSlots appends the raw slot values (fingerprint and location) of
+// shard sn to buf, as one consistent cut, for snapshots.
+func (ix *Index) ShardSlots(sn int, buf []uint64) []uint64 {
+	sh := &ix.shards[sn]
+	start := len(buf)
+	for spins := 0; ; spins++ {
+		buf = buf[:start]
+		s1 := sh.seq.Load()
+		if s1&1 != 0 {
+			backoff(spins)
+			continue
+		}
+		if d := sh.table.Load(); d != 0 {
+			for i, slots := 0, ix.view(d); i < len(slots); i++ {
+				if s := atomic.LoadUint64(&slots[i]); s != 0 {
+					buf = append(buf, s)
+				}
+			}
+		}
+		if sh.seq.Load() == s1 {
+			return buf
+		}
+	}
 }

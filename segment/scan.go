@@ -22,9 +22,16 @@ type Entry struct {
 // nil and end >= len(data) (end exceeds len(data) only when the last record's
 // zero padding was cut off).
 func Scan(data []byte, gen uint64, lim Limits, fn func([]Entry) error) (end int64, err error) {
+	return ScanFrom(data, gen, lim, HeaderSize, fn)
+}
+
+// ScanFrom is Scan starting at offset from, which must be the start of a
+// record outside any batch (recovery after an index snapshot replays from
+// the position the snapshot covers).
+func ScanFrom(data []byte, gen uint64, lim Limits, from int64, fn func([]Entry) error) (end int64, err error) {
 	var pending []Entry
 	var one [1]Entry
-	off := int64(HeaderSize)
+	off := from
 	end = off
 	for off < int64(len(data)) {
 		r, size, err := Decode(data[off:], gen, off, lim)

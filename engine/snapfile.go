@@ -1,0 +1,207 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// Index snapshot file (see docs/format.md):
+//
+//	frame*  footer
+//
+//	frame:  payloadLen uint32 | crc32c(payload) uint32 | payload
+//	footer: trailerOffset uint64 | "MARLNEND"
+//
+// The first frame is the header ("MARLNIDX", version, shard and fingerprint
+// bits, creation time). Entry frames hold runs of {shard uint32, count
+// uint32, count slot values uint64}, shards ascending. The last frame, at
+// trailerOffset, is the trailer: the log positions the snapshot covers and
+// the segment table. Every integer is little-endian.
+
+const (
+	snapMagic      = "MARLNIDX"
+	snapEndMagic   = "MARLNEND"
+	snapVersion    = 1
+	snapFrameMax   = 4 << 20 // largest payload accepted when reading
+	snapFrameFlush = 1 << 20 // payload size at which the writer emits a frame
+	snapFooterSize = 16
+	snapTmpName    = "snapshot.tmp"
+)
+
+func snapName(n uint64) string { return fmt.Sprintf("%016d.idx", n) }
+
+func parseSnapName(name string) (uint64, bool) {
+	s, ok := strings.CutSuffix(name, ".idx")
+	if !ok || len(s) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
+}
+
+// logPos is a position in the log: a segment generation and an offset.
+type logPos struct {
+	gen uint64
+	off int64
+}
+
+func (p logPos) before(q logPos) bool { return p.gen < q.gen || p.gen == q.gen && p.off < q.off }
+
+// snapSeg is a segment as the snapshot saw it.
+type snapSeg struct {
+	id   uint16
+	gen  uint64
+	size int64 // bytes in the file at the accounting position
+	live int64
+}
+
+// snapMeta is the trailer.
+type snapMeta struct {
+	entries uint64
+	replay  logPos // replay the log from here: the index may miss later writes
+	acct    logPos // live-byte figures include every record before here
+	nextSeq uint64
+	nextGen uint64
+	segs    []snapSeg
+}
+
+func (m *snapMeta) encode() []byte {
+	b := []byte(snapEndMagic)
+	b = binary.LittleEndian.AppendUint64(b, m.entries)
+	for _, p := range []logPos{m.replay, m.acct} {
+		b = binary.LittleEndian.AppendUint64(b, p.gen)
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.off))
+	}
+	b = binary.LittleEndian.AppendUint64(b, m.nextSeq)
+	b = binary.LittleEndian.AppendUint64(b, m.nextGen)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.segs)))
+	for _, s := range m.segs {
+		b = binary.LittleEndian.AppendUint16(b, s.id)
+		b = binary.LittleEndian.AppendUint64(b, s.gen)
+		b = binary.LittleEndian.AppendUint64(b, uint64(s.size))
+		b = binary.LittleEndian.AppendUint64(b, uint64(s.live))
+	}
+	return b
+}
+
+const snapSegSize = 2 + 8 + 8 + 8
+
+func decodeSnapMeta(b []byte) (*snapMeta, error) {
+	const fixed = 8 + 8 + 4*8 + 8 + 8 + 4
+	if len(b) < fixed || string(b[:8]) != snapEndMagic {
+		return nil, fmt.Errorf("bad trailer")
+	}
+	m := &snapMeta{}
+	u64 := func(i int) uint64 { return binary.LittleEndian.Uint64(b[i:]) }
+	m.entries = u64(8)
+	m.replay = logPos{u64(16), int64(u64(24))}
+	m.acct = logPos{u64(32), int64(u64(40))}
+	m.nextSeq, m.nextGen = u64(48), u64(56)
+	n := int(binary.LittleEndian.Uint32(b[64:]))
+	if n > segment.MaxSegments || len(b) != fixed+n*snapSegSize {
+		return nil, fmt.Errorf("bad segment table (%d segments in %d bytes)", n, len(b))
+	}
+	for i, p := 0, fixed; i < n; i, p = i+1, p+snapSegSize {
+		s := snapSeg{id: binary.LittleEndian.Uint16(b[p:]), gen: u64(p + 2),
+			size: int64(u64(p + 10)), live: int64(u64(p + 18))}
+		if s.id >= segment.MaxSegments || s.size < segment.HeaderSize || s.size > segment.MaxSegmentSize || s.live < 0 {
+			return nil, fmt.Errorf("bad segment table entry %d", i)
+		}
+		m.segs = append(m.segs, s)
+	}
+	return m, nil
+}
+
+func snapHeader(createdMs int64) []byte {
+	b := []byte(snapMagic)
+	b = binary.LittleEndian.AppendUint16(b, snapVersion)
+	b = append(b, 16, 30, 0, 0) // shard bits, fingerprint bits (index layout)
+	b = binary.LittleEndian.AppendUint64(b, uint64(createdMs))
+	return b
+}
+
+// frameWriter writes checksummed frames to a file.
+type frameWriter struct {
+	f       vfs.File
+	payload []byte
+	off     int64 // bytes written
+	err     error
+}
+
+// frame writes p as one frame.
+func (w *frameWriter) frame(p []byte) {
+	if w.err != nil {
+		return
+	}
+	var h [8]byte
+	binary.LittleEndian.PutUint32(h[:], uint32(len(p)))
+	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(p, castagnoli))
+	if _, w.err = w.f.Write(h[:]); w.err == nil {
+		_, w.err = w.f.Write(p)
+	}
+	w.off += int64(len(h) + len(p))
+}
+
+// shard adds one shard's slots to the pending entry frame.
+func (w *frameWriter) shard(sn int, slots []uint64) {
+	w.payload = binary.LittleEndian.AppendUint32(w.payload, uint32(sn))
+	w.payload = binary.LittleEndian.AppendUint32(w.payload, uint32(len(slots)))
+	for _, s := range slots {
+		w.payload = binary.LittleEndian.AppendUint64(w.payload, s)
+	}
+	if len(w.payload) >= snapFrameFlush {
+		w.flushEntries()
+	}
+}
+
+func (w *frameWriter) flushEntries() {
+	if len(w.payload) > 0 {
+		w.frame(w.payload)
+		w.payload = w.payload[:0]
+	}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frameReader reads frames sequentially from a file of known size.
+type frameReader struct {
+	f    vfs.File
+	off  int64
+	end  int64 // where frames end (the footer starts)
+	buf  []byte
+	head [8]byte
+}
+
+// next returns the next frame's payload (valid until the next call), or
+// io.EOF at the end of the frames.
+func (r *frameReader) next() ([]byte, error) {
+	if r.off >= r.end {
+		return nil, io.EOF
+	}
+	if _, err := r.f.ReadAt(r.head[:], r.off); err != nil {
+		return nil, err
+	}
+	n := int64(binary.LittleEndian.Uint32(r.head[:]))
+	if n > snapFrameMax || r.off+8+n > r.end {
+		return nil, fmt.Errorf("frame at %d: bad length %d", r.off, n)
+	}
+	if int64(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
+	p := r.buf[:n]
+	if _, err := r.f.ReadAt(p, r.off+8); err != nil {
+		return nil, err
+	}
+	if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(r.head[4:]) {
+		return nil, fmt.Errorf("frame at %d: checksum mismatch", r.off)
+	}
+	r.off += 8 + n
+	return p, nil
+}

@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/marlinkv/marlin/index"
+	"github.com/marlinkv/marlin/segment"
+)
+
+// Index snapshots make restarts fast: Open loads the newest valid snapshot
+// at disk speed and replays only the log written after it.
+//
+// Writing one does not stop writers. The snapshot records the log position
+// R (the replay position) before copying the index shard by shard; each
+// shard copy is a consistent cut, but later shards may include writes made
+// after R. When the copy is done, the active segment is fsynced and its end
+// A (the accounting position) is recorded with the per-segment live-byte
+// figures, which are exact at A. Every copied entry points before A, and
+// everything before A is durable, so no entry can point at data a crash
+// could lose. Recovery loads the entries, then replays the records from R
+// on with "highest sequence number wins" (which repairs whatever the fuzzy
+// copy caught or missed between R and A), counting live bytes only for
+// records from A on.
+//
+// Compaction and snapshots exclude each other (compactMu), so no segment a
+// snapshot refers to disappears while it is written. A snapshot that names
+// a segment which is gone is stale and ignored; compaction writes a fresh
+// one after removing segments.
+
+// Snapshot writes an index snapshot now. Later Opens replay only what is
+// written after it.
+func (db *DB) Snapshot() error {
+	if err := db.startBg(); err != nil {
+		return err
+	}
+	defer db.bg.Done()
+	db.compactMu.Lock()
+	defer db.compactMu.Unlock()
+	return db.snapshotLocked(db.stopBg)
+}
+
+// snapshotLocked writes a snapshot, giving up if stop closes. db.compactMu
+// must be held.
+func (db *DB) snapshotLocked(stop <-chan struct{}) error {
+	start := time.Now()
+	db.mu.Lock()
+	if db.failed != nil {
+		db.mu.Unlock()
+		return db.failed
+	}
+	if err := db.flushLocked(); err != nil {
+		db.mu.Unlock()
+		return err
+	}
+	meta := snapMeta{replay: logPos{db.active.gen, db.active.flushed.Load()}}
+	written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load()
+	db.mu.Unlock()
+
+	tmp := filepath.Join(db.dir, snapTmpName)
+	f, err := db.fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("marlin: snapshot: %w", err)
+	}
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = db.fs.Remove(tmp)
+		return fmt.Errorf("marlin: snapshot: %w", err)
+	}
+	w := &frameWriter{f: f}
+	w.frame(snapHeader(time.Now().UnixMilli()))
+	var slots []uint64
+	for sn := 0; sn < index.NumShards && w.err == nil; sn++ {
+		if slots = db.ix.ShardSlots(sn, slots[:0]); len(slots) > 0 {
+			w.shard(sn, slots)
+			meta.entries += uint64(len(slots))
+		}
+		if sn%4096 == 0 && closed(stop) {
+			return fail(ErrClosed)
+		}
+	}
+	w.flushEntries()
+	if w.err != nil {
+		return fail(w.err)
+	}
+
+	db.mu.Lock()
+	if err := db.syncActiveLocked(); err != nil {
+		db.mu.Unlock()
+		return fail(err)
+	}
+	meta.acct = logPos{db.active.gen, db.active.flushed.Load()}
+	meta.nextSeq, meta.nextGen = db.nextSeq, db.nextGen
+	for i := range db.segs {
+		if sf := db.segs[i].Load(); sf != nil {
+			meta.segs = append(meta.segs, snapSeg{id: sf.id, gen: sf.gen, size: sf.flushed.Load(), live: sf.live.Load()})
+		}
+	}
+	n := db.snapSeq + 1
+	db.mu.Unlock()
+
+	trailerAt := w.off
+	w.frame(meta.encode())
+	var foot [snapFooterSize]byte
+	binary.LittleEndian.PutUint64(foot[:], uint64(trailerAt))
+	copy(foot[8:], snapEndMagic)
+	if w.err == nil {
+		_, w.err = f.Write(foot[:])
+	}
+	if w.err != nil {
+		return fail(w.err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = db.fs.Remove(tmp)
+		return fmt.Errorf("marlin: snapshot: %w", err)
+	}
+	name := filepath.Join(db.dir, snapName(n))
+	if err := db.fs.Rename(tmp, name); err != nil {
+		_ = db.fs.Remove(tmp)
+		return fmt.Errorf("marlin: snapshot: %w", err)
+	}
+	if err := db.fs.SyncDir(db.dir); err != nil {
+		return fmt.Errorf("marlin: snapshot: %w", err)
+	}
+	db.mu.Lock()
+	db.snapSeq = n
+	db.snapValid = true
+	db.snapWritten = written
+	db.snapAt = time.Now()
+	db.mu.Unlock()
+	db.removeOldSnapshots(n)
+	db.st.snapshots.Add(1)
+	db.st.snapshotNanos.Store(int64(time.Since(start)))
+	return nil
+}
+
+// removeOldSnapshots deletes snapshot files older than n (and a leftover
+// temp file). Failures only cost disk space.
+func (db *DB) removeOldSnapshots(n uint64) {
+	names, err := db.fs.List(db.dir)
+	if err != nil {
+		return
+	}
+	removed := false
+	for _, name := range names {
+		if k, ok := parseSnapName(name); ok && k < n || name == snapTmpName && n == 0 {
+			removed = db.fs.Remove(filepath.Join(db.dir, name)) == nil || removed
+		}
+	}
+	if removed {
+		_ = db.fs.SyncDir(db.dir)
+	}
+}
+
+// loadSnapshot loads the newest snapshot into the (empty) index. onDisk
+// holds the generations of the segment files present. It returns the
+// snapshot's trailer, or an error saying why the snapshot cannot be used;
+// the index may then hold part of it and must be reset.
+func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, error) {
+	var newest uint64
+	found := false
+	for _, name := range names {
+		if n, ok := parseSnapName(name); ok && (!found || n > newest) {
+			newest, found = n, true
+		}
+	}
+	if !found {
+		return nil, errNoSnapshot
+	}
+	db.snapSeq = newest
+	db.snapValid = true // until proven otherwise below
+	name := filepath.Join(db.dir, snapName(newest))
+	f, err := db.fs.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if size < snapFooterSize {
+		return nil, fmt.Errorf("%s: too short (%d bytes)", name, size)
+	}
+	var foot [snapFooterSize]byte
+	if _, err := f.ReadAt(foot[:], size-snapFooterSize); err != nil {
+		return nil, err
+	}
+	trailerAt := int64(binary.LittleEndian.Uint64(foot[:]))
+	if string(foot[8:]) != snapEndMagic || trailerAt < 0 || trailerAt > size-snapFooterSize {
+		return nil, fmt.Errorf("%s: bad footer", name)
+	}
+	tr := &frameReader{f: f, off: trailerAt, end: size - snapFooterSize}
+	p, err := tr.next()
+	if err != nil {
+		return nil, fmt.Errorf("%s: trailer: %w", name, err)
+	}
+	meta, err := decodeSnapMeta(p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := meta.check(onDisk); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ids := make(map[uint16]int64, len(meta.segs)) // id -> size
+	for _, s := range meta.segs {
+		ids[s.id] = s.size
+	}
+	r := &frameReader{f: f, end: trailerAt}
+	p, err = r.next()
+	if err != nil || len(p) < 12 || string(p[:8]) != snapMagic || binary.LittleEndian.Uint16(p[8:]) != snapVersion ||
+		p[10] != index.ShardBits || p[11] != index.FPBits {
+		return nil, fmt.Errorf("%s: bad header (%v)", name, err)
+	}
+	var loaded uint64
+	prev := -1
+	for {
+		p, err := r.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		for len(p) > 0 {
+			if len(p) < 8 {
+				return nil, fmt.Errorf("%s: truncated shard run", name)
+			}
+			sn, n := int(binary.LittleEndian.Uint32(p)), int(binary.LittleEndian.Uint32(p[4:]))
+			if sn <= prev || sn >= index.NumShards || n > (len(p)-8)/8 {
+				return nil, fmt.Errorf("%s: bad shard run (shard %d, %d slots)", name, sn, n)
+			}
+			prev = sn
+			slots := make([]uint64, n)
+			for i := range slots {
+				s := binary.LittleEndian.Uint64(p[8+8*i:])
+				id, off := segment.SplitLoc(s & index.LocMask)
+				if sz, ok := ids[id]; !ok || off < segment.HeaderSize || off >= sz {
+					return nil, fmt.Errorf("%s: shard %d: location %#x outside the snapshot's segments", name, sn, s&index.LocMask)
+				}
+				slots[i] = s
+			}
+			if err := db.ix.LoadShard(sn, slots); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			loaded += uint64(n)
+			p = p[8+8*n:]
+		}
+	}
+	if loaded != meta.entries {
+		return nil, fmt.Errorf("%s: %d entries, trailer says %d", name, loaded, meta.entries)
+	}
+	return meta, nil
+}
+
+var errNoSnapshot = errors.New("no snapshot")
+
+// check verifies that the segments the snapshot needs are on disk, at
+// least as long as it saw them.
+func (m *snapMeta) check(onDisk map[uint64]int64) error {
+	if m.acct.before(m.replay) {
+		return fmt.Errorf("accounting position before replay position")
+	}
+	seen := map[uint16]bool{}
+	for _, s := range m.segs {
+		size, ok := onDisk[s.gen]
+		switch {
+		case seen[s.id]:
+			return fmt.Errorf("segment id %d listed twice", s.id)
+		case !ok:
+			return fmt.Errorf("segment %s is gone (stale snapshot)", segment.FileName(s.gen))
+		case size < s.size:
+			return fmt.Errorf("segment %s is shorter (%d) than when the snapshot was taken (%d)",
+				segment.FileName(s.gen), size, s.size)
+		}
+		seen[s.id] = true
+	}
+	return nil
+}
+
+// snapshotter writes snapshots in the background: when SnapshotInterval
+// has passed or SnapshotRecords writes were made since the last one.
+func (db *DB) snapshotter() {
+	defer db.bg.Done()
+	t := time.NewTicker(min(db.opts.SnapshotInterval, 10*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopBg:
+			return
+		case <-t.C:
+		}
+		db.mu.Lock()
+		written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load() - db.snapWritten
+		due := written > 0 && (written >= db.opts.SnapshotRecords || time.Since(db.snapAt) >= db.opts.SnapshotInterval)
+		db.mu.Unlock()
+		if !due {
+			continue
+		}
+		db.compactMu.Lock()
+		err := db.snapshotLocked(db.stopBg)
+		db.compactMu.Unlock()
+		if err != nil && !errors.Is(err, ErrClosed) {
+			db.opts.Logger.Error("marlin: snapshot failed", "dir", db.dir, "err", err)
+		}
+	}
+}
+
+// sortSegsByGen sorts segment files by generation.
+func sortSegsByGen(s []*segFile) {
+	sort.Slice(s, func(i, j int) bool { return s[i].gen < s[j].gen })
+}
+
+// closed reports whether ch is closed (nil never is).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// needSnapshot reports whether Close should write a snapshot: none is
+// valid, or writes were made since the last one. db.mu must be held.
+func (db *DB) needSnapshotLocked() bool {
+	written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load()
+	return !db.opts.DisableSnapshots && db.failed == nil && (!db.snapValid || written != db.snapWritten)
+}
