@@ -63,6 +63,9 @@ func (b *Batch) value(op *batchOp) []byte {
 // if any is invalid nothing is written. The whole batch must fit in one
 // segment (ErrBatchTooLarge otherwise).
 func (db *DB) Write(b *Batch) error {
+	if db.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	g, err := db.enter()
 	if err != nil {
 		return err

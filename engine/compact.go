@@ -43,6 +43,9 @@ import (
 // it holds dead bytes, then every sealed segment with dead bytes is
 // rewritten, oldest first, without the rate limit.
 func (db *DB) Compact() error {
+	if db.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	if err := db.startBg(); err != nil {
 		return err
 	}

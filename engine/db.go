@@ -126,10 +126,16 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: empty directory name", ErrBadOptions)
 	}
-	if err := o.FS.MkdirAll(dir, 0o755); err != nil {
+	lockFn := o.FS.Lock
+	if o.ReadOnly {
+		if fi, err := o.FS.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("marlin: open %s read-only: not a directory (%v)", dir, err)
+		}
+		lockFn = o.FS.RLock
+	} else if err := o.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("marlin: create %s: %w", dir, err)
 	}
-	lock, err := o.FS.Lock(filepath.Join(dir, LockFileName))
+	lock, err := lockFn(filepath.Join(dir, LockFileName))
 	if err != nil {
 		return nil, fmt.Errorf("marlin: open %s: %w", dir, err)
 	}
@@ -156,6 +162,10 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if err := db.open(); err != nil {
 		db.release()
 		return nil, err
+	}
+	if o.ReadOnly {
+		close(db.flushDone)
+		return db, nil
 	}
 	go db.flusher()
 	db.startWorkers()
@@ -194,8 +204,14 @@ func (db *DB) Close() error {
 	<-db.flushDone
 	db.mu.Lock()
 	var err error
-	if db.failed == nil && db.active != nil {
+	if db.failed == nil && db.active != nil && !db.opts.ReadOnly {
 		err = db.syncActiveLocked()
+		if err == nil {
+			// A sync mark after the data lets the next Open tell later
+			// damage to it from a torn tail.
+			db.markLocked(0)
+			err = db.syncActiveLocked()
+		}
 	}
 	snap := err == nil && db.needSnapshotLocked()
 	db.mu.Unlock()

@@ -36,6 +36,8 @@ var (
 	// further writes (a failed fsync is never retried: the data it covered
 	// may be gone). Close it and open the directory again to recover.
 	ErrFailed = errors.New("marlin: db handle failed after an I/O error")
+	// ErrReadOnly: the DB was opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("marlin: db is read-only")
 	// ErrBadOptions: an option is out of range.
 	ErrBadOptions = errors.New("marlin: bad options")
 )

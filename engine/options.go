@@ -100,6 +100,12 @@ type Options struct {
 	// DisableSnapshots turns index snapshots off: every Open replays the
 	// whole log.
 	DisableSnapshots bool
+	// ReadOnly opens the directory for reading only: it takes a shared lock
+	// (any number of read-only opens may coexist, but none with a writer),
+	// modifies nothing on disk (a torn tail is ignored, not truncated), and
+	// every write returns ErrReadOnly. Meant for closed databases and
+	// checkpoints.
+	ReadOnly bool
 	// Logger receives warnings (torn tails truncated at Open, and the like).
 	// Default slog.Default().
 	Logger *slog.Logger

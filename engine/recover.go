@@ -133,6 +133,9 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
 	var open []uint64
 	for _, gen := range gens {
 		_, listed := inTable[gen]
+		if !listed && gen < meta.acct.gen && db.opts.ReadOnly {
+			continue // compacted away; removing it is a writer's job
+		}
 		if !listed && gen < meta.acct.gen {
 			// Removed by compaction before the snapshot; the removal did not
 			// reach the disk. Every live record it had was copied.
@@ -144,8 +147,10 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
 		}
 		open = append(open, gen)
 	}
-	if err := db.fs.SyncDir(db.dir); err != nil {
-		return false, fmt.Errorf("marlin: %w", err)
+	if !db.opts.ReadOnly {
+		if err := db.fs.SyncDir(db.dir); err != nil {
+			return false, fmt.Errorf("marlin: %w", err)
+		}
 	}
 	var tombs []tomb
 	var newest *segFile
@@ -216,7 +221,7 @@ func (db *DB) finishRecovery(tombs []tomb, newest *segFile) error {
 func (db *DB) openSegment(gen uint64, newest bool) (*segFile, error) {
 	name := filepath.Join(db.dir, segment.FileName(gen))
 	open := db.fs.Open
-	if newest {
+	if newest && !db.opts.ReadOnly {
 		open = db.fs.OpenReadWrite
 	}
 	f, err := open(name)
@@ -239,8 +244,12 @@ func (db *DB) openSegment(gen uint64, newest bool) (*segFile, error) {
 		}
 	}
 	if newest && (size < segment.HeaderSize || bytes.Count(hb, []byte{0}) == len(hb)) {
-		db.opts.Logger.Warn("marlin: removing segment torn at creation", "file", name, "size", size)
 		_ = sf.close()
+		if db.opts.ReadOnly {
+			db.opts.Logger.Warn("marlin: ignoring segment torn at creation", "file", name, "size", size)
+			return nil, nil
+		}
+		db.opts.Logger.Warn("marlin: removing segment torn at creation", "file", name, "size", size)
 		if err := db.fs.Remove(name); err != nil {
 			return nil, fmt.Errorf("marlin: remove %s: %w", name, err)
 		}
@@ -262,7 +271,7 @@ func (db *DB) openSegment(gen uint64, newest bool) (*segFile, error) {
 	}
 	sf.id = hdr.ID
 	mapLen := size
-	if newest {
+	if newest && !db.opts.ReadOnly {
 		mapLen = max(size, db.opts.SegmentSize)
 	}
 	if sf.m, err = f.Map(int(mapLen)); err != nil {
@@ -297,6 +306,11 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[
 		db.opts.Logger.Warn("marlin: truncating torn tail", "file", sf.name,
 			"offset", end, "dropped", size-end, "reason", err)
 		db.st.truncated.Add(size - end)
+	}
+	if end != size && db.opts.ReadOnly {
+		// Leave the file alone; just never read past the valid end.
+		sf.flushed.Store(min(end, size))
+		return end, nil
 	}
 	if end != size {
 		if err := sf.f.Truncate(end); err != nil {
@@ -362,6 +376,14 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64, tombs *[]t
 // otherwise creates a new segment. The newest segment is fsynced first, so
 // everything recovery kept counts as durable.
 func (db *DB) startActive(newest *segFile) error {
+	if db.opts.ReadOnly {
+		for i := range db.segs {
+			if sf := db.segs[i].Load(); sf != nil {
+				sf.sealed.Store(true)
+			}
+		}
+		return nil
+	}
 	if newest != nil {
 		if err := newest.f.Sync(); err != nil {
 			return fmt.Errorf("marlin: fsync %s: %w", newest.name, err)

@@ -36,6 +36,9 @@ import (
 // Snapshot writes an index snapshot now. Later Opens replay only what is
 // written after it.
 func (db *DB) Snapshot() error {
+	if db.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	if err := db.startBg(); err != nil {
 		return err
 	}

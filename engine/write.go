@@ -49,6 +49,9 @@ func (db *DB) Delete(key []byte) error {
 }
 
 func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
+	if db.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	g, err := db.enter()
 	if err != nil {
 		return err
@@ -333,6 +336,9 @@ func (db *DB) waitDurable(sf *segFile, end int64) error {
 
 // Sync makes every write that returned before it durable.
 func (db *DB) Sync() error {
+	if db.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	g, err := db.enter()
 	if err != nil {
 		return err

@@ -31,7 +31,7 @@ func (fs *MemFS) CrashClone(rnd *rand.Rand) *MemFS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	c := crashCloner{rnd: rnd, done: map[*memNode]*memNode{}}
-	return &MemFS{root: c.node(fs.root), locks: map[string]struct{}{}}
+	return &MemFS{root: c.node(fs.root), locks: map[string]int{}}
 }
 
 type crashCloner struct {

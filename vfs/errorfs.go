@@ -175,6 +175,13 @@ func (fs *errorFS) Lock(name string) (io.Closer, error) {
 	return fs.inner.Lock(name)
 }
 
+func (fs *errorFS) RLock(name string) (io.Closer, error) {
+	if err := fs.check(OpLock, name); err != nil {
+		return nil, err
+	}
+	return fs.inner.RLock(name)
+}
+
 type errorFile struct {
 	fs    *errorFS
 	name  string

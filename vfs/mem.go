@@ -25,7 +25,7 @@ import (
 type MemFS struct {
 	mu    sync.Mutex // guards the directory tree and locks
 	root  *memNode
-	locks map[string]struct{}
+	locks map[string]int // -1: exclusive; n > 0: n shared holders
 }
 
 // memNode is a directory or a file. Hard links share a node.
@@ -52,7 +52,7 @@ type memNode struct {
 
 // NewMem returns an empty in-memory filesystem.
 func NewMem() *MemFS {
-	return &MemFS{root: newMemDir(time.Now()), locks: map[string]struct{}{}}
+	return &MemFS{root: newMemDir(time.Now()), locks: map[string]int{}}
 }
 
 func newMemDir(mod time.Time) *memNode {
@@ -337,13 +337,25 @@ func (fs *MemFS) Lock(name string) (io.Closer, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	key := memClean(name)
-	if _, held := fs.locks[key]; held {
+	if fs.locks[key] != 0 {
 		return nil, &os.PathError{Op: "flock", Path: name, Err: ErrLocked}
 	}
 	if _, err := fs.create("open", name); err != nil {
 		return nil, err
 	}
-	fs.locks[key] = struct{}{}
+	fs.locks[key] = -1
+	return &memLock{fs: fs, key: key}, nil
+}
+
+// RLock takes a shared lock; see FS.
+func (fs *MemFS) RLock(name string) (io.Closer, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	key := memClean(name)
+	if fs.locks[key] < 0 {
+		return nil, &os.PathError{Op: "flock", Path: name, Err: ErrLocked}
+	}
+	fs.locks[key]++
 	return &memLock{fs: fs, key: key}, nil
 }
 
@@ -356,7 +368,11 @@ type memLock struct {
 func (l *memLock) Close() error {
 	l.once.Do(func() {
 		l.fs.mu.Lock()
-		delete(l.fs.locks, l.key)
+		if n := l.fs.locks[l.key]; n > 1 {
+			l.fs.locks[l.key] = n - 1
+		} else {
+			delete(l.fs.locks, l.key)
+		}
 		l.fs.mu.Unlock()
 	})
 	return nil

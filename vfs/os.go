@@ -80,9 +80,30 @@ func (osFS) Lock(name string) (io.Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = withFd(f, func(fd int) error {
+	return flock(f, name, unix.LOCK_EX)
+}
+
+func (osFS) RLock(name string) (io.Closer, error) {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return noLock{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return flock(f, name, unix.LOCK_SH)
+}
+
+type noLock struct{}
+
+func (noLock) Close() error { return nil }
+
+// flock takes a lock of the given kind on f without blocking; on failure it
+// closes f.
+func flock(f *os.File, name string, how int) (io.Closer, error) {
+	err := withFd(f, func(fd int) error {
 		for {
-			err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+			err := unix.Flock(fd, how|unix.LOCK_NB)
 			if err != unix.EINTR {
 				return err
 			}

@@ -46,6 +46,12 @@ type FS interface {
 	// file, creating it if needed. It fails at once (never blocks) if
 	// another holder has it. Closing the returned Closer releases it.
 	Lock(name string) (io.Closer, error)
+	// RLock takes a shared lock on the named file: any number of RLock
+	// holders may coexist, but not with a Lock holder. It fails at once if
+	// a Lock holder has it. If the file does not exist, nobody can hold
+	// Lock on it, and RLock succeeds without creating it (read-only users
+	// never modify the directory).
+	RLock(name string) (io.Closer, error)
 }
 
 // File is an open file.
