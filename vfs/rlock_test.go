@@ -11,8 +11,12 @@ import (
 
 func TestRLock(t *testing.T) {
 	for name, mk := range map[string]func(t *testing.T) (FS, string){
-		"os":  func(t *testing.T) (FS, string) { return Default, t.TempDir() },
-		"mem": func(t *testing.T) (FS, string) { fs := NewMem(); require.NoError(t, fs.MkdirAll("/d", 0o755)); return fs, "/d" },
+		"os": func(t *testing.T) (FS, string) { return Default, t.TempDir() },
+		"mem": func(t *testing.T) (FS, string) {
+			fs := NewMem()
+			require.NoError(t, fs.MkdirAll("/d", 0o755))
+			return fs, "/d"
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			fs, dir := mk(t)
