@@ -17,7 +17,10 @@ import (
 
 // Recovery tests: torn tails of the newest segment are truncated (durably,
 // before anything is appended), damage anywhere else is ErrCorrupt naming
-// the file and offset, and no damage ever turns into a wrong value.
+// the file and offset, and no damage ever turns into a wrong value. Damage
+// in the newest segment below a sync mark's claim (Close appends one) is
+// not a torn tail but corruption too; tests about torn tails strip the
+// Close mark first (rcStripCloseMark: a crash just before Close finished).
 
 const rcDir = "/db"
 
@@ -287,6 +290,7 @@ func TestTornTailNewestSegment(t *testing.T) {
 					total += 3
 				}
 				require.NoError(t, db.Close())
+				rcStripCloseMark(t, fs, dir)
 
 				files := rcSegFiles(t, fs, dir)
 				require.Len(t, files, 1)
@@ -438,7 +442,10 @@ func TestCorruptSealedSegment(t *testing.T) {
 func TestCorruptSyncedNewestSegment(t *testing.T) {
 	// With explicit Syncs between writes the engine writes sync marks; a
 	// damaged record followed by a mark claiming it was fsynced is
-	// corruption, not a torn tail.
+	// corruption, not a torn tail. Close appends one more mark claiming
+	// everything before it, so in the closed image all damage is
+	// corruption; the Sync's own mark is tested on the image without the
+	// Close mark (a crash just before Close finished).
 	fs := vfs.NewMem()
 	db, err := Open(rcDir, rcOpts(fs, 64<<10))
 	require.NoError(t, err)
@@ -452,59 +459,97 @@ func TestCorruptSyncedNewestSegment(t *testing.T) {
 	path := files[0]
 	orig := rcRead(t, fs, path)
 	recs := rcLayout(t, orig, rcGen(t, path))
-	require.Len(t, recs, 21)
+	require.Len(t, recs, 22, "20 puts, the Sync's mark and the Close mark")
 	mk := recs[10]
 	require.Equal(t, segment.KindSyncMark, mk.kind, "a sync mark must follow the synced records")
 	claim, k := binary.Uvarint(mk.value)
 	require.Positive(t, k)
 	require.Equal(t, uint64(mk.off), claim, "the mark claims everything before it")
+	cm := recs[21]
+	require.Equal(t, segment.KindSyncMark, cm.kind, "Close must append a sync mark after the data")
+	claim, k = binary.Uvarint(cm.value)
+	require.Positive(t, k)
+	require.Equal(t, uint64(cm.off), claim, "the Close mark claims everything before it")
+	require.Equal(t, int64(len(orig)), cm.off+int64(cm.size), "the Close mark is the last record")
 
-	for _, victim := range []int{0, 5, 9} {
-		d := bytes.Clone(orig)
-		d[recs[victim].valOff+1] ^= 0x20
+	// flip damages record r of img (a mark in its checksum, a put in its
+	// value).
+	flip := func(img []byte, r rcRec) []byte {
+		d := bytes.Clone(img)
+		if r.kind == segment.KindSyncMark {
+			d[r.off+4] ^= 0x01
+		} else {
+			d[r.valOff+1] ^= 0x20
+		}
+		return d
+	}
+	requireCorrupt := func(d []byte, r rcRec, claim int64, msg string) {
+		t.Helper()
 		rcWrite(t, fs, path, d)
 		_, err := Open(rcDir, rcOpts(fs, 64<<10))
-		rcRequireCorrupt(t, err, path, recs[victim].off, "damage in record %d below the mark's claim", victim)
-		require.Contains(t, err.Error(), "sync mark")
-		require.Equal(t, d, rcRead(t, fs, path), "synced data must not be truncated away")
+		rcRequireCorrupt(t, err, path, r.off, msg)
+		require.Contains(t, err.Error(), fmt.Sprintf("a sync mark shows the data up to offset %d had been fsynced", claim), msg)
+		require.Equal(t, d, rcRead(t, fs, path), "synced data must not be truncated away (%s)", msg)
+	}
+
+	// Closed image: the Close mark covers every record before it, the
+	// records after the Sync's mark and that mark itself included.
+	for _, victim := range []int{0, 5, 9, 10, 11, 15, 20} {
+		requireCorrupt(flip(orig, recs[victim]), recs[victim], cm.off,
+			fmt.Sprintf("closed: damage in record %d below the Close mark's claim", victim))
+	}
+
+	// A crash just before Close finished: no Close mark.
+	rcWrite(t, fs, path, orig)
+	rcStripCloseMark(t, fs, rcDir)
+	stripped := rcRead(t, fs, path)
+	require.Equal(t, orig[:cm.off], stripped)
+	recs = recs[:21]
+
+	// Damage before the Sync's mark is corruption: that mark alone proves it.
+	for _, victim := range []int{0, 5, 9} {
+		requireCorrupt(flip(stripped, recs[victim]), recs[victim], mk.off,
+			fmt.Sprintf("damage in record %d below the Sync mark's claim", victim))
 	}
 
 	// Damage after the mark is a torn tail: truncated there.
 	for _, victim := range []int{11, 15, 20} {
-		d := bytes.Clone(orig)
-		d[recs[victim].valOff+1] ^= 0x20
-		rcWrite(t, fs, path, d)
+		rcWrite(t, fs, path, flip(stripped, recs[victim]))
 		db, err := Open(rcDir, rcOpts(fs, 64<<10))
 		require.NoError(t, err, "damage in record %d after the last mark", victim)
 		st, err := db.Stats()
 		require.NoError(t, err)
-		require.Equal(t, int64(len(orig))-recs[victim].off, st.TruncatedBytes)
+		require.Equal(t, int64(len(stripped))-recs[victim].off, st.TruncatedBytes)
 		lost := map[int]bool{}
 		for i := victim - 1; i < 20; i++ { // record i+1 holds key i
 			lost[i] = true
 		}
 		rcCheck(t, db, 20, lost)
 		require.NoError(t, db.Close())
-		require.Equal(t, orig[:recs[victim].off], rcRead(t, fs, path))
+		require.Equal(t, stripped[:recs[victim].off], rcRead(t, fs, path),
+			"truncated at the damage; a Close without writes adds no mark")
 	}
 
 	// A damaged mark itself is a torn tail too (it proves nothing).
-	d := bytes.Clone(orig)
-	d[mk.off+4] ^= 0x01
-	rcWrite(t, fs, path, d)
+	rcWrite(t, fs, path, flip(stripped, mk))
 	db, err = Open(rcDir, rcOpts(fs, 64<<10))
 	require.NoError(t, err)
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, int64(len(stripped))-mk.off, st.TruncatedBytes)
 	lost := map[int]bool{}
 	for i := 10; i < 20; i++ {
 		lost[i] = true
 	}
 	rcCheck(t, db, 20, lost)
 	require.NoError(t, db.Close())
+	require.Equal(t, stripped[:mk.off], rcRead(t, fs, path))
 }
 
 func TestCorruptSyncGroupMarks(t *testing.T) {
 	// SyncGroup: every Put waits for an fsync, so the next Put's record is
-	// preceded by a mark claiming the previous one is durable.
+	// preceded by a mark claiming the previous one is durable. Close marks
+	// the last one.
 	fs := vfs.NewMem()
 	o := rcOpts(fs, 64<<10)
 	o.Sync = SyncGroup
@@ -515,9 +560,14 @@ func TestCorruptSyncGroupMarks(t *testing.T) {
 	path := rcSegFiles(t, fs, rcDir)[0]
 	orig := rcRead(t, fs, path)
 	recs := rcLayout(t, orig, rcGen(t, path))
+	cm := recs[len(recs)-1]
+	require.Equal(t, segment.KindSyncMark, cm.kind, "Close must append a sync mark after the data")
+	claim, k := binary.Uvarint(cm.value)
+	require.Positive(t, k)
+	require.Equal(t, uint64(cm.off), claim, "the Close mark claims everything before it")
 	var data []rcRec
 	marks := 0
-	for _, r := range recs {
+	for _, r := range recs[:len(recs)-1] {
 		if r.kind == segment.KindSyncMark {
 			marks++
 		} else {
@@ -526,27 +576,52 @@ func TestCorruptSyncGroupMarks(t *testing.T) {
 	}
 	require.Len(t, data, 12)
 	require.GreaterOrEqual(t, marks, 10, "SyncGroup puts should leave sync marks")
+	damage := func(img []byte, r rcRec) []byte {
+		d := bytes.Clone(img)
+		d[r.valOff] ^= 0x02
+		return d
+	}
+
+	// Closed: the Close mark claims the last record too.
+	for _, victim := range []rcRec{data[10], data[11]} {
+		d := damage(orig, victim)
+		rcWrite(t, fs, path, d)
+		_, err = Open(rcDir, o)
+		rcRequireCorrupt(t, err, path, victim.off, "closed: record at %d", victim.off)
+		require.Equal(t, d, rcRead(t, fs, path), "synced data must not be truncated away")
+	}
+
+	// A crash just before Close finished: no Close mark.
+	rcWrite(t, fs, path, orig)
+	rcStripCloseMark(t, fs, rcDir)
+	stripped := rcRead(t, fs, path)
+	require.Equal(t, orig[:cm.off], stripped)
 
 	// The second-to-last record is followed by a mark claiming it.
 	victim := data[10]
-	d := bytes.Clone(orig)
-	d[victim.valOff] ^= 0x02
+	d := damage(stripped, victim)
 	rcWrite(t, fs, path, d)
 	_, err = Open(rcDir, o)
 	rcRequireCorrupt(t, err, path, victim.off)
+	require.Equal(t, d, rcRead(t, fs, path), "synced data must not be truncated away")
 
 	// The last record has no mark after it: a torn tail.
 	victim = data[11]
-	d = bytes.Clone(orig)
-	d[victim.valOff] ^= 0x02
-	rcWrite(t, fs, path, d)
+	rcWrite(t, fs, path, damage(stripped, victim))
 	db, err = Open(rcDir, o)
 	require.NoError(t, err)
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, int64(len(stripped))-victim.off, st.TruncatedBytes)
+	require.Equal(t, stripped[:victim.off], rcRead(t, fs, path))
 	rcCheck(t, db, 12, map[int]bool{11: true})
 	require.NoError(t, db.Put([]byte("after"), []byte("x")))
 	require.NoError(t, db.Close())
 	db, err = Open(rcDir, o)
 	require.NoError(t, err)
+	st, err = db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, st.TruncatedBytes)
 	rcCheck(t, db, 12, map[int]bool{11: true})
 	v, err := db.Get([]byte("after"))
 	require.NoError(t, err)
@@ -622,7 +697,13 @@ func TestTornTailWithSealedSegments(t *testing.T) {
 	fs, files := rcMultiSegment(t, n)
 	require.GreaterOrEqual(t, len(files), 4)
 	newest := files[len(files)-1]
+	// A crash just before Close finished: the last record was never
+	// fsynced, so cutting it is a torn write. (With the Close mark it
+	// would be corruption: TestCloseMarkMakesClosedDataCorruptNotTorn.)
+	closed := rcRead(t, fs, newest)
+	rcStripCloseMark(t, fs, rcDir)
 	data := rcRead(t, fs, newest)
+	require.Less(t, len(data), len(closed), "Close must have appended a sync mark")
 	recs := rcLayout(t, data, rcGen(t, newest))
 	l := recs[len(recs)-1]
 	require.Equal(t, string(rcKey(n-1)), l.key)
@@ -697,8 +778,10 @@ func TestRecoverWithSmallerLimits(t *testing.T) {
 }
 
 // TestCorruptSweep flips one byte at every 8th offset of a sealed segment's
-// records and checks that Open reports it at the right record. Damage can
-// never turn into a wrong value.
+// records and checks that Open reports it at the right record; in the
+// newest segment, damage below the Close mark is reported the same way and
+// damage past it (or with it stripped) is a torn tail cut off at the
+// damaged record. Damage can never turn into a wrong value.
 func TestCorruptSweep(t *testing.T) {
 	fs := vfs.NewMem()
 	db, err := Open(rcDir, rcOpts(fs, 4096))
@@ -762,26 +845,63 @@ func TestCorruptSweep(t *testing.T) {
 		orig := rcRead(t, fs, path)
 		recs := rcLayout(t, orig, rcGen(t, path))
 		require.Greater(t, len(recs), 5)
-		first := n - len(recs) // keys [first, n) are in the newest segment
-		for off := int64(segment.HeaderSize); off < int64(len(orig)); off += 8 {
-			d := bytes.Clone(orig)
-			d[off] ^= 0xff
-			rcWrite(t, fs, path, d)
-			db, err := Open(rcDir, rcOpts(fs, 4096))
-			require.NoError(t, err, "unsynced damage in the newest segment is a torn tail (byte %d)", off)
-			r := rcRecordAt(recs, off)
-			st, err := db.Stats()
-			require.NoError(t, err)
-			require.Equal(t, int64(len(orig))-r.off, st.TruncatedBytes, "byte %d", off)
-			corrupt, missing := getAll(db)
-			require.Zero(t, corrupt)
-			require.Equal(t, len(recs)-idxOf(recs, r), missing, "byte %d: keys from the damaged record on are gone", off)
-			for i := first; i < first+idxOf(recs, r); i++ {
-				_, err := db.Get(rcKey(i))
-				require.NoError(t, err, "byte %d: key %d precedes the damage", off, i)
-			}
-			require.NoError(t, db.Close())
+		// SyncNone without Syncs: the only mark is the one Close appended
+		// after the data, claiming all of it.
+		cm := recs[len(recs)-1]
+		require.Equal(t, segment.KindSyncMark, cm.kind, "Close must append a sync mark after the data")
+		claim, k := binary.Uvarint(cm.value)
+		require.Positive(t, k)
+		require.Equal(t, uint64(cm.off), claim)
+		puts := recs[:len(recs)-1]
+		for _, r := range puts {
+			require.Equal(t, segment.KindPut, r.kind, "record at %d", r.off)
 		}
+		first := n - len(puts) // keys [first, n) are in the newest segment
+
+		// sweep flips every 8th byte of img, whose records are recs; damage
+		// to a record below synced (the Close mark's claim) is corruption,
+		// anything else a torn tail cut off at the damaged record.
+		sweep := func(img []byte, recs []rcRec, synced int64) {
+			for off := int64(segment.HeaderSize); off < int64(len(img)); off += 8 {
+				d := bytes.Clone(img)
+				d[off] ^= 0xff
+				rcWrite(t, fs, path, d)
+				db, err := Open(rcDir, rcOpts(fs, 4096))
+				r := rcRecordAt(recs, off)
+				if r.off < synced {
+					rcRequireCorrupt(t, err, path, r.off, "byte %d flipped before the Close mark", off)
+					require.Equal(t, d, rcRead(t, fs, path), "byte %d: synced data must not be truncated away", off)
+					continue
+				}
+				require.NoError(t, err, "unsynced damage in the newest segment is a torn tail (byte %d)", off)
+				defer db.Close() // on failure; a second Close returns nil
+				st, err := db.Stats()
+				require.NoError(t, err)
+				require.Equal(t, int64(len(img))-r.off, st.TruncatedBytes, "byte %d", off)
+				require.Equal(t, img[:r.off], rcRead(t, fs, path), "byte %d", off)
+				kept := 0 // keys before the damaged record
+				for _, p := range recs {
+					if p.off < r.off && p.kind == segment.KindPut {
+						kept++
+					}
+				}
+				corrupt, missing := getAll(db)
+				require.Zero(t, corrupt)
+				require.Equal(t, len(puts)-kept, missing, "byte %d: keys from the damaged record on are gone", off)
+				for i := first; i < first+kept; i++ {
+					_, err := db.Get(rcKey(i))
+					require.NoError(t, err, "byte %d: key %d precedes the damage", off, i)
+				}
+				require.NoError(t, db.Close())
+			}
+		}
+		// Closed: only damage to the Close mark itself is a torn tail.
+		sweep(orig, recs, cm.off)
+		// A crash just before Close finished: every record is unsynced.
+		rcWrite(t, fs, path, orig)
+		rcStripCloseMark(t, fs, rcDir)
+		require.Equal(t, orig[:cm.off], rcRead(t, fs, path))
+		sweep(orig[:cm.off], puts, 0)
 		rcWrite(t, fs, path, orig)
 	})
 
@@ -791,13 +911,109 @@ func TestCorruptSweep(t *testing.T) {
 	require.NoError(t, db.Close())
 }
 
-func idxOf(recs []rcRec, r rcRec) int {
-	for i := range recs {
-		if recs[i].off == r.off {
-			return i
+// TestCloseMarkMakesClosedDataCorruptNotTorn: Close fsyncs the data and
+// appends a sync mark claiming it, so later damage to a closed DB's newest
+// segment is corruption (reported, nothing truncated); without the mark (a
+// crash just before Close finished) the same damage is a torn tail.
+func TestCloseMarkMakesClosedDataCorruptNotTorn(t *testing.T) {
+	const n = 20
+	fs := vfs.NewMem()
+	db, err := Open(rcDir, rcOpts(fs, 64<<10))
+	require.NoError(t, err)
+	rcPut(t, db, 0, n)
+	require.NoError(t, db.Close())
+
+	files := rcSegFiles(t, fs, rcDir)
+	require.Len(t, files, 1)
+	path := files[0]
+	orig := rcRead(t, fs, path)
+	recs := rcLayout(t, orig, rcGen(t, path))
+	require.Len(t, recs, n+1, "the puts and the Close mark")
+	cm := recs[n]
+	require.Equal(t, segment.KindSyncMark, cm.kind, "Close must append a sync mark after the data")
+	claim, k := binary.Uvarint(cm.value)
+	require.Positive(t, k)
+	require.Equal(t, uint64(cm.off), claim, "the Close mark claims everything before it")
+	for _, r := range recs[:n] {
+		require.Equal(t, segment.KindPut, r.kind, "SyncNone without Syncs writes no other mark")
+	}
+
+	// Opening and closing without writes adds no mark.
+	for range 2 {
+		db, err = Open(rcDir, rcOpts(fs, 64<<10))
+		require.NoError(t, err)
+		require.NoError(t, db.Close())
+		require.Equal(t, orig, rcRead(t, fs, path), "Open+Close without writes changed the segment")
+	}
+
+	// A byte in the middle of the records.
+	mid := (int64(segment.HeaderSize) + cm.off) / 2
+	victim := rcRecordAt(recs, mid)
+	require.Equal(t, segment.KindPut, victim.kind)
+	vi := -1 // record i holds key i
+	for i, r := range recs {
+		if r.off == victim.off {
+			vi = i
 		}
 	}
-	return -1
+	require.Equal(t, string(rcKey(vi)), victim.key)
+	require.True(t, vi > 0 && vi < n-1, "the damage must be in the middle, got record %d", vi)
+	damaged := bytes.Clone(orig)
+	damaged[mid] ^= 0x55
+	rcWrite(t, fs, path, damaged)
+	for range 2 { // a failed Open changes nothing and releases the lock
+		db, err = Open(rcDir, rcOpts(fs, 64<<10))
+		if err == nil {
+			_ = db.Close()
+		}
+		require.True(t, errors.Is(err, ErrCorrupt), "damage to closed data must be corruption, got %v", err)
+		rcRequireCorrupt(t, err, path, victim.off)
+		require.Contains(t, err.Error(), fmt.Sprintf("a sync mark shows the data up to offset %d had been fsynced", cm.off))
+		require.Equal(t, damaged, rcRead(t, fs, path), "closed data must not be truncated away")
+	}
+
+	// Damage to the Close mark itself proves nothing: a torn tail, no key lost.
+	d := bytes.Clone(orig)
+	d[cm.off+1] ^= 0x55
+	rcWrite(t, fs, path, d)
+	db, err = Open(rcDir, rcOpts(fs, 64<<10))
+	require.NoError(t, err)
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, int64(cm.size), st.TruncatedBytes)
+	rcCheck(t, db, n, nil)
+	require.NoError(t, db.Close())
+	require.Equal(t, orig[:cm.off], rcRead(t, fs, path))
+
+	// A crash just before Close finished: the same damage is a torn tail,
+	// truncated at the damaged record.
+	rcWrite(t, fs, path, orig)
+	rcStripCloseMark(t, fs, rcDir)
+	stripped := rcRead(t, fs, path)
+	require.Equal(t, orig[:cm.off], stripped)
+	d = bytes.Clone(stripped)
+	d[mid] ^= 0x55
+	rcWrite(t, fs, path, d)
+	db, err = Open(rcDir, rcOpts(fs, 64<<10))
+	require.NoError(t, err, "unsynced damage is a torn tail")
+	st, err = db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, int64(len(stripped))-victim.off, st.TruncatedBytes)
+	require.Equal(t, stripped[:victim.off], rcRead(t, fs, path), "truncated at the damaged record")
+	rcScanEnd(t, fs, path)
+	lost := map[int]bool{}
+	for i := vi; i < n; i++ {
+		lost[i] = true
+	}
+	rcCheck(t, db, n, lost)
+	require.NoError(t, db.Close())
+	db, err = Open(rcDir, rcOpts(fs, 64<<10))
+	require.NoError(t, err)
+	st, err = db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, st.TruncatedBytes)
+	rcCheck(t, db, n, lost)
+	require.NoError(t, db.Close())
 }
 
 // TestCorruptAfterOpen damages records under an open DB (MemFS rewrites a
@@ -853,5 +1069,18 @@ func TestCorruptAfterOpen(t *testing.T) {
 			require.NoError(t, err, "restored")
 			require.Equal(t, victim.value, v)
 		}
+	}
+}
+
+// rcStripCloseMark removes the sync mark that Close appends to the newest
+// segment, to model a crash just before Close finished: the damage the
+// tests then do lies past every sync mark, as a torn write would.
+func rcStripCloseMark(t *testing.T, fs vfs.FS, dir string) {
+	t.Helper()
+	files := rcSegFiles(t, fs, dir)
+	path := files[len(files)-1]
+	recs := rcLayout(t, rcRead(t, fs, path), rcGen(t, path))
+	if l := recs[len(recs)-1]; l.kind == segment.KindSyncMark {
+		rcTruncate(t, fs, path, l.off)
 	}
 }
