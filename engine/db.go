@@ -104,7 +104,11 @@ type segFile struct {
 	durable atomic.Int64 // bytes known to be fsynced
 	live    atomic.Int64 // bytes of records the index points at
 	dead    atomic.Int64 // bytes of superseded records, tombstones, markers
-	sealed  atomic.Bool
+	// ttlMin is the earliest expiry (unix ms) of any record in the segment
+	// not yet known to be reclaimed, or 0 if none; the expirer scans only
+	// segments whose ttlMin has passed.
+	ttlMin atomic.Int64
+	sealed atomic.Bool
 	// marked is the durable size the last sync mark recorded; guarded by
 	// DB.mu.
 	marked int64
@@ -302,5 +306,8 @@ func (db *DB) startWorkers() {
 	}
 	if !db.opts.DisableSnapshots && db.startBg() == nil {
 		go db.snapshotter()
+	}
+	if db.opts.ExpiryInterval > 0 && db.startBg() == nil {
+		go db.expirer()
 	}
 }

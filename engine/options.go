@@ -100,6 +100,13 @@ type Options struct {
 	// DisableSnapshots turns index snapshots off: every Open replays the
 	// whole log.
 	DisableSnapshots bool
+	// ExpiryInterval is the period of the expirer's passes, which remove
+	// expired keys from the index (they are invisible to reads at once).
+	// Default 1s; negative turns the expirer off.
+	ExpiryInterval time.Duration
+	// ExpiryBudget bounds the records one expirer pass reads. Default
+	// 100000.
+	ExpiryBudget int
 	// ReadOnly opens the directory for reading only: it takes a shared lock
 	// (any number of read-only opens may coexist, but none with a writer),
 	// modifies nothing on disk (a torn tail is ignored, not truncated), and
@@ -166,6 +173,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.SnapshotRecords == 0 {
 		c.SnapshotRecords = 10_000_000
 	}
+	if c.ExpiryInterval == 0 {
+		c.ExpiryInterval = time.Second
+	}
+	if c.ExpiryBudget == 0 {
+		c.ExpiryBudget = 100_000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -197,6 +210,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("CompactionRate %d is negative", c.CompactionRate)
 	case c.SnapshotInterval < 0 || c.SnapshotRecords < 0:
 		return bad("negative snapshot interval or record count")
+	case c.ExpiryBudget < 0:
+		return bad("ExpiryBudget %d is negative", c.ExpiryBudget)
 	case c.IndexReserve < 1<<26:
 		return bad("IndexReserve %d below 64 MiB", c.IndexReserve)
 	}

@@ -173,6 +173,7 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
 				return false, nil
 			}
 			sf.live.Store(ts.live)
+			sf.ttlMin.Store(ts.ttlMin)
 		}
 		if isNewest {
 			newest = sf
@@ -335,6 +336,9 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64, tombs *[]t
 		r := &e.Rec
 		if r.Seq >= db.nextSeq {
 			db.nextSeq = r.Seq + 1
+		}
+		if r.Expiry != 0 {
+			sf.noteExpiry(r.Expiry)
 		}
 		loc := segment.Loc(sf.id, e.Off)
 		h := db.hash(r.Key)

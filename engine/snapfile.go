@@ -56,10 +56,11 @@ func (p logPos) before(q logPos) bool { return p.gen < q.gen || p.gen == q.gen &
 
 // snapSeg is a segment as the snapshot saw it.
 type snapSeg struct {
-	id   uint16
-	gen  uint64
-	size int64 // bytes in the file at the accounting position
-	live int64
+	id     uint16
+	gen    uint64
+	size   int64 // bytes in the file at the accounting position
+	live   int64
+	ttlMin int64 // earliest expiry among the segment's records (0: none)
 }
 
 // snapMeta is the trailer.
@@ -87,11 +88,12 @@ func (m *snapMeta) encode() []byte {
 		b = binary.LittleEndian.AppendUint64(b, s.gen)
 		b = binary.LittleEndian.AppendUint64(b, uint64(s.size))
 		b = binary.LittleEndian.AppendUint64(b, uint64(s.live))
+		b = binary.LittleEndian.AppendUint64(b, uint64(s.ttlMin))
 	}
 	return b
 }
 
-const snapSegSize = 2 + 8 + 8 + 8
+const snapSegSize = 2 + 8 + 8 + 8 + 8
 
 func decodeSnapMeta(b []byte) (*snapMeta, error) {
 	const fixed = 8 + 8 + 4*8 + 8 + 8 + 4
@@ -110,7 +112,7 @@ func decodeSnapMeta(b []byte) (*snapMeta, error) {
 	}
 	for i, p := 0, fixed; i < n; i, p = i+1, p+snapSegSize {
 		s := snapSeg{id: binary.LittleEndian.Uint16(b[p:]), gen: u64(p + 2),
-			size: int64(u64(p + 10)), live: int64(u64(p + 18))}
+			size: int64(u64(p + 10)), live: int64(u64(p + 18)), ttlMin: int64(u64(p + 26))}
 		if s.id >= segment.MaxSegments || s.size < segment.HeaderSize || s.size > segment.MaxSegmentSize || s.live < 0 {
 			return nil, fmt.Errorf("bad segment table entry %d", i)
 		}

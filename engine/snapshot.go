@@ -48,32 +48,57 @@ func (db *DB) Snapshot() error {
 	return db.snapshotLocked(db.stopBg)
 }
 
-// snapshotLocked writes a snapshot, giving up if stop closes. db.compactMu
-// must be held.
+// snapshotLocked writes a snapshot into the database directory, giving up
+// if stop closes. db.compactMu must be held.
 func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	start := time.Now()
 	db.mu.Lock()
+	n := db.snapSeq + 1
+	db.mu.Unlock()
+	written, err := db.writeSnapshot(db.dir, snapName(n), stop, nil)
+	if err != nil {
+		return err
+	}
+	db.mu.Lock()
+	db.snapSeq = n
+	db.snapValid = true
+	db.snapWritten = written
+	db.snapAt = time.Now()
+	db.mu.Unlock()
+	db.removeOldSnapshots(n)
+	db.st.snapshots.Add(1)
+	db.st.snapshotNanos.Store(int64(time.Since(start)))
+	return nil
+}
+
+// writeSnapshot writes the snapshot file name into dir through a temp file.
+// before, if not nil, runs once the temp file is complete and fsynced but
+// before it is renamed into place (a checkpoint copies the segments then).
+// It returns the write count the snapshot covers. db.compactMu must be
+// held.
+func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(*snapMeta) error) (int64, error) {
+	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
-		return db.failed
+		return 0, db.failed
 	}
 	if err := db.flushLocked(); err != nil {
 		db.mu.Unlock()
-		return err
+		return 0, err
 	}
 	meta := snapMeta{replay: logPos{db.active.gen, db.active.flushed.Load()}}
 	written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load()
 	db.mu.Unlock()
 
-	tmp := filepath.Join(db.dir, snapTmpName)
+	tmp := filepath.Join(dir, snapTmpName)
 	f, err := db.fs.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("marlin: snapshot: %w", err)
+		return 0, fmt.Errorf("marlin: snapshot: %w", err)
 	}
-	fail := func(err error) error {
+	fail := func(err error) (int64, error) {
 		_ = f.Close()
 		_ = db.fs.Remove(tmp)
-		return fmt.Errorf("marlin: snapshot: %w", err)
+		return 0, fmt.Errorf("marlin: snapshot: %w", err)
 	}
 	w := &frameWriter{f: f}
 	w.frame(snapHeader(time.Now().UnixMilli()))
@@ -101,10 +126,10 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	meta.nextSeq, meta.nextGen = db.nextSeq, db.nextGen
 	for i := range db.segs {
 		if sf := db.segs[i].Load(); sf != nil {
-			meta.segs = append(meta.segs, snapSeg{id: sf.id, gen: sf.gen, size: sf.flushed.Load(), live: sf.live.Load()})
+			meta.segs = append(meta.segs, snapSeg{id: sf.id, gen: sf.gen, size: sf.flushed.Load(),
+				live: sf.live.Load(), ttlMin: sf.ttlMin.Load()})
 		}
 	}
-	n := db.snapSeq + 1
 	db.mu.Unlock()
 
 	trailerAt := w.off
@@ -123,26 +148,22 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	}
 	if err := f.Close(); err != nil {
 		_ = db.fs.Remove(tmp)
-		return fmt.Errorf("marlin: snapshot: %w", err)
+		return 0, fmt.Errorf("marlin: snapshot: %w", err)
 	}
-	name := filepath.Join(db.dir, snapName(n))
-	if err := db.fs.Rename(tmp, name); err != nil {
+	if before != nil {
+		if err := before(&meta); err != nil {
+			_ = db.fs.Remove(tmp)
+			return 0, err
+		}
+	}
+	if err := db.fs.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		_ = db.fs.Remove(tmp)
-		return fmt.Errorf("marlin: snapshot: %w", err)
+		return 0, fmt.Errorf("marlin: snapshot: %w", err)
 	}
-	if err := db.fs.SyncDir(db.dir); err != nil {
-		return fmt.Errorf("marlin: snapshot: %w", err)
+	if err := db.fs.SyncDir(dir); err != nil {
+		return 0, fmt.Errorf("marlin: snapshot: %w", err)
 	}
-	db.mu.Lock()
-	db.snapSeq = n
-	db.snapValid = true
-	db.snapWritten = written
-	db.snapAt = time.Now()
-	db.mu.Unlock()
-	db.removeOldSnapshots(n)
-	db.st.snapshots.Add(1)
-	db.st.snapshotNanos.Store(int64(time.Since(start)))
-	return nil
+	return written, nil
 }
 
 // removeOldSnapshots deletes snapshot files older than n (and a leftover

@@ -20,6 +20,7 @@ type counters struct {
 	snapshotLoaded                             atomic.Bool  // Open used a snapshot
 	replayed                                   atomic.Int64 // records replayed at Open
 	openNanos                                  atomic.Int64 // duration of Open
+	expired                                    atomic.Int64 // expired entries removed from the index
 }
 
 // SegmentStats describes one segment.
@@ -63,6 +64,7 @@ type Stats struct {
 	OpenedFromSnapshot bool          // Open loaded a snapshot (else it replayed every segment)
 	RecordsReplayed    int64         // records Open replayed
 	OpenTime           time.Duration // how long Open took
+	ExpiredReclaimed   int64         // expired keys the expirer removed from the index
 }
 
 // Stats returns current figures. It takes no lock that writers hold for
@@ -95,6 +97,7 @@ func (db *DB) Stats() (Stats, error) {
 		OpenedFromSnapshot: db.st.snapshotLoaded.Load(),
 		RecordsReplayed:    db.st.replayed.Load(),
 		OpenTime:           time.Duration(db.st.openNanos.Load()),
+		ExpiredReclaimed:   db.st.expired.Load(),
 	}
 	s.Keys = s.Index.Entries
 	s.ArenaBytes = s.Index.ResidentBytes + int64(len(db.tail.buf))
@@ -142,6 +145,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.BytesReclaimed -= prev.BytesReclaimed
 	d.BytesRewritten -= prev.BytesRewritten
 	d.Snapshots -= prev.Snapshots
+	d.ExpiredReclaimed -= prev.ExpiredReclaimed
 	return d
 }
 

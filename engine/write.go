@@ -172,6 +172,9 @@ func (db *DB) appendLocked(rec *segment.Record, reserve int) (uint64, int, error
 		// tail now starts after the record.
 		b := make([]byte, size)
 		segment.Encode(b, sf.gen, off, rec)
+		if rec.Expiry != 0 {
+			sf.noteExpiry(rec.Expiry)
+		}
 		db.tailMu.Lock()
 		err := db.writeFileLocked(b)
 		if err == nil {
@@ -182,6 +185,9 @@ func (db *DB) appendLocked(rec *segment.Record, reserve int) (uint64, int, error
 			return 0, 0, err
 		}
 		return segment.Loc(sf.id, off), size, nil
+	}
+	if rec.Expiry != 0 {
+		sf.noteExpiry(rec.Expiry)
 	}
 	n := db.tail.n.Load()
 	segment.Encode(db.tail.buf[n:n+int64(size)], sf.gen, off, rec)
