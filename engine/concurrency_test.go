@@ -164,8 +164,10 @@ func crashPuts(t *testing.T, sm SyncMode, seed uint64, durable bool) {
 		k := crashKey(w, i%crashKeys)
 		return db.Put([]byte(k), crashVal(k, i))
 	})
+	st, err := db.Stats()
+	require.NoError(t, err)
 	require.NoError(t, db.Close())
-	t.Logf("seed %d: acked %v, issued %v", seed, acked, issued)
+	t.Logf("seed %d: acked %v, issued %v, %d segments removed by compaction", seed, acked, issued, st.SegmentsRemoved)
 
 	db2, err := Open("/db", crashOpts(clone, sm))
 	require.NoError(t, err, "seed %d: open after crash", seed)
@@ -245,8 +247,10 @@ func crashBatches(t *testing.T, sm SyncMode, seed uint64, durable bool) {
 		}
 		return db.Write(&b)
 	})
+	st, err := db.Stats()
+	require.NoError(t, err)
 	require.NoError(t, db.Close())
-	t.Logf("seed %d: acked %v, issued %v", seed, acked, issued)
+	t.Logf("seed %d: acked %v, issued %v, %d segments removed by compaction", seed, acked, issued, st.SegmentsRemoved)
 
 	db2, err := Open("/db", crashOpts(clone, sm))
 	require.NoError(t, err, "seed %d: open after crash", seed)
@@ -293,7 +297,7 @@ func crashBatches(t *testing.T, sm SyncMode, seed uint64, durable bool) {
 				"seed %d, %v: writer %d's acknowledged batch %d was lost in the crash", seed, sm, w, acked[w])
 		}
 	}
-	st, err := db2.Stats()
+	st, err = db2.Stats()
 	require.NoError(t, err)
 	var keys int64
 	require.NoError(t, db2.ForEach(func(k, v []byte) error { keys++; return nil }))
@@ -561,6 +565,20 @@ func runConcurrent(t *testing.T, sm SyncMode) {
 		}
 	}()
 
+	// Full compaction passes, on top of the background compactor, so that
+	// segments are rewritten and removed under the readers and iterator.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for running() {
+			if err := db.Compact(); err != nil {
+				fail(fmt.Errorf("compact: %w", err))
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -582,8 +600,8 @@ func runConcurrent(t *testing.T, sm SyncMode) {
 	require.Empty(t, errs)
 	st, err := db.Stats()
 	require.NoError(t, err)
-	t.Logf("%d reads, %d iterator passes, %d segments, %d rolls, %d keys", reads.Load(), passes.Load(),
-		len(st.Segments), st.Rolls, st.Keys)
+	t.Logf("%d reads, %d iterator passes, %d segments, %d rolls, %d segments removed by compaction, %d keys",
+		reads.Load(), passes.Load(), len(st.Segments), st.Rolls, st.SegmentsRemoved, st.Keys)
 	require.Greater(t, st.Rolls, int64(0), "no segment roll happened during the run")
 	require.Greater(t, passes.Load(), int64(0))
 

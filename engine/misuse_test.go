@@ -382,6 +382,7 @@ func TestMisuseAfterClose(t *testing.T) {
 	require.ErrorIs(t, db.Write(&b), ErrClosed)
 	require.ErrorIs(t, db.Write(&Batch{}), ErrClosed)
 	require.ErrorIs(t, db.Sync(), ErrClosed)
+	require.ErrorIs(t, db.Compact(), ErrClosed)
 	_, err = db.Stats()
 	require.ErrorIs(t, err, ErrClosed)
 	require.ErrorIs(t, db.ForEach(func(k, v []byte) error { return nil }), ErrClosed)
@@ -435,26 +436,28 @@ func TestMisuseBadOptions(t *testing.T) {
 	fs := vfs.NewMem()
 	base := func() Options { return *testOpts(fs) }
 	cases := map[string]func(o *Options){
-		"segment too small":           func(o *Options) { o.SegmentSize = 4<<10 - 1 },
-		"segment tiny":                func(o *Options) { o.SegmentSize = 512; o.WriteBufferSize = 0 },
-		"segment negative":            func(o *Options) { o.SegmentSize = -1 },
-		"segment too large":           func(o *Options) { o.SegmentSize = segment.MaxSegmentSize + 1; o.WriteBufferSize = 0 },
-		"segment far too large":       func(o *Options) { o.SegmentSize = 1 << 40; o.WriteBufferSize = 0 },
-		"key limit too large":         func(o *Options) { o.MaxKeySize = 70000 },
-		"key limit just too large":    func(o *Options) { o.MaxKeySize = segment.MaxKeyLen + 1 },
-		"key limit negative":          func(o *Options) { o.MaxKeySize = -1 },
-		"value limit negative":        func(o *Options) { o.MaxValueSize = -1 },
-		"value limit beyond segment":  func(o *Options) { o.MaxValueSize = 64 << 10 },
-		"record beyond segment":       func(o *Options) { o.SegmentSize = 4 << 10; o.MaxValueSize = 4000 },
-		"key limit beyond segment":    func(o *Options) { o.SegmentSize = 4 << 10; o.MaxKeySize = 5000; o.MaxValueSize = 1 },
-		"unknown sync mode":           func(o *Options) { o.Sync = SyncNone + 1 },
-		"negative sync mode":          func(o *Options) { o.Sync = -1 },
-		"negative sync interval":      func(o *Options) { o.SyncInterval = -time.Second },
-		"write buffer too small":      func(o *Options) { o.WriteBufferSize = 100 },
-		"write buffer beyond segment": func(o *Options) { o.WriteBufferSize = 128 << 10 },
-		"index reserve too small":     func(o *Options) { o.IndexReserve = 1 << 20 },
-		"index reserve negative":      func(o *Options) { o.IndexReserve = -1 },
-		"value limit huge":            func(o *Options) { o.MaxValueSize = 1 << 30 },
+		"segment too small":            func(o *Options) { o.SegmentSize = 4<<10 - 1 },
+		"segment tiny":                 func(o *Options) { o.SegmentSize = 512; o.WriteBufferSize = 0 },
+		"segment negative":             func(o *Options) { o.SegmentSize = -1 },
+		"segment too large":            func(o *Options) { o.SegmentSize = segment.MaxSegmentSize + 1; o.WriteBufferSize = 0 },
+		"segment far too large":        func(o *Options) { o.SegmentSize = 1 << 40; o.WriteBufferSize = 0 },
+		"key limit too large":          func(o *Options) { o.MaxKeySize = 70000 },
+		"key limit just too large":     func(o *Options) { o.MaxKeySize = segment.MaxKeyLen + 1 },
+		"key limit negative":           func(o *Options) { o.MaxKeySize = -1 },
+		"value limit negative":         func(o *Options) { o.MaxValueSize = -1 },
+		"value limit beyond segment":   func(o *Options) { o.MaxValueSize = 64 << 10 },
+		"record beyond segment":        func(o *Options) { o.SegmentSize = 4 << 10; o.MaxValueSize = 4000 },
+		"key limit beyond segment":     func(o *Options) { o.SegmentSize = 4 << 10; o.MaxKeySize = 5000; o.MaxValueSize = 1 },
+		"unknown sync mode":            func(o *Options) { o.Sync = SyncNone + 1 },
+		"negative sync mode":           func(o *Options) { o.Sync = -1 },
+		"negative sync interval":       func(o *Options) { o.SyncInterval = -time.Second },
+		"write buffer too small":       func(o *Options) { o.WriteBufferSize = 100 },
+		"write buffer beyond segment":  func(o *Options) { o.WriteBufferSize = 128 << 10 },
+		"index reserve too small":      func(o *Options) { o.IndexReserve = 1 << 20 },
+		"compaction threshold above 1": func(o *Options) { o.CompactionThreshold = 1.5 },
+		"compaction rate negative":     func(o *Options) { o.CompactionRate = -1 },
+		"index reserve negative":       func(o *Options) { o.IndexReserve = -1 },
+		"value limit huge":             func(o *Options) { o.MaxValueSize = 1 << 30 },
 	}
 	for name, mutate := range cases {
 		o := base()
@@ -475,6 +478,8 @@ func TestMisuseBadOptions(t *testing.T) {
 		"key limit max":      func(o *Options) { o.SegmentSize = 1 << 20; o.MaxKeySize = segment.MaxKeyLen },
 		"min segment":        func(o *Options) { o.SegmentSize = 4 << 10; o.WriteBufferSize = 4 << 10 },
 		"value limit 0":      func(o *Options) { o.MaxValueSize = 0 },
+		"no compaction":      func(o *Options) { o.CompactionThreshold = -1 },
+		"compaction at 1":    func(o *Options) { o.CompactionThreshold = 1 },
 		"write buffer = seg": func(o *Options) { o.WriteBufferSize = 64 << 10 },
 	}
 	for name, mutate := range good {
