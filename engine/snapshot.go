@@ -357,5 +357,6 @@ func closed(ch <-chan struct{}) bool {
 // valid, or writes were made since the last one. db.mu must be held.
 func (db *DB) needSnapshotLocked() bool {
 	written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load()
-	return !db.opts.DisableSnapshots && db.failed == nil && (!db.snapValid || written != db.snapWritten)
+	return !db.opts.DisableSnapshots && !db.opts.ReadOnly && db.failed == nil &&
+		(!db.snapValid || written != db.snapWritten)
 }

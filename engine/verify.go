@@ -1,0 +1,299 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/marlinkv/marlin/index"
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// VerifyProblem is one thing Verify found wrong.
+type VerifyProblem struct {
+	File   string // file name, or "" for the index
+	Offset int64  // byte offset in File, or -1
+	What   string
+	// TornTail marks damage at the end of the newest segment past every
+	// sync mark: never-fsynced data that a writable Open truncates.
+	TornTail bool
+}
+
+func (p VerifyProblem) String() string {
+	if p.Offset >= 0 {
+		return fmt.Sprintf("%s at offset %d: %s", p.File, p.Offset, p.What)
+	}
+	if p.File != "" {
+		return fmt.Sprintf("%s: %s", p.File, p.What)
+	}
+	return p.What
+}
+
+// VerifyReport is the outcome of Verify.
+type VerifyReport struct {
+	Segments     int
+	Records      int64 // records that decoded
+	Keys         int64 // live keys after a full replay of the log
+	SnapshotUsed bool  // the index snapshot was loaded and compared with the replay
+	Problems     []VerifyProblem
+}
+
+// OK reports whether nothing was found wrong.
+func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
+
+// Verify checks the database in dir thoroughly: every record of every
+// segment decodes (checksum, lengths), the index a normal Open builds
+// (from the snapshot, if there is one) holds exactly the entries a full
+// replay of the log gives, and every entry points at a record of a key
+// with that hash. It opens the directory read-only (twice), so it refuses a
+// directory a writer holds and never modifies anything. opts may be nil;
+// only its FS, limits and Logger matter.
+func Verify(dir string, opts *Options) (*VerifyReport, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	o.ReadOnly = true
+	if opts == nil || opts.Logger == nil {
+		o.Logger = discardLogger
+	}
+	rep := &VerifyReport{}
+	if err := verifySegments(dir, &o, rep); err != nil {
+		return rep, err
+	}
+
+	full := o
+	full.DisableSnapshots = true
+	fdb, err := Open(dir, &full)
+	if errors.Is(err, ErrCorrupt) {
+		return rep, nil // already reported by the segment scan
+	}
+	if err != nil {
+		return rep, err
+	}
+	defer fdb.Close()
+	rep.Keys = fdb.ix.Len()
+	if err := fdb.ix.Check(); err != nil {
+		rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "replayed index: " + err.Error()})
+	}
+	fdb.verifyEntries(rep)
+
+	sdb, err := Open(dir, &o)
+	if err != nil {
+		return rep, err
+	}
+	defer sdb.Close()
+	rep.SnapshotUsed = sdb.st.snapshotLoaded.Load()
+	if rep.SnapshotUsed {
+		if err := sdb.ix.Check(); err != nil {
+			rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "snapshot index: " + err.Error()})
+		}
+		compareIndexes(sdb, fdb, rep)
+	}
+	return rep, nil
+}
+
+// verifySegments decodes every record of every segment file.
+func verifySegments(dir string, o *Options, rep *VerifyReport) error {
+	names, err := o.FS.List(dir)
+	if err != nil {
+		return fmt.Errorf("marlin: verify: %w", err)
+	}
+	var gens []uint64
+	for _, n := range names {
+		if g, ok := segment.ParseFileName(n); ok {
+			gens = append(gens, g)
+		}
+	}
+	slices.Sort(gens)
+	lim := segment.Limits{MaxKey: segment.MaxKeyLen, MaxValue: segment.MaxSegmentSize}
+	for i, gen := range gens {
+		rep.Segments++
+		name := filepath.Join(dir, segment.FileName(gen))
+		data, closeFn, err := readWhole(o.FS, name)
+		if err != nil {
+			return fmt.Errorf("marlin: verify: %w", err)
+		}
+		h, herr := segment.DecodeHeader(data)
+		switch {
+		case herr != nil:
+			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: herr.(*segment.CorruptError).Reason,
+				TornTail: i == len(gens)-1 && len(data) < segment.HeaderSize})
+			closeFn()
+			continue
+		case h.Generation != gen:
+			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: fmt.Sprintf("header says generation %d", h.Generation)})
+		}
+		probs := segment.Check(data, gen, lim, func(int64, *segment.Record, int) { rep.Records++ })
+		for j, p := range probs {
+			torn := i == len(gens)-1 && j == len(probs)-1 && p.Resume == int64(len(data)) &&
+				segment.SyncedClaim(data, gen, lim, p.Offset) <= p.Offset
+			what := p.Reason
+			if torn {
+				what = "torn tail (never-fsynced data; " + what + ")"
+			}
+			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: p.Offset, What: what, TornTail: torn})
+		}
+		closeFn()
+	}
+	return nil
+}
+
+// readWhole maps a whole file read-only.
+func readWhole(fs vfs.FS, name string) ([]byte, func(), error) {
+	f, err := fs.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	size, err := f.Size()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	m, err := f.Map(int(size))
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return m.Bytes(), func() { m.Close(); f.Close() }, nil
+}
+
+// verifyEntries checks that every index entry points at a put record whose
+// key hashes to the entry's shard and fingerprint.
+func (db *DB) verifyEntries(rep *VerifyReport) {
+	var locs []uint64
+	for sn := 0; sn < index.NumShards; sn++ {
+		locs = db.ix.ShardSlots(sn, locs[:0])
+		for _, s := range locs {
+			loc := s & index.LocMask
+			r, locked, err := db.recordAt(loc)
+			if locked {
+				db.tailMu.RUnlock()
+			}
+			id, off := segment.SplitLoc(loc)
+			file := ""
+			if sf := db.segs[id].Load(); sf != nil {
+				file = sf.name
+			}
+			if err != nil {
+				rep.Problems = append(rep.Problems, VerifyProblem{File: file, Offset: off, What: "index entry: " + err.Error()})
+				continue
+			}
+			hsn, fp := index.Split(db.hash(r.Key))
+			if r.Kind != segment.KindPut || hsn != sn || index.Slot(fp, loc) != s {
+				rep.Problems = append(rep.Problems, VerifyProblem{File: file, Offset: off,
+					What: fmt.Sprintf("index entry (shard %d) points at a record of kind %d for key %q that does not hash to it", sn, r.Kind, r.Key)})
+			}
+		}
+	}
+}
+
+// compareIndexes reports entries that differ between the snapshot-loaded
+// index (a) and the full replay (b).
+func compareIndexes(a, b *DB, rep *VerifyReport) {
+	var sa, sb []uint64
+	for sn := 0; sn < index.NumShards; sn++ {
+		sa, sb = a.ix.ShardSlots(sn, sa[:0]), b.ix.ShardSlots(sn, sb[:0])
+		slices.Sort(sa)
+		slices.Sort(sb)
+		i, j := 0, 0
+		for i < len(sa) || j < len(sb) {
+			switch {
+			case j == len(sb) || i < len(sa) && sa[i] < sb[j]:
+				rep.Problems = append(rep.Problems, a.entryProblem(sa[i], "the snapshot's index has an entry the log does not support (stale entry)"))
+				i++
+			case i == len(sa) || sb[j] < sa[i]:
+				rep.Problems = append(rep.Problems, b.entryProblem(sb[j], "a live key is missing from the snapshot's index"))
+				j++
+			default:
+				i, j = i+1, j+1
+			}
+		}
+	}
+}
+
+func (db *DB) entryProblem(slot uint64, what string) VerifyProblem {
+	id, off := segment.SplitLoc(slot & index.LocMask)
+	file := ""
+	if sf := db.segs[id].Load(); sf != nil {
+		file = sf.name
+	}
+	return VerifyProblem{File: file, Offset: off, What: what}
+}
+
+// SnapshotInfo describes an index snapshot file.
+type SnapshotInfo struct {
+	File     string
+	Created  time.Time
+	Entries  uint64
+	Segments int
+	// The snapshot's index covers the log up to Durable; Open replays from
+	// Replay (segment generation and offset).
+	ReplayGen, DurableGen       uint64
+	ReplayOffset, DurableOffset int64
+}
+
+// ReadSnapshotInfo reads the header and trailer of the newest snapshot in
+// dir (without loading it). It returns nil and no error if there is none.
+func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, err
+	}
+	var snaps []uint64
+	for _, n := range names {
+		if k, ok := parseSnapName(n); ok {
+			snaps = append(snaps, k)
+		}
+	}
+	if len(snaps) == 0 {
+		return nil, nil
+	}
+	sort.Slice(snaps, func(i, j int) bool { return snaps[i] > snaps[j] })
+	name := filepath.Join(dir, snapName(snaps[0]))
+	f, err := fs.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	bad := func(what string) (*SnapshotInfo, error) {
+		return nil, &segment.CorruptError{File: name, Offset: -1, Reason: what}
+	}
+	if size < snapFooterSize {
+		return bad("too short")
+	}
+	var foot [snapFooterSize]byte
+	if _, err := f.ReadAt(foot[:], size-snapFooterSize); err != nil {
+		return nil, err
+	}
+	at := int64(binary.LittleEndian.Uint64(foot[:]))
+	if string(foot[8:]) != snapEndMagic || at < 0 || at > size-snapFooterSize {
+		return bad("bad footer")
+	}
+	hr := &frameReader{f: f, end: at}
+	h, err := hr.next()
+	if err != nil || len(h) < 20 || string(h[:8]) != snapMagic {
+		return bad("bad header")
+	}
+	created := time.UnixMilli(int64(binary.LittleEndian.Uint64(h[12:])))
+	tr := &frameReader{f: f, off: at, end: size - snapFooterSize}
+	p, err := tr.next()
+	if err != nil {
+		return bad("trailer: " + err.Error())
+	}
+	m, err := decodeSnapMeta(p)
+	if err != nil {
+		return bad(err.Error())
+	}
+	return &SnapshotInfo{File: name, Created: created, Entries: m.entries, Segments: len(m.segs),
+		ReplayGen: m.replay.gen, ReplayOffset: m.replay.off, DurableGen: m.acct.gen, DurableOffset: m.acct.off}, nil
+}

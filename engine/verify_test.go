@@ -1,0 +1,130 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+func verifyFixture(t *testing.T) (*vfs.MemFS, *Options) {
+	fs := vfs.NewMem()
+	o := testOpts(fs)
+	o.CompactionThreshold = -1
+	o.SegmentSize = 8 << 10
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	for i := range 3000 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "v%d", i)))
+	}
+	for i := 0; i < 3000; i += 7 {
+		require.NoError(t, db.Delete(fmt.Appendf(nil, "k%d", i)))
+	}
+	require.NoError(t, db.Close())
+	return fs, o
+}
+
+func TestVerifyClean(t *testing.T) {
+	fs, o := verifyFixture(t)
+	rep, err := Verify("/db", o)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problems)
+	require.True(t, rep.SnapshotUsed)
+	require.EqualValues(t, 3000-429, rep.Keys)
+	require.Greater(t, rep.Segments, 5)
+	require.Greater(t, rep.Records, int64(3000))
+	// Verify modifies nothing and refuses a directory a writer holds.
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	_, err = Verify("/db", o)
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, db.Close())
+	_ = fs
+}
+
+func TestVerifyFindsBitFlip(t *testing.T) {
+	fs, o := verifyFixture(t)
+	names, err := fs.List("/db")
+	require.NoError(t, err)
+	var seg string
+	for _, n := range names {
+		if _, ok := segment.ParseFileName(n); ok {
+			seg = "/db/" + n // first segment: sealed
+			break
+		}
+	}
+	b := readFile(t, fs, seg)
+	b[200] ^= 0x04
+	writeFile(t, fs, seg, b)
+	rep, err := Verify("/db", o)
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+	p := rep.Problems[0]
+	require.Equal(t, seg, p.File)
+	require.LessOrEqual(t, p.Offset, int64(200))
+	require.Greater(t, p.Offset, int64(200-64))
+	require.False(t, p.TornTail)
+	require.Len(t, rep.Problems, 1, "the scan resumes after the damaged record: %v", rep.Problems)
+}
+
+func TestVerifyFindsTruncatedSegment(t *testing.T) {
+	fs, o := verifyFixture(t)
+	names, _ := fs.List("/db")
+	var segs []string
+	for _, n := range names {
+		if _, ok := segment.ParseFileName(n); ok {
+			segs = append(segs, "/db/"+n)
+		}
+	}
+	last := segs[len(segs)-1]
+	b := readFile(t, fs, last)
+	writeFile(t, fs, last, b[:len(b)-13]) // cut into the close mark
+	rep, err := Verify("/db", o)
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+	require.True(t, rep.Problems[0].TornTail, "%v", rep.Problems)
+	require.Equal(t, last, rep.Problems[0].File)
+	// A sealed segment cut in the middle of a record is corruption.
+	mid := segs[1]
+	b = readFile(t, fs, mid)
+	writeFile(t, fs, mid, b[:len(b)-20])
+	rep, err = Verify("/db", o)
+	require.NoError(t, err)
+	var found bool
+	for _, p := range rep.Problems {
+		if p.File == mid {
+			found = true
+			require.False(t, p.TornTail)
+		}
+	}
+	require.True(t, found, "%v", rep.Problems)
+}
+
+func TestVerifyFindsStaleIndexEntry(t *testing.T) {
+	fs, o := verifyFixture(t)
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	// Point k1's entry at k2's record, then persist that index.
+	h1 := db.hash([]byte("k1"))
+	var loc1, loc2 uint64
+	db.ix.Lookup(h1, func(l uint64) bool { loc1 = l; return true })
+	db.ix.Lookup(db.hash([]byte("k2")), func(l uint64) bool { loc2 = l; return true })
+	require.True(t, db.ix.CompareAndSwap(h1, loc1, loc2))
+	require.NoError(t, db.Snapshot())
+	require.NoError(t, db.Close())
+	rep, err := Verify("/db", o)
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+	var text []string
+	for _, p := range rep.Problems {
+		text = append(text, p.String())
+	}
+	all := strings.Join(text, "\n")
+	require.Contains(t, all, "stale entry")
+	require.Contains(t, all, "missing from the snapshot's index")
+	_ = fs
+}
