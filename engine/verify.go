@@ -297,3 +297,46 @@ func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
 	return &SnapshotInfo{File: name, Created: created, Entries: m.entries, Segments: len(m.segs),
 		ReplayGen: m.replay.gen, ReplayOffset: m.replay.off, DurableGen: m.acct.gen, DurableOffset: m.acct.off}, nil
 }
+
+// Repair makes a directory with a torn tail or a bad index snapshot whole
+// again: it deletes the index snapshots, then opens the directory for
+// writing, which truncates a torn tail and rebuilds the index by replaying
+// the whole log, and closes it, which writes a fresh snapshot. Damage in
+// the middle of the log cannot be repaired this way: Repair then returns
+// the ErrCorrupt that names it (the snapshots are gone, which only costs a
+// slower Open).
+func Repair(dir string, opts *Options) error {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	if o.ReadOnly {
+		return ErrReadOnly
+	}
+	lock, err := o.FS.Lock(filepath.Join(dir, LockFileName))
+	if err != nil {
+		return fmt.Errorf("marlin: repair %s: %w", dir, err)
+	}
+	names, err := o.FS.List(dir)
+	if err == nil {
+		for _, n := range names {
+			if _, ok := parseSnapName(n); ok || n == snapTmpName {
+				if err = o.FS.Remove(filepath.Join(dir, n)); err != nil {
+					break
+				}
+			}
+		}
+	}
+	if err == nil {
+		err = o.FS.SyncDir(dir)
+	}
+	lock.Close()
+	if err != nil {
+		return fmt.Errorf("marlin: repair %s: %w", dir, err)
+	}
+	db, err := Open(dir, &o)
+	if err != nil {
+		return err
+	}
+	return db.Close()
+}

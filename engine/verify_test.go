@@ -128,3 +128,32 @@ func TestVerifyFindsStaleIndexEntry(t *testing.T) {
 	require.Contains(t, all, "missing from the snapshot's index")
 	_ = fs
 }
+
+func TestRepairTornTailAndSnapshot(t *testing.T) {
+	fs, o := verifyFixture(t)
+	names, _ := fs.List("/db")
+	var segs, snaps []string
+	for _, n := range names {
+		if _, ok := segment.ParseFileName(n); ok {
+			segs = append(segs, "/db/"+n)
+		}
+		if _, ok := parseSnapName(n); ok {
+			snaps = append(snaps, "/db/"+n)
+		}
+	}
+	last := segs[len(segs)-1]
+	b := readFile(t, fs, last)
+	writeFile(t, fs, last, append(b, make([]byte, 64)...)) // zeros after the close mark: torn
+	sb := readFile(t, fs, snaps[0])
+	sb[len(sb)/2] ^= 1
+	writeFile(t, fs, snaps[0], sb)
+	rep, err := Verify("/db", o)
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+	require.NoError(t, Repair("/db", o))
+	rep, err = Verify("/db", o)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problems)
+	require.True(t, rep.SnapshotUsed)
+	require.EqualValues(t, 3000-429, rep.Keys)
+}
