@@ -45,23 +45,34 @@ func (db *DB) Checkpoint(destDir string) error {
 	defer db.compactMu.Unlock()
 	_, err = db.writeSnapshot(destDir, snapName(1), db.stopBg, func(meta *snapMeta) error {
 		for _, s := range meta.segs {
-			if err := db.copySegment(s, destDir); err != nil {
+			if err := db.copySegment(s, s.gen == meta.acct.gen, destDir); err != nil {
 				return fmt.Errorf("marlin: checkpoint: %w", err)
 			}
+		}
+		// A LOCK file lets read-only opens of the checkpoint take their
+		// shared lock, so a writer cannot slip in beside them.
+		lock, err := db.fs.Create(filepath.Join(destDir, LockFileName))
+		if err != nil {
+			return fmt.Errorf("marlin: checkpoint: %w", err)
+		}
+		if err := lock.Close(); err != nil {
+			return fmt.Errorf("marlin: checkpoint: %w", err)
 		}
 		return db.fs.SyncDir(destDir)
 	})
 	return err
 }
 
-// copySegment puts segment s, as the snapshot saw it, into dir: a hard link
-// if the file will not change any more, else a copy of its first s.size
-// bytes.
-func (db *DB) copySegment(s snapSeg, dir string) error {
+// copySegment puts segment s, as the snapshot saw it, into dir. A segment
+// sealed before the cut never changes again and is hard-linked. The one
+// that was active at the cut (wasActive) is always copied, even if a roll
+// has sealed it since: it becomes the checkpoint's newest segment, which a
+// writable open of the checkpoint appends to, and appends through a shared
+// inode would land in this database too.
+func (db *DB) copySegment(s snapSeg, wasActive bool, dir string) error {
 	src := filepath.Join(db.dir, segment.FileName(s.gen))
 	dst := filepath.Join(dir, segment.FileName(s.gen))
-	sf := db.segs[s.id].Load()
-	if sf != nil && sf.sealed.Load() && sf.flushed.Load() == s.size {
+	if !wasActive {
 		if err := db.fs.Link(src, dst); err == nil {
 			return nil
 		}

@@ -58,7 +58,7 @@ func (db *DB) recover() error {
 	if !db.opts.DisableSnapshots {
 		meta, err := db.loadSnapshot(names, onDisk)
 		if err == nil {
-			ok, err := db.recoverFrom(meta, gens)
+			ok, err := db.recoverFrom(meta, gens, onDisk)
 			if err != nil || ok {
 				return err
 			}
@@ -72,7 +72,24 @@ func (db *DB) recover() error {
 			return err
 		}
 	}
-	return db.replayAll(gens)
+	return db.replayAll(gens, onDisk)
+}
+
+// tornTailSegments returns the segments whose tail may be torn: the newest,
+// and before it any segment followed only by segments that hold no record
+// (a roll whose new segment never received a record, or a segment whose
+// failed creation was undone but whose removal did not reach the disk).
+// Every other segment was fsynced, and sealed with a sync mark, before its
+// successor received records.
+func tornTailSegments(gens []uint64, onDisk map[uint64]int64) map[uint64]bool {
+	m := map[uint64]bool{}
+	for i := len(gens) - 1; i >= 0; i-- {
+		m[gens[i]] = true
+		if onDisk[gens[i]] > segment.HeaderSize {
+			break
+		}
+	}
+	return m
 }
 
 // resetForReplay undoes a failed snapshot load: an empty index and no open
@@ -96,20 +113,21 @@ func (db *DB) resetForReplay() error {
 }
 
 // replayAll rebuilds the index from every segment.
-func (db *DB) replayAll(gens []uint64) error {
+func (db *DB) replayAll(gens []uint64, onDisk map[uint64]int64) error {
 	var tombs []tomb
 	var newest *segFile
+	torn := tornTailSegments(gens, onDisk)
 	for i, gen := range gens {
 		db.nextGen = max(db.nextGen, gen+1)
 		isNewest := i == len(gens)-1
-		sf, err := db.openSegment(gen, isNewest)
+		sf, err := db.openSegment(gen, isNewest, torn[gen])
 		if err != nil {
 			return err
 		}
 		if sf == nil {
 			continue // a torn creation, removed
 		}
-		if _, err := db.replaySegment(sf, isNewest, segment.HeaderSize, segment.HeaderSize, &tombs); err != nil {
+		if _, err := db.replaySegment(sf, torn[gen], segment.HeaderSize, segment.HeaderSize, &tombs); err != nil {
 			return err
 		}
 		if isNewest {
@@ -123,7 +141,7 @@ func (db *DB) replayAll(gens []uint64) error {
 // and replays the log from its replay position. It returns false (and no
 // error) if the log turns out not to reach the snapshot's durable position,
 // in which case the caller replays everything instead.
-func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
+func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64) (bool, error) {
 	inTable := map[uint64]snapSeg{}
 	for _, s := range meta.segs {
 		inTable[s.gen] = s
@@ -154,10 +172,11 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
 	}
 	var tombs []tomb
 	var newest *segFile
+	torn := tornTailSegments(open, onDisk)
 	for i, gen := range open {
 		db.nextGen = max(db.nextGen, gen+1)
 		isNewest := i == len(open)-1
-		sf, err := db.openSegment(gen, isNewest)
+		sf, err := db.openSegment(gen, isNewest, torn[gen])
 		if err != nil {
 			return false, err
 		}
@@ -190,7 +209,7 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64) (bool, error) {
 		} else if gen == meta.acct.gen {
 			acct = meta.acct.off
 		}
-		end, err := db.replaySegment(sf, isNewest, from, acct, &tombs)
+		end, err := db.replaySegment(sf, torn[gen], from, acct, &tombs)
 		if err != nil {
 			return false, err
 		}
@@ -219,10 +238,10 @@ func (db *DB) finishRecovery(tombs []tomb, newest *segFile) error {
 // openSegment opens and maps the segment file of generation gen. For the
 // newest segment it returns nil, nil when the file is a torn creation (too
 // short for a header, or an all-zero header), after removing it.
-func (db *DB) openSegment(gen uint64, newest bool) (*segFile, error) {
+func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error) {
 	name := filepath.Join(db.dir, segment.FileName(gen))
 	open := db.fs.Open
-	if newest && !db.opts.ReadOnly {
+	if (newest || mayTruncate) && !db.opts.ReadOnly {
 		open = db.fs.OpenReadWrite
 	}
 	f, err := open(name)
@@ -287,9 +306,9 @@ func (db *DB) openSegment(gen uint64, newest bool) (*segFile, error) {
 }
 
 // replaySegment feeds a segment's committed records from offset from on to
-// the index, counting live bytes for records at acct or later, and, for the
-// newest segment, truncates a torn tail. It returns where the valid log
-// ends.
+// the index, counting live bytes for records at acct or later, and, if its
+// tail may be torn (see tornTailSegments), truncates a torn tail. It
+// returns where the valid log ends.
 func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[]tomb) (int64, error) {
 	size := sf.flushed.Load()
 	data := sf.data[:size]

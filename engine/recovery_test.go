@@ -1084,3 +1084,36 @@ func rcStripCloseMark(t *testing.T, fs vfs.FS, dir string) {
 		rcTruncate(t, fs, path, l.off)
 	}
 }
+
+// TestTornTailBeforeEmptySegment: a segment holding only its header may
+// follow the one that took the last writes (a roll that never received a
+// record, or a failed creation whose removal did not reach the disk). The
+// torn tail of the segment before it must still be treated as torn, not as
+// corruption (a regression: only the very last file was).
+func TestTornTailBeforeEmptySegment(t *testing.T) {
+	fs := vfs.NewMem()
+	o := rcOpts(fs, 64<<10)
+	db, err := Open(rcDir, o)
+	require.NoError(t, err)
+	rcPut(t, db, 0, 20)
+	require.NoError(t, db.Close())
+	files := rcSegFiles(t, fs, rcDir)
+	require.Len(t, files, 1)
+	rcStripCloseMark(t, fs, rcDir)
+	data := rcRead(t, fs, files[0])
+	recs := rcLayout(t, data, rcGen(t, files[0]))
+	last := recs[len(recs)-1]
+	rcTruncate(t, fs, files[0], last.off+10) // torn last record
+
+	gen := rcGen(t, files[0]) + 1
+	h := segment.EncodeHeader(segment.Header{ID: 1, Generation: gen})
+	rcWrite(t, fs, fmt.Sprintf("%s/%s", rcDir, segment.FileName(gen)), h)
+
+	db, err = Open(rcDir, o)
+	require.NoError(t, err, "a torn tail before a header-only segment is torn, not corrupt")
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, 10, st.TruncatedBytes)
+	rcCheck(t, db, 20, map[int]bool{19: true})
+	require.NoError(t, db.Close())
+}

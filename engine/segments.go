@@ -34,7 +34,11 @@ func (db *DB) createSegmentLocked() (*segFile, error) {
 	sf := &segFile{id: id, gen: gen, name: name, f: f}
 	fail := func(err error) (*segFile, error) {
 		_ = sf.close()
-		_ = db.fs.Remove(name)
+		// Make the removal durable: a half-created segment that came back
+		// after a crash would stand after the active one's unsynced tail.
+		if rerr := db.fs.Remove(name); rerr == nil {
+			_ = db.fs.SyncDir(db.dir)
+		}
 		return nil, fmt.Errorf("marlin: create segment %s: %w", name, err)
 	}
 	if _, err := f.Write(segment.EncodeHeader(segment.Header{ID: id, Generation: gen})); err != nil {
@@ -63,6 +67,14 @@ func (db *DB) createSegmentLocked() (*segFile, error) {
 func (db *DB) rollLocked() error {
 	if err := db.syncActiveLocked(); err != nil {
 		return err
+	}
+	// Seal with a sync mark, so that damage anywhere in a sealed segment is
+	// reported as corruption even if it ends up last with records.
+	if db.tail.start+int64(segment.Size(0, 10, false)) <= db.opts.SegmentSize {
+		db.markLocked(0)
+		if err := db.syncActiveLocked(); err != nil {
+			return err
+		}
 	}
 	sf, err := db.createSegmentLocked()
 	if err != nil {

@@ -189,3 +189,57 @@ func TestExpirerReclaims(t *testing.T) {
 		require.NoError(t, db.Close())
 	}
 }
+
+// TestCheckpointNeverSharesItsNewestSegment: the segment active at the cut
+// is copied even when a roll seals it before the copy is made, so appends
+// to an opened checkpoint never reach the source database (a regression:
+// it used to be hard-linked when sealed by then).
+func TestCheckpointNeverSharesItsNewestSegment(t *testing.T) {
+	for _, name := range []string{"mem", "os"} {
+		t.Run(name, func(t *testing.T) {
+			var fs vfs.FS = vfs.NewMem()
+			dir, dest := "/db", "/ckpt"
+			if name == "os" {
+				fs, dir, dest = vfs.Default, t.TempDir(), t.TempDir()+"/ckpt"
+			}
+			o := testOpts(fs)
+			o.CompactionThreshold = -1
+			db, err := Open(dir, o)
+			require.NoError(t, err)
+			require.NoError(t, db.Put([]byte("a"), []byte("1")))
+			// Seal the active segment between the cut and the copies, the
+			// way a roll racing with the checkpoint would.
+			var meta *snapMeta
+			db.compactMu.Lock()
+			_, err = db.writeSnapshot(db.dir, snapName(99), nil, func(m *snapMeta) error {
+				meta = m
+				db.mu.Lock()
+				err := db.rollLocked()
+				db.mu.Unlock()
+				if err != nil {
+					return err
+				}
+				require.NoError(t, fs.MkdirAll(dest, 0o755))
+				for _, s := range m.segs {
+					if err := db.copySegment(s, s.gen == m.acct.gen, dest); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			db.compactMu.Unlock()
+			require.NoError(t, err)
+			require.NoError(t, db.Close())
+
+			active := fmt.Sprintf("%s/%016d.seg", dest, meta.acct.gen)
+			src := fmt.Sprintf("%s/%016d.seg", dir, meta.acct.gen)
+			before := readFile(t, fs, src)
+			f, err := fs.OpenReadWrite(active)
+			require.NoError(t, err)
+			_, err = f.Write([]byte("appended to the checkpoint"))
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+			require.Equal(t, before, readFile(t, fs, src), "an append to the checkpoint reached the source")
+		})
+	}
+}
