@@ -39,10 +39,15 @@
 // carried the entry past it. Changing only an entry's location is a single
 // atomic store and needs no counter bump.
 //
-// Slot arrays live in an arena.Allocator reservation outside the Go heap. A
-// block freed by growth stays mapped, so a reader still scanning it reads
-// harmless stale slots; the caller's key comparison rejects any location
-// that is not the key's, and the sequence check sends the reader back.
+// Slot arrays live outside the Go heap, in per-size-class regions of one
+// address-space reservation (slab.go). A block freed by growth, or moved by
+// the slab allocator, stays mapped, so a reader still scanning it reads
+// harmless stale slots (possibly another shard's, possibly half-written
+// while a move copies over it): the caller's key comparison (after bounds
+// and checksum checks) rejects any location that is not the key's, and the
+// sequence check sends the reader back. Moves and growth copy with plain
+// memory writes while such stale readers load atomically; on the 64-bit
+// platforms this package supports, aligned 8-byte stores are not torn.
 package index
 
 import (
@@ -83,9 +88,10 @@ const MaxLoad = float64(maxLoadNum) / maxLoadDen
 // ErrFull is returned when the index's address-space reservation is used up.
 var ErrFull = errors.New("index: memory reservation exhausted")
 
-// ErrCollision is returned by Put when too many keys of a shard share
-// fingerprints at the very end of the fingerprint range for the new key to
-// fit in the shard's overflow area.
+// ErrCollision is returned by Put when more than Overflow+1 keys of a shard
+// have fingerprints so close to the top of the range that no reasonable
+// capacity separates their home slots. Random keys do not do that (it takes
+// about 46 equal hash bits); crafted ones can.
 var ErrCollision = errors.New("index: too many keys share a fingerprint")
 
 // shard is one independently locked and grown part of the table. 32 bytes,
@@ -205,7 +211,7 @@ func (ix *Index) Put(h, loc uint64, match PutFunc) (old uint64, found, replaced 
 	for {
 		d := sh.table.Load()
 		if d == 0 || (sh.count+1)*maxLoadDen > uint32(len(ix.view(d))-Overflow)*maxLoadNum {
-			if err := ix.grow(sn, sh); err != nil {
+			if err := ix.grow(sn, sh, fp); err != nil {
 				return 0, false, false, err
 			}
 			continue
@@ -233,14 +239,9 @@ func (ix *Index) Put(h, loc uint64, match PutFunc) (old uint64, found, replaced 
 			e++
 		}
 		if e == len(slots) {
-			// The final cluster fills the overflow area. Growing spreads the
-			// homes apart, except for keys sharing a fingerprint at the top
-			// of the range (at most Overflow+1 can share the all-ones one):
-			// do not let those grow a sparse shard without bound.
-			if uint64(len(slots)-Overflow) > 4*uint64(sh.count+minCap) {
-				return 0, false, false, ErrCollision
-			}
-			if err := ix.grow(sn, sh); err != nil {
+			// The final cluster fills the overflow area: growing spreads the
+			// homes apart (grow gives up with ErrCollision when it cannot).
+			if err := ix.grow(sn, sh, fp); err != nil {
 				return 0, false, false, err
 			}
 			continue
@@ -345,7 +346,10 @@ func (ix *Index) removeAt(sh *shard, i int) {
 }
 
 // grow moves shard sn into a larger block. The shard's lock must be held.
-func (ix *Index) grow(sn int, sh *shard) error {
+//
+// pending, if not noPending, is the fingerprint of an entry about to be
+// inserted: the new capacity must have room for it as well.
+func (ix *Index) grow(sn int, sh *shard, pending uint64) error {
 	oldD := sh.table.Load()
 	var old []uint64
 	oldCap, newCap := 0, minCap
@@ -354,28 +358,38 @@ func (ix *Index) grow(sn int, sh *shard) error {
 		oldCap = len(old) - Overflow
 		newCap = max(oldCap*growNum/growDen, oldCap+slotsPerUnit)
 	}
+	// Growth makes room for a final cluster that overflows because the
+	// homes of fingerprints at the top of the range spread apart with the
+	// capacity. Only keys crafted to share (nearly) the top fingerprint need
+	// more than this bound; they get ErrCollision instead of unbounded
+	// memory.
+	limit := max(2*oldCap, 4*(int(sh.count)+minCap))
 	for {
 		newCap = (newCap + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
-		units := uint32((newCap + Overflow) / slotsPerUnit)
-		off, err := ix.slabs.alloc(units, int32(sn))
-		if err != nil {
-			return err
+		if fits(old, newCap+Overflow, pending) {
+			break
 		}
-		newD := off/arena.UnitSize<<unitsBits | uint64(units)
-		if rehash(old, ix.view(newD)) {
-			sh.seq.Add(1)
-			sh.table.Store(newD)
-			sh.seq.Add(1)
-			if oldD != 0 {
-				ix.freeBlock(oldD)
-			}
-			ix.slots.Add(int64(newCap - oldCap))
-			return nil
-		}
-		// The final cluster did not fit in the overflow area: go bigger.
-		ix.freeBlock(newD)
+		// The final cluster would not fit in the overflow area: go bigger.
 		newCap += newCap / 8
+		if newCap > limit {
+			return ErrCollision
+		}
 	}
+	units := uint32((newCap + Overflow) / slotsPerUnit)
+	off, err := ix.slabs.alloc(units, int32(sn))
+	if err != nil {
+		return err
+	}
+	newD := off/arena.UnitSize<<unitsBits | uint64(units)
+	rehash(old, ix.view(newD))
+	sh.seq.Add(1)
+	sh.table.Store(newD)
+	sh.seq.Add(1)
+	if oldD != 0 {
+		ix.freeBlock(oldD)
+	}
+	ix.slots.Add(int64(newCap - oldCap))
+	return nil
 }
 
 // freeBlock returns a block no shard points at any more. The slab allocator
@@ -404,8 +418,32 @@ func (ix *Index) freeBlock(d uint64) {
 	})
 }
 
+// noPending tells grow and fits that no insert is pending.
+const noPending = ^uint64(0)
+
+// fits reports whether the sorted entries of src, plus an entry with
+// fingerprint pending (unless noPending), fit in n slots.
+func fits(src []uint64, n int, pending uint64) bool {
+	next := 0
+	place := func(fp uint64) { next = max(home(fp, n), next) + 1 }
+	for _, s := range src {
+		if s == 0 {
+			continue
+		}
+		if fp := s >> LocBits; pending != noPending && pending < fp {
+			place(pending)
+			pending = noPending
+		}
+		place(s >> LocBits)
+	}
+	if pending != noPending {
+		place(pending)
+	}
+	return next <= n
+}
+
 // rehash copies the sorted entries of src into the empty dst at their new
-// homes. It reports false if they do not fit.
+// homes. It reports false if they do not fit (callers check fits first).
 func rehash(src, dst []uint64) bool {
 	next := 0
 	for _, s := range src {

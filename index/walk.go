@@ -132,22 +132,26 @@ func (ix *Index) LoadShard(sn int, slots []uint64) error {
 	c := max(minCap, (len(slots)*maxLoadDen+maxLoadNum-1)/maxLoadNum)
 	for {
 		c = (c + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
-		units := uint32((c + Overflow) / slotsPerUnit)
-		off, err := ix.slabs.alloc(units, int32(sn))
-		if err != nil {
-			return err
+		if fits(slots, c+Overflow, noPending) {
+			break
 		}
-		d := off/arena.UnitSize<<unitsBits | uint64(units)
-		if rehash(slots, ix.view(d)) {
-			sh.table.Store(d)
-			sh.count = uint32(len(slots))
-			ix.count.Add(int64(len(slots)))
-			ix.slots.Add(int64(c))
-			return nil
-		}
-		ix.freeBlock(d)
 		c += c / 8
+		if c > 4*(len(slots)+minCap) {
+			return ErrCollision
+		}
 	}
+	units := uint32((c + Overflow) / slotsPerUnit)
+	off, err := ix.slabs.alloc(units, int32(sn))
+	if err != nil {
+		return err
+	}
+	d := off/arena.UnitSize<<unitsBits | uint64(units)
+	rehash(slots, ix.view(d))
+	sh.table.Store(d)
+	sh.count = uint32(len(slots))
+	ix.count.Add(int64(len(slots)))
+	ix.slots.Add(int64(c))
+	return nil
 }
 
 // ShardSlots appends the raw slot values (fingerprint and location) of
