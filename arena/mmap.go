@@ -2,13 +2,14 @@
 // regions that the garbage collector never scans and never moves.
 //
 // Marlin keeps everything whose size grows with the key count here (the
-// index's slot arrays) and its large I/O buffers (segment write buffers), so
+// index's slot arrays, carved from a Reserve'd range by the index's slab
+// allocator) and its large I/O buffers (segment write buffers, from Map), so
 // the Go heap stays a few megabytes at any key count.
 //
 // Ownership: memory returned by this package belongs to the caller until it
-// is handed back (Unmap, Allocator.Free, Allocator.Close). Pointers into it
-// must never be stored in Go heap objects that outlive that hand-back, and
-// the memory must never hold Go pointers (the GC cannot see them).
+// hands it back with Unmap. Pointers into it must never be stored in Go heap
+// objects that outlive that, and the memory must never hold Go pointers (the
+// GC cannot see them).
 package arena
 
 import (
@@ -19,6 +20,9 @@ import (
 
 // PageSize is the granularity at which memory is returned to the OS.
 var PageSize = unix.Getpagesize()
+
+// UnitSize is the granularity of the index's slot blocks: one cache line.
+const UnitSize = 64
 
 // Map returns n bytes of zeroed anonymous memory outside the Go heap.
 // The caller owns it until Unmap.
