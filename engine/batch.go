@@ -98,6 +98,14 @@ func (db *DB) Write(b *Batch) error {
 		db.mu.Unlock()
 		return db.failed
 	}
+	// Refuse the batch, before writing any of it, if a key's index
+	// candidates include a record that cannot be read (see probeLocked).
+	for i := range b.ops {
+		if _, err := db.probeLocked(hashes[i], b.key(&b.ops[i])); err != nil {
+			db.mu.Unlock()
+			return fmt.Errorf("batch op %d: %w", i, err)
+		}
+	}
 	// Roll first if needed, so that the whole batch lands in one segment.
 	if err := db.ensureRoomLocked(int64(total)); err != nil {
 		db.mu.Unlock()
@@ -131,19 +139,31 @@ func (db *DB) Write(b *Batch) error {
 	db.nextSeq += uint64(len(b.ops))
 	id, _ := segment.SplitLoc(loc)
 	db.segs[id].Load().dead.Add(int64(size))
+	// Apply in order, so that later operations on a key see earlier ones.
 	for i := range b.ops {
 		op := &b.ops[i]
-		if op.kind == segment.KindDelete && !db.hasKeyLocked(hashes[i], b.key(op)) {
+		old, _ := db.probeLocked(hashes[i], b.key(op))
+		db.st.userBytes.Add(int64(op.klen + op.vlen))
+		if op.kind == segment.KindDelete && !old.found {
 			db.segs[id].Load().dead.Add(int64(sizes[i]))
 			continue
 		}
-		if err := db.indexLocked(hashes[i], b.key(op), op.kind, locs[i], sizes[i]); err != nil {
-			db.failLocked(err)
-			db.mu.Unlock()
-			return err
+		inserted := false
+		if op.kind == segment.KindPut && !old.found {
+			// The records are already in the log, so an index error here
+			// (crafted colliding keys, a full reservation) leaves the batch
+			// half applied: the handle must fail; reopening replays it.
+			if _, _, _, err := db.ix.Put(hashes[i], locs[i], noMatch); err != nil {
+				err = fmt.Errorf("marlin: index: %w", err)
+				db.failLocked(err)
+				db.mu.Unlock()
+				return err
+			}
+			inserted = true
 		}
-		db.st.userBytes.Add(int64(op.klen + op.vlen))
+		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], inserted)
 	}
 	db.st.batches.Add(1)
+	db.st.records.Add(int64(len(b.ops)))
 	return db.commitLocked(loc, size)
 }

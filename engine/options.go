@@ -119,6 +119,9 @@ type Options struct {
 
 	// hash replaces the key hash in tests (to force collisions).
 	hash func([]byte) uint64
+	// dropSnapshots makes Open delete the index snapshots (under its lock)
+	// before recovering: Repair's rebuild.
+	dropSnapshots bool
 }
 
 const (

@@ -52,12 +52,13 @@ func (db *DB) recordAt(loc uint64) (r segment.Record, tailLocked bool, err error
 // db.tailMu.RUnlock if tailLocked. Expired records count as absent.
 func (db *DB) lookup(key []byte) (rec segment.Record, tailLocked bool, err error) {
 	var corrupt error
+	var badLoc uint64
 	h := db.hash(key)
 	found := db.ix.Lookup(h, func(loc uint64) bool {
 		r, locked, err := db.recordAt(loc)
 		if err != nil {
 			if !errors.Is(err, errStale) {
-				corrupt = err // may not even be this key's; decide below
+				corrupt, badLoc = err, loc // may not even be this key's; decide below
 			}
 			return false
 		}
@@ -71,7 +72,9 @@ func (db *DB) lookup(key []byte) (rec segment.Record, tailLocked bool, err error
 		return false
 	})
 	switch {
-	case !found && corrupt != nil:
+	case !found && corrupt != nil && db.ix.Lookup(h, func(l uint64) bool { return l == badLoc }):
+		// The unreadable location is a current entry of this key's hash,
+		// not a stale slot seen during a concurrent move.
 		return rec, false, corrupt
 	case !found:
 		return rec, false, ErrNotFound

@@ -42,6 +42,11 @@ func (db *DB) recover() error {
 	if err != nil {
 		return fmt.Errorf("marlin: list %s: %w", db.dir, err)
 	}
+	if !db.opts.ReadOnly {
+		if err := db.removeSnapshotFiles(names, db.opts.dropSnapshots); err != nil {
+			return err
+		}
+	}
 	onDisk := map[uint64]int64{} // generation -> file size
 	var gens []uint64
 	for _, n := range names {
@@ -55,7 +60,7 @@ func (db *DB) recover() error {
 		}
 	}
 	sort.Slice(gens, func(i, j int) bool { return gens[i] < gens[j] })
-	if !db.opts.DisableSnapshots {
+	if !db.opts.DisableSnapshots && !db.opts.dropSnapshots {
 		meta, err := db.loadSnapshot(names, onDisk)
 		if err == nil {
 			ok, err := db.recoverFrom(meta, gens, onDisk)
@@ -90,6 +95,26 @@ func tornTailSegments(gens []uint64, onDisk map[uint64]int64) map[uint64]bool {
 		}
 	}
 	return m
+}
+
+// removeSnapshotFiles deletes a leftover snapshot temp file and, with all
+// set, every snapshot (Repair). names is the directory listing.
+func (db *DB) removeSnapshotFiles(names []string, all bool) error {
+	removed := false
+	for _, n := range names {
+		if _, isSnap := parseSnapName(n); n == snapTmpName || all && isSnap {
+			if err := db.fs.Remove(filepath.Join(db.dir, n)); err != nil {
+				return fmt.Errorf("marlin: %w", err)
+			}
+			removed = true
+		}
+	}
+	if removed {
+		if err := db.fs.SyncDir(db.dir); err != nil {
+			return fmt.Errorf("marlin: %w", err)
+		}
+	}
+	return nil
 }
 
 // resetForReplay undoes a failed snapshot load: an empty index and no open

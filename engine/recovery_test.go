@@ -1117,3 +1117,49 @@ func TestTornTailBeforeEmptySegment(t *testing.T) {
 	rcCheck(t, db, 20, map[int]bool{19: true})
 	require.NoError(t, db.Close())
 }
+
+// TestWriteOverCorruptRecord: Put and Delete of a key whose indexed record
+// is unreadable return ErrCorrupt and write nothing (a regression: Put
+// added a second index entry for the key and Delete silently did nothing).
+func TestWriteOverCorruptRecord(t *testing.T) {
+	fs, files := rcMultiSegment(t, 120)
+	db, err := Open(rcDir, rcOpts(fs, 4096))
+	require.NoError(t, err)
+	defer db.Close()
+	path := files[0]
+	orig := rcRead(t, fs, path)
+	recs := rcLayout(t, orig, rcGen(t, path))
+	victim := recs[len(recs)/2]
+	d := bytes.Clone(orig)
+	d[victim.valOff+2] ^= 0x40
+	rcWrite(t, fs, path, d)
+
+	before, err := db.Stats()
+	require.NoError(t, err)
+	require.ErrorIs(t, db.Put([]byte(victim.key), []byte("new")), ErrCorrupt)
+	require.ErrorIs(t, db.Delete([]byte(victim.key)), ErrCorrupt)
+	var b Batch
+	b.Put([]byte("unrelated"), []byte("x"))
+	b.Put([]byte(victim.key), []byte("new"))
+	require.ErrorIs(t, db.Write(&b), ErrCorrupt)
+	after, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, before.Keys, after.Keys, "nothing was indexed")
+	logSize := func(st Stats) (n int64) {
+		for _, s := range st.Segments {
+			n += s.Size // includes the unflushed tail of the active segment
+		}
+		return n
+	}
+	require.Equal(t, logSize(before), logSize(after), "nothing was appended")
+	ok, err := db.Has([]byte("unrelated"))
+	require.NoError(t, err)
+	require.False(t, ok, "the refused batch applied nothing")
+
+	rcWrite(t, fs, path, orig) // once readable again, writes go through
+	require.NoError(t, db.Put([]byte(victim.key), []byte("new")))
+	v, err := db.Get([]byte(victim.key))
+	require.NoError(t, err)
+	require.Equal(t, "new", string(v))
+	require.NoError(t, db.ix.Check())
+}

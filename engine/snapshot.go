@@ -87,7 +87,7 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 		return 0, err
 	}
 	meta := snapMeta{replay: logPos{db.active.gen, db.active.flushed.Load()}}
-	written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load()
+	written := db.st.records.Load()
 	db.mu.Unlock()
 
 	tmp := filepath.Join(dir, snapTmpName)
@@ -166,8 +166,8 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	return written, nil
 }
 
-// removeOldSnapshots deletes snapshot files older than n (and a leftover
-// temp file). Failures only cost disk space.
+// removeOldSnapshots deletes snapshot files older than n. Failures only
+// cost disk space.
 func (db *DB) removeOldSnapshots(n uint64) {
 	names, err := db.fs.List(db.dir)
 	if err != nil {
@@ -175,7 +175,7 @@ func (db *DB) removeOldSnapshots(n uint64) {
 	}
 	removed := false
 	for _, name := range names {
-		if k, ok := parseSnapName(name); ok && k < n || name == snapTmpName && n == 0 {
+		if k, ok := parseSnapName(name); ok && k < n {
 			removed = db.fs.Remove(filepath.Join(db.dir, name)) == nil || removed
 		}
 	}
@@ -323,7 +323,7 @@ func (db *DB) snapshotter() {
 		case <-t.C:
 		}
 		db.mu.Lock()
-		written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load() - db.snapWritten
+		written := db.st.records.Load() - db.snapWritten
 		due := written > 0 && (written >= db.opts.SnapshotRecords || time.Since(db.snapAt) >= db.opts.SnapshotInterval)
 		db.mu.Unlock()
 		if !due {
@@ -356,7 +356,7 @@ func closed(ch <-chan struct{}) bool {
 // needSnapshot reports whether Close should write a snapshot: none is
 // valid, or writes were made since the last one. db.mu must be held.
 func (db *DB) needSnapshotLocked() bool {
-	written := db.st.puts.Load() + db.st.deletes.Load() + db.st.batches.Load()
+	written := db.st.records.Load()
 	return !db.opts.DisableSnapshots && !db.opts.ReadOnly && db.failed == nil &&
 		(!db.snapValid || written != db.snapWritten)
 }

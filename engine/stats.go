@@ -21,6 +21,7 @@ type counters struct {
 	replayed                                   atomic.Int64 // records replayed at Open
 	openNanos                                  atomic.Int64 // duration of Open
 	expired                                    atomic.Int64 // expired entries removed from the index
+	records                                    atomic.Int64 // records written by users (batch operations each count)
 }
 
 // SegmentStats describes one segment.

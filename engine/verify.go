@@ -313,27 +313,7 @@ func Repair(dir string, opts *Options) error {
 	if o.ReadOnly {
 		return ErrReadOnly
 	}
-	lock, err := o.FS.Lock(filepath.Join(dir, LockFileName))
-	if err != nil {
-		return fmt.Errorf("marlin: repair %s: %w", dir, err)
-	}
-	names, err := o.FS.List(dir)
-	if err == nil {
-		for _, n := range names {
-			if _, ok := parseSnapName(n); ok || n == snapTmpName {
-				if err = o.FS.Remove(filepath.Join(dir, n)); err != nil {
-					break
-				}
-			}
-		}
-	}
-	if err == nil {
-		err = o.FS.SyncDir(dir)
-	}
-	lock.Close()
-	if err != nil {
-		return fmt.Errorf("marlin: repair %s: %w", dir, err)
-	}
+	o.dropSnapshots = true
 	db, err := Open(dir, &o)
 	if err != nil {
 		return err

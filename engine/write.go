@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -66,85 +67,120 @@ func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
 		db.mu.Unlock()
 		return db.failed
 	}
-	if kind == segment.KindDelete && !db.hasKeyLocked(h, key) {
+	old, err := db.probeLocked(h, key)
+	if err != nil || kind == segment.KindDelete && !old.found {
 		db.mu.Unlock()
-		return nil
+		return err // deleting an absent key writes nothing
 	}
 	rec := segment.Record{Kind: kind, Seq: db.nextSeq, Expiry: expiry, Key: key, Value: value}
-	loc, size, err := db.appendLocked(&rec, 0)
+	size := segment.Size(len(key), len(value), expiry != 0)
+	off, err := db.placeLocked(size, 0)
 	if err != nil {
 		db.mu.Unlock()
 		return err
 	}
-	db.nextSeq++
-	if err := db.indexLocked(h, key, kind, loc, size); err != nil {
-		db.failLocked(err)
+	loc := segment.Loc(db.active.id, off)
+	// A new key enters the index before its record is appended, so that an
+	// index error (crafted colliding keys, a full reservation) leaves
+	// nothing behind. Until the record lands, readers find the entry's
+	// location empty and treat the key as absent, which it still is.
+	insert := kind == segment.KindPut && !old.found
+	if insert {
+		if _, _, _, err := db.ix.Put(h, loc, noMatch); err != nil {
+			db.mu.Unlock()
+			return fmt.Errorf("marlin: index: %w", err)
+		}
+	}
+	if err := db.putRecordLocked(&rec, size, off); err != nil {
+		if insert {
+			db.ix.DeleteExact(h, loc)
+		}
 		db.mu.Unlock()
 		return err
 	}
+	db.nextSeq++
+	db.applyLocked(h, kind, old, loc, size, insert)
 	if kind == segment.KindPut {
 		db.st.puts.Add(1)
 	} else {
 		db.st.deletes.Add(1)
 	}
+	db.st.records.Add(1)
 	db.st.userBytes.Add(int64(len(key) + len(value)))
 	return db.commitLocked(loc, size) // unlocks mu
 }
 
-// hasKeyLocked reports whether the index holds an entry for key (expired
-// or not). db.mu must be held.
-func (db *DB) hasKeyLocked(h uint64, key []byte) bool {
-	return db.ix.Lookup(h, func(loc uint64) bool {
+func noMatch(uint64) (bool, bool) { return false, false }
+
+// entry is what probeLocked found for a key.
+type entry struct {
+	found bool
+	loc   uint64
+	size  int // aligned record size
+}
+
+// probeLocked finds key's index entry (expired or not). A candidate
+// location whose record fails its checks is an error unless another
+// candidate is the key: writing over a record that cannot be read could
+// leave two entries for one key. db.mu must be held, so no other writer
+// moves entries meanwhile.
+func (db *DB) probeLocked(h uint64, key []byte) (entry, error) {
+	var e entry
+	var bad error
+	e.found = db.ix.Lookup(h, func(loc uint64) bool {
 		r, locked, err := db.recordAt(loc)
 		if locked {
 			defer db.tailMu.RUnlock()
 		}
-		return err == nil && bytes.Equal(r.Key, key)
-	})
-}
-
-// indexLocked points the index at a freshly appended record (or removes the
-// key for a tombstone) and moves the superseded record's bytes from live to
-// dead. db.mu must be held.
-func (db *DB) indexLocked(h uint64, key []byte, kind segment.Kind, loc uint64, size int) error {
-	var oldSize int
-	match := func(old uint64) bool {
-		r, locked, err := db.recordAt(old)
-		if locked {
-			defer db.tailMu.RUnlock()
-		}
-		if err != nil || !bytes.Equal(r.Key, key) {
+		if err != nil {
+			if !errors.Is(err, errStale) {
+				bad = err
+			}
 			return false
 		}
-		oldSize = segment.Size(len(r.Key), len(r.Value), r.Expiry != 0)
+		if !bytes.Equal(r.Key, key) {
+			return false
+		}
+		e.loc, e.size = loc, segment.Size(len(r.Key), len(r.Value), r.Expiry != 0)
 		return true
+	})
+	if !e.found && bad != nil {
+		return e, bad
 	}
+	return e, nil
+}
+
+// hasKeyLocked reports whether the index holds an entry for key (expired
+// or not), treating unreadable candidates as not the key. db.mu must be
+// held.
+func (db *DB) hasKeyLocked(h uint64, key []byte) bool {
+	e, _ := db.probeLocked(h, key)
+	return e.found
+}
+
+// applyLocked updates the index and the live/dead figures for a record of
+// size bytes just appended at loc, superseding old. inserted says a new
+// key's entry is already in place. db.mu must be held.
+func (db *DB) applyLocked(h uint64, kind segment.Kind, old entry, loc uint64, size int, inserted bool) {
 	id, _ := segment.SplitLoc(loc)
 	sf := db.segs[id].Load()
-	var old uint64
-	var found bool
-	if kind == segment.KindDelete {
-		old, found = db.ix.Delete(h, match)
+	switch {
+	case kind == segment.KindDelete:
+		db.ix.DeleteExact(h, old.loc)
 		sf.dead.Add(int64(size))
-	} else {
-		var err error
-		old, found, _, err = db.ix.Put(h, loc, func(old uint64) (bool, bool) {
-			ok := match(old)
-			return ok, ok
-		})
-		if err != nil {
-			return fmt.Errorf("marlin: index: %w", err)
-		}
+	case old.found:
+		db.ix.CompareAndSwap(h, old.loc, loc)
+		sf.live.Add(int64(size))
+	case inserted:
 		sf.live.Add(int64(size))
 	}
-	if found {
-		oid, _ := segment.SplitLoc(old)
+	if old.found {
+		oid, _ := segment.SplitLoc(old.loc)
 		if osf := db.segs[oid].Load(); osf != nil {
-			osf.live.Add(-int64(oldSize))
-			osf.dead.Add(int64(oldSize))
+			osf.live.Add(-int64(old.size))
+			osf.dead.Add(int64(old.size))
 		}
 	}
-	return nil
 }
 
 // appendLocked appends rec to the active segment's tail, rolling to a new
@@ -153,46 +189,61 @@ func (db *DB) indexLocked(h uint64, key []byte, kind segment.Kind, loc uint64, s
 // db.mu must be held.
 func (db *DB) appendLocked(rec *segment.Record, reserve int) (uint64, int, error) {
 	size := segment.Size(len(rec.Key), len(rec.Value), rec.Expiry != 0)
-	if err := db.ensureRoomLocked(int64(size + reserve)); err != nil {
+	off, err := db.placeLocked(size, reserve)
+	if err != nil {
 		return 0, 0, err
+	}
+	loc := segment.Loc(db.active.id, off)
+	if err := db.putRecordLocked(rec, size, off); err != nil {
+		return 0, 0, err
+	}
+	return loc, size, nil
+}
+
+// placeLocked makes room for a record of size bytes (plus reserve more
+// that must land in the same segment), rolling or flushing as needed, and
+// returns the offset in the active segment where it will be appended.
+// Nothing else may be appended before putRecordLocked. db.mu must be held.
+func (db *DB) placeLocked(size, reserve int) (int64, error) {
+	if err := db.ensureRoomLocked(int64(size + reserve)); err != nil {
+		return 0, err
 	}
 	if db.tail.n.Load() == 0 {
 		db.markLocked(int64(size + reserve))
 	}
 	if int(db.tail.n.Load())+size > len(db.tail.buf) {
 		if err := db.flushLocked(); err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 	}
+	return db.tail.start + db.tail.n.Load(), nil
+}
+
+// putRecordLocked encodes rec (of size bytes) at off, the offset
+// placeLocked returned. db.mu must be held.
+func (db *DB) putRecordLocked(rec *segment.Record, size int, off int64) error {
 	sf := db.active
-	off := db.tail.start + db.tail.n.Load()
+	if rec.Expiry != 0 {
+		sf.noteExpiry(rec.Expiry)
+	}
 	if size > len(db.tail.buf) {
 		// Larger than the whole buffer: write it straight to the file. The
-		// buffer is empty (flushed above), so the file ends at off. The
-		// tail now starts after the record.
+		// buffer is empty (placeLocked flushed it), so the file ends at off.
+		// The tail then starts after the record.
 		b := make([]byte, size)
 		segment.Encode(b, sf.gen, off, rec)
-		if rec.Expiry != 0 {
-			sf.noteExpiry(rec.Expiry)
-		}
 		db.tailMu.Lock()
 		err := db.writeFileLocked(b)
 		if err == nil {
 			db.tail.start += int64(size)
 		}
 		db.tailMu.Unlock()
-		if err != nil {
-			return 0, 0, err
-		}
-		return segment.Loc(sf.id, off), size, nil
-	}
-	if rec.Expiry != 0 {
-		sf.noteExpiry(rec.Expiry)
+		return err
 	}
 	n := db.tail.n.Load()
 	segment.Encode(db.tail.buf[n:n+int64(size)], sf.gen, off, rec)
 	db.tail.n.Store(n + int64(size))
-	return segment.Loc(sf.id, off), size, nil
+	return nil
 }
 
 // markLocked appends a sync mark when the durable size moved since the last
