@@ -22,6 +22,16 @@ type command struct {
 
 var commands = map[string]command{
 	"bench": {"run a load test on a temporary (or given) database", runBench},
+
+	"inspect":    {"summarize a data directory: segments, keys, index, snapshot, disk and RAM", tidied(runInspect)},
+	"dump":       {"print every live pair (tsv, jsonl, hex), or one segment's raw records", tidied(runDump)},
+	"verify":     {"check every record, the index and the snapshot; --repair a torn tail or the index", tidied(runVerify)},
+	"get":        {"print one key's value", tidied(runGet)},
+	"put":        {"set one key (optionally with a TTL)", tidied(runPut)},
+	"delete":     {"delete one key", tidied(runDelete)},
+	"load":       {"bulk-import pairs from tsv, jsonl or hex files or stdin", tidied(runLoad)},
+	"compact":    {"run a full compaction pass", tidied(runCompact)},
+	"checkpoint": {"write a consistent copy of a data directory", tidied(runCheckpoint)},
 }
 
 func main() {

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/marlinkv/marlin/engine"
+)
+
+// keyFlags say how KEY and VALUE arguments (and get's output) are written.
+type keyFlags struct{ hex, escaped bool }
+
+func (k *keyFlags) register(fs *flag.FlagSet, output bool) {
+	usage := "KEY and VALUE are hex"
+	if output {
+		usage = "KEY is hex; print the value in hex"
+	}
+	fs.BoolVar(&k.hex, "hex", false, usage)
+	what := "KEY and VALUE are"
+	if output {
+		what = "KEY is"
+	}
+	fs.BoolVar(&k.escaped, "escaped", false, what+" in dump's tsv escaped form (\\t \\n \\\\ \\xHH); a key copied from 'marlin dump' works as is")
+}
+
+func (k *keyFlags) decode(what, s string) ([]byte, error) {
+	var b []byte
+	var err error
+	switch {
+	case k.hex && k.escaped:
+		return nil, errors.New("--hex and --escaped exclude each other")
+	case k.hex:
+		b, err = decodeHex(nil, []byte(s))
+	case k.escaped:
+		b, err = unescape(nil, []byte(s))
+	default:
+		return []byte(s), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return b, nil
+}
+
+func runGet(args []string, stdout, stderr io.Writer) (err error) {
+	fs := newFlagSet("get", "[flags] DIR KEY\n\nPrints KEY's value and a newline: in dump's tsv escaped form by default (so\n"+
+		"any byte is visible and safe on a terminal), exactly as stored with --raw,\n"+
+		"or in hex with --hex. Exits 1 if KEY is absent. DIR is opened read-only.",
+		"marlin get /var/lib/app/db user:42", stderr)
+	var kf keyFlags
+	kf.register(fs, true)
+	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 2, 2, "DIR KEY"); err != nil {
+		return err
+	}
+	key, err := kf.decode("KEY", pos[1])
+	if err != nil {
+		return err
+	}
+	db, err := openReadOnly(pos[0], stderr)
+	if err != nil {
+		return err
+	}
+	defer closeDB(db, &err)
+	v, err := db.Get(key)
+	if errors.Is(err, engine.ErrNotFound) {
+		return fmt.Errorf("key %q not found", appendEscaped(nil, key))
+	}
+	if err != nil {
+		return err
+	}
+	var out []byte
+	switch {
+	case *raw:
+		out = v
+	case kf.hex:
+		out = append(appendHex(nil, v), '\n')
+	default:
+		out = append(appendEscaped(nil, v), '\n')
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+func runPut(args []string, stdout, stderr io.Writer) (err error) {
+	fs := newFlagSet("put", "[flags] DIR KEY VALUE\n\nSets KEY to VALUE (VALUE \"-\": read the value from stdin, byte for byte)\n"+
+		"and returns once it is durable. DIR is created if needed.",
+		"marlin put --ttl 30m /var/lib/app/db session:9f2 '{\"user\":42}'", stderr)
+	var kf keyFlags
+	kf.register(fs, false)
+	var lim limitFlags
+	lim.register(fs)
+	segSize := segmentSizeFlag(fs)
+	ttl := fs.Duration("ttl", 0, "expire the key after this long (e.g. 90s, 30m, 24h; 0: never)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 3, 3, "DIR KEY VALUE"); err != nil {
+		return err
+	}
+	if *ttl < 0 {
+		return fmt.Errorf("--ttl %v: must be positive", *ttl)
+	}
+	key, err := kf.decode("KEY", pos[1])
+	if err != nil {
+		return err
+	}
+	var value []byte
+	if pos[2] == "-" {
+		if value, err = io.ReadAll(io.LimitReader(stdin, int64(lim.maxValue)+1)); err != nil {
+			return fmt.Errorf("reading the value from stdin: %w", err)
+		}
+	} else if value, err = kf.decode("VALUE", pos[2]); err != nil {
+		return err
+	}
+	if err := lim.check(key, value); err != nil {
+		return err
+	}
+	db, err := openWritable(pos[0], true, engine.Options{MaxKeySize: lim.maxKey, MaxValueSize: lim.maxValue, SegmentSize: *segSize}, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeDB(db, &err)
+	if *ttl > 0 {
+		return db.PutTTL(key, value, *ttl)
+	}
+	return db.Put(key, value)
+}
+
+func runDelete(args []string, stdout, stderr io.Writer) (err error) {
+	fs := newFlagSet("delete", "[flags] DIR KEY\n\nDeletes KEY and returns once that is durable. Deleting an absent key is not\nan error (a note is printed on stderr).",
+		"marlin delete /var/lib/app/db session:9f2", stderr)
+	var kf keyFlags
+	kf.register(fs, false)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 2, 2, "DIR KEY"); err != nil {
+		return err
+	}
+	key, err := kf.decode("KEY", pos[1])
+	if err != nil {
+		return err
+	}
+	db, err := openWritable(pos[0], false, engine.Options{MaxKeySize: 65535}, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeDB(db, &err)
+	had, err := db.Has(key)
+	if err != nil {
+		return err
+	}
+	if !had {
+		fmt.Fprintf(stderr, "marlin delete: key %q was not present\n", appendEscaped(nil, key))
+		return nil
+	}
+	return db.Delete(key)
+}

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/marlinkv/marlin/engine"
+)
+
+const loadHelp = `Imports pairs into DIR (created if needed) from FILEs, or from stdin when
+there is no FILE or FILE is "-". Input is read as a stream, so files larger
+than memory load fine. Formats are those of 'marlin dump' (see its --help):
+tsv, jsonl or hex; by default each file's format is detected from its first
+non-empty line ('{' starts JSON Lines, anything else is tsv; hex must be
+asked for). Empty lines are skipped. When a key appears more than once, the
+last one wins. Existing keys in DIR are overwritten, others kept.
+
+Pairs are written in batches with fsync deferred; before load returns, DIR
+is fsynced and closed, so everything it reports loaded is durable.
+
+A malformed line (or a key or value over the size limits) stops the load
+with "FILE:LINE: reason" and exit status 1. Every line before it has been
+loaded (and fsynced); nothing from that line on is. --dry-run checks the
+whole input first without touching DIR.`
+
+type loadOptions struct {
+	format string
+	batch  int
+	lim    limitFlags
+}
+
+func runLoad(args []string, stdout, stderr io.Writer) (err error) {
+	fs := newFlagSet("load", "[flags] DIR [FILE...]\n\n"+loadHelp,
+		"marlin load /var/lib/app/copy pairs.tsv   # pairs.tsv from: marlin dump /var/lib/app/db > pairs.tsv", stderr)
+	var o loadOptions
+	fs.StringVar(&o.format, "format", "auto", "input format: auto, tsv, jsonl or hex")
+	fs.IntVar(&o.batch, "batch", 1000, "pairs per write batch")
+	o.lim.register(fs)
+	segSize := segmentSizeFlag(fs)
+	quiet := fs.Bool("quiet", false, "no progress line on stderr")
+	dry := fs.Bool("dry-run", false, "parse and check the input only; DIR is not opened")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, -1, "DIR [FILE...]"); err != nil {
+		return err
+	}
+	switch o.format {
+	case "auto", "tsv", "jsonl", "hex":
+	default:
+		return fmt.Errorf("--format: want auto, tsv, jsonl or hex, not %q", o.format)
+	}
+	if o.batch < 1 {
+		return fmt.Errorf("--batch %d: must be at least 1", o.batch)
+	}
+	dir, files := pos[0], pos[1:]
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	l := &loader{opts: o}
+	if !*dry {
+		eo := engine.Options{Sync: engine.SyncNone, MaxKeySize: o.lim.maxKey, MaxValueSize: o.lim.maxValue, SegmentSize: *segSize}
+		if l.db, err = openWritable(dir, true, eo, stderr); err != nil {
+			return err
+		}
+		defer func() {
+			if l.db != nil {
+				l.db.Close()
+			}
+		}()
+	}
+	start := time.Now()
+	if !*quiet {
+		term := isTerminal(stderr)
+		stop := ticker(time.Second, func() { l.progress(stderr, start, term) })
+		defer func() {
+			stop()
+			if term {
+				fmt.Fprintln(stderr)
+			}
+		}()
+	}
+	l.start()
+	var lerr error
+	for _, name := range files {
+		if lerr = l.loadFile(name); lerr != nil {
+			break
+		}
+	}
+	werr := l.finish()
+	var keys int64
+	if l.db != nil {
+		if werr == nil {
+			werr = l.db.Sync()
+		}
+		if st, serr := l.db.Stats(); serr == nil {
+			keys = st.Keys
+		}
+		cerr := l.db.Close()
+		l.db = nil
+		if werr == nil {
+			werr = cerr
+		}
+	}
+	elapsed := time.Since(start)
+	n := l.written.Load()
+	switch {
+	case werr != nil:
+		return fmt.Errorf("writing to %s: %w (%s loaded before the error)", dir, werr, plural(n, "pair", "pairs"))
+	case lerr != nil && *dry:
+		return fmt.Errorf("%w (%s checked before it)", lerr, plural(n, "pair", "pairs"))
+	case lerr != nil:
+		return fmt.Errorf("%w; stopped there: %s before that line loaded into %s, nothing from that line on",
+			lerr, plural(n, "pair", "pairs"), dir)
+	case *dry:
+		fmt.Fprintf(stdout, "checked %s from %s: no problems\n", plural(n, "pair", "pairs"), plural(int64(len(files)), "file", "files"))
+	default:
+		fmt.Fprintf(stdout, "loaded %s from %s into %s in %s (%s pairs/s); it holds %s keys\n",
+			plural(n, "pair", "pairs"), plural(int64(len(files)), "file", "files"), dir,
+			elapsed.Round(time.Millisecond), comma(int64(float64(n)/max(elapsed.Seconds(), 1e-9))), comma(keys))
+	}
+	return nil
+}
+
+func segmentSizeFlag(fs *flag.FlagSet) *int64 {
+	return fs.Int64("segment-size", 0, "size of new segments in bytes (0: the engine's default, 128 MiB)")
+}
+
+// loader parses lines into batches while a second goroutine writes the
+// previous batch, so that parsing and the engine's work overlap.
+type loader struct {
+	opts loadOptions
+	db   *engine.DB // nil with --dry-run
+
+	cur      *engine.Batch
+	curBytes int
+	work     chan *engine.Batch
+	free     chan *engine.Batch
+	done     chan struct{}
+	werr     error       // the first write error; read after done is closed
+	failed   atomic.Bool // werr is set
+	written  atomic.Int64
+	read     atomic.Int64 // input bytes, updated per batch
+	unread   int64        // input bytes not yet added to read
+	kb, vb   []byte
+	json     jsonDecoder
+	longLine []byte
+}
+
+// batchBytes bounds a batch's keys and values, so that a batch always fits
+// in a segment.
+const batchBytes = 4 << 20
+
+func (l *loader) start() {
+	const nbuf = 3
+	l.work = make(chan *engine.Batch, nbuf)
+	l.free = make(chan *engine.Batch, nbuf)
+	for range nbuf - 1 {
+		l.free <- new(engine.Batch)
+	}
+	l.cur = new(engine.Batch)
+	l.done = make(chan struct{})
+	go func() {
+		defer close(l.done)
+		for b := range l.work {
+			if l.werr == nil {
+				var err error
+				if l.db != nil {
+					err = l.db.Write(b)
+				}
+				if err != nil {
+					l.werr = err
+					l.failed.Store(true)
+				} else {
+					l.written.Add(int64(b.Len()))
+				}
+			}
+			b.Reset()
+			l.free <- b
+		}
+	}()
+}
+
+// flush hands the current batch to the writer.
+func (l *loader) flush() {
+	l.read.Add(l.unread)
+	l.unread = 0
+	if l.cur.Len() == 0 {
+		return
+	}
+	l.work <- l.cur
+	l.cur = <-l.free
+	l.curBytes = 0
+}
+
+// finish writes what is pending and waits for the writer.
+func (l *loader) finish() error {
+	l.flush()
+	close(l.work)
+	<-l.done
+	return l.werr
+}
+
+func (l *loader) add(k, v []byte) {
+	if l.cur.Len() > 0 && (l.cur.Len() >= l.opts.batch || l.curBytes+len(k)+len(v) > batchBytes) {
+		l.flush()
+	}
+	l.cur.Put(k, v)
+	l.curBytes += len(k) + len(v)
+}
+
+// lineError is a malformed input line.
+type lineError struct {
+	file string
+	line int64
+	err  error
+}
+
+func (e *lineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.file, e.line, e.err) }
+
+// loadFile loads one input file ("-": stdin).
+func (l *loader) loadFile(name string) error {
+	var r io.Reader = stdin
+	shown := "stdin"
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r, shown = f, name
+	}
+	br := bufio.NewReaderSize(r, 1<<20)
+	maxLine := 6*(l.opts.lim.maxKey+l.opts.lim.maxValue) + 1024
+	parse := l.parser(l.opts.format)
+	var lineNo int64
+	for !l.failed.Load() {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			l.longLine = append(l.longLine[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(l.longLine) <= maxLine {
+				line, err = br.ReadSlice('\n')
+				l.longLine = append(l.longLine, line...)
+			}
+			if len(l.longLine) > maxLine {
+				return &lineError{shown, lineNo + 1, fmt.Errorf("line longer than %d bytes (raise --max-value-size?)", maxLine)}
+			}
+			line = l.longLine
+		}
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("reading %s: %w", shown, err)
+		}
+		if len(line) == 0 {
+			return nil // EOF
+		}
+		lineNo++
+		l.unread += int64(len(line))
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) > 0 {
+			if parse == nil {
+				parse = l.parser(detectFormat(line))
+			}
+			k, v, perr := parse(line)
+			if perr == nil {
+				perr = l.opts.lim.check(k, v)
+			}
+			if perr != nil {
+				return &lineError{shown, lineNo, perr}
+			}
+			l.add(k, v)
+		}
+		if err == io.EOF {
+			return nil
+		}
+	}
+	return nil // the writer failed; finish reports it
+}
+
+func detectFormat(line []byte) string {
+	if line[0] == '{' {
+		return "jsonl"
+	}
+	return "tsv"
+}
+
+// parser returns the line parser for a format, or nil for "auto" (decided
+// at the first non-empty line). Keys and values returned alias the line or
+// the loader's buffers and are valid until the next call.
+func (l *loader) parser(format string) func([]byte) ([]byte, []byte, error) {
+	switch format {
+	case "tsv":
+		return l.parseTSV
+	case "hex":
+		return l.parseHex
+	case "jsonl":
+		return func(line []byte) ([]byte, []byte, error) { return l.json.decode(line, false) }
+	}
+	return nil
+}
+
+func (l *loader) parseTSV(line []byte) (k, v []byte, err error) {
+	i := bytes.IndexByte(line, '\t')
+	if i < 0 {
+		return nil, nil, errors.New("no tab between key and value")
+	}
+	k, v = line[:i], line[i+1:]
+	if bytes.IndexByte(v, '\t') >= 0 {
+		return nil, nil, errors.New(`more than one tab (a tab inside a key or value is written \t)`)
+	}
+	if bytes.IndexByte(line, '\\') < 0 {
+		return k, v, nil
+	}
+	if l.kb, err = unescape(l.kb[:0], k); err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	if l.vb, err = unescape(l.vb[:0], v); err != nil {
+		return nil, nil, fmt.Errorf("value: %w", err)
+	}
+	return l.kb, l.vb, nil
+}
+
+func (l *loader) parseHex(line []byte) (k, v []byte, err error) {
+	i := bytes.IndexByte(line, '\t')
+	if i < 0 {
+		return nil, nil, errors.New("no tab between key and value")
+	}
+	if l.kb, err = decodeHex(l.kb[:0], line[:i]); err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	if l.vb, err = decodeHex(l.vb[:0], line[i+1:]); err != nil {
+		return nil, nil, fmt.Errorf("value: %w", err)
+	}
+	return l.kb, l.vb, nil
+}
+
+// progress prints a progress line: pairs loaded, rate, input read.
+func (l *loader) progress(w io.Writer, start time.Time, term bool) {
+	el := time.Since(start)
+	msg := fmt.Sprintf("load: %s pairs, %s, %s read, %s", comma(l.written.Load()), rate(l.written.Load(), el),
+		ibytes(l.read.Load()), el.Round(time.Second))
+	if term {
+		fmt.Fprintf(w, "\r%s\x1b[K", msg)
+	} else {
+		fmt.Fprintln(w, msg)
+	}
+}
