@@ -58,12 +58,16 @@ type DB struct {
 
 	// Durability: waiters for group commit sleep on syncCond until the
 	// active segment's durable size passes their record.
-	syncMu    sync.Mutex
-	syncCond  *sync.Cond
-	syncErr   error         // guarded by syncMu: a failed fsync, for waiters
-	syncKick  chan struct{} // wakes the flusher (buffered, 1)
-	stopFlush chan struct{}
-	flushDone chan struct{}
+	syncMu   sync.Mutex
+	syncCond *sync.Cond
+	syncErr  error // guarded by syncMu: a failed fsync, for waiters
+	// flushFails counts failed flushes (a full disk), flushErr is the
+	// latest; waiters that see the count move give up. Guarded by syncMu.
+	flushFails uint64
+	flushErr   error
+	syncKick   chan struct{} // wakes the flusher (buffered, 1)
+	stopFlush  chan struct{}
+	flushDone  chan struct{}
 
 	// Long-running work (background workers, Compact) registers in bg so
 	// that Close can stop it (stopBg) and wait for it before releasing

@@ -302,8 +302,17 @@ func (db *DB) flushLocked() error {
 func (db *DB) writeFileLocked(b []byte) error {
 	sf := db.active
 	if _, err := sf.f.Write(b); err != nil {
+		// A failed write (a full disk, typically) may have written part of
+		// b. Cut the file back to what it was; the bytes stay in the tail
+		// buffer and the next flush retries them, so writes work again once
+		// space is freed. Only if the cut fails is the file's end unknown,
+		// and the handle must fail (the next Open repairs the torn tail).
 		err = fmt.Errorf("marlin: write %s: %w", sf.name, err)
-		db.failLocked(err)
+		if terr := sf.f.Truncate(sf.flushed.Load()); terr != nil {
+			db.failLocked(fmt.Errorf("%w (and cutting back the partial write failed: %v)", err, terr))
+			return db.failed
+		}
+		db.noteFlushError(err)
 		return err
 	}
 	db.st.bytesWritten.Add(int64(len(b)))
@@ -382,13 +391,29 @@ func (db *DB) waitDurable(sf *segFile, end int64) error {
 	}
 	db.syncMu.Lock()
 	defer db.syncMu.Unlock()
-	for sf.durable.Load() < end && db.syncErr == nil {
+	fails := db.flushFails
+	for sf.durable.Load() < end && db.syncErr == nil && db.flushFails == fails {
 		db.syncCond.Wait()
 	}
-	if sf.durable.Load() >= end {
+	switch {
+	case sf.durable.Load() >= end:
 		return nil
+	case db.syncErr != nil:
+		return db.syncErr
 	}
-	return db.syncErr
+	// A flush failed (disk full): the record is not durable now; it stays
+	// buffered and may become durable with a later flush.
+	return db.flushErr
+}
+
+// noteFlushError wakes the group-commit waiters with a failed flush's
+// error.
+func (db *DB) noteFlushError(err error) {
+	db.syncMu.Lock()
+	db.flushFails++
+	db.flushErr = err
+	db.syncMu.Unlock()
+	db.syncCond.Broadcast()
 }
 
 // Sync makes every write that returned before it durable.
