@@ -63,8 +63,8 @@ func (db *DB) recover() error {
 	if !db.opts.DisableSnapshots && !db.opts.dropSnapshots {
 		meta, err := db.loadSnapshot(names, onDisk)
 		if err == nil {
-			ok, err := db.recoverFrom(meta, gens, onDisk)
-			if err != nil || ok {
+			var ok bool
+			if ok, err = db.recoverFrom(meta, gens, onDisk); err != nil || ok {
 				return err
 			}
 			err = fmt.Errorf("the log does not reach the snapshot's durable position")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/marlinkv/marlin/index"
@@ -338,11 +337,6 @@ func (db *DB) snapshotter() {
 	}
 }
 
-// sortSegsByGen sorts segment files by generation.
-func sortSegsByGen(s []*segFile) {
-	sort.Slice(s, func(i, j int) bool { return s[i].gen < s[j].gen })
-}
-
 // closed reports whether ch is closed (nil never is).
 func closed(ch <-chan struct{}) bool {
 	select {
@@ -353,8 +347,8 @@ func closed(ch <-chan struct{}) bool {
 	}
 }
 
-// needSnapshot reports whether Close should write a snapshot: none is
-// valid, or writes were made since the last one. db.mu must be held.
+// needSnapshotLocked reports whether Close should write a snapshot: none
+// is valid, or writes were made since the last one. db.mu must be held.
 func (db *DB) needSnapshotLocked() bool {
 	written := db.st.records.Load()
 	return !db.opts.DisableSnapshots && !db.opts.ReadOnly && db.failed == nil &&
