@@ -98,13 +98,23 @@ func (db *DB) Write(b *Batch) error {
 		db.mu.Unlock()
 		return db.failed
 	}
-	// Refuse the batch, before writing any of it, if a key's index
-	// candidates include a record that cannot be read (see probeLocked).
+	// Look every key up before writing anything: a key whose index
+	// candidates include a record that cannot be read refuses the batch
+	// (see probeLocked). The answers are reused below for keys that occur
+	// once in the batch; db.mu keeps every other writer out meanwhile.
+	olds := make([]entry, len(b.ops))
+	repeated := make([]bool, len(b.ops))
+	seen := make(map[uint64]struct{}, len(b.ops))
 	for i := range b.ops {
-		if _, err := db.probeLocked(hashes[i], b.key(&b.ops[i])); err != nil {
+		var err error
+		if olds[i], err = db.probeLocked(hashes[i], b.key(&b.ops[i])); err != nil {
 			db.mu.Unlock()
 			return fmt.Errorf("batch op %d: %w", i, err)
 		}
+		if _, dup := seen[hashes[i]]; dup {
+			repeated[i] = true
+		}
+		seen[hashes[i]] = struct{}{}
 	}
 	// Roll first if needed, so that the whole batch lands in one segment.
 	if err := db.ensureRoomLocked(int64(total)); err != nil {
@@ -142,7 +152,10 @@ func (db *DB) Write(b *Batch) error {
 	// Apply in order, so that later operations on a key see earlier ones.
 	for i := range b.ops {
 		op := &b.ops[i]
-		old, _ := db.probeLocked(hashes[i], b.key(op))
+		old := olds[i]
+		if repeated[i] { // an earlier operation of the batch may have changed it
+			old, _ = db.probeLocked(hashes[i], b.key(op))
+		}
 		db.st.userBytes.Add(int64(op.klen + op.vlen))
 		if op.kind == segment.KindDelete && !old.found {
 			db.segs[id].Load().dead.Add(int64(sizes[i]))
