@@ -105,6 +105,9 @@ func openReadOnly(dir string, stderr io.Writer) (*engine.DB, error) {
 			"a consistent, closed directory: stop that process, or have it write a checkpoint "+
 			"(DB.Checkpoint) and point this command at the checkpoint", dir)
 	}
+	if errors.Is(err, engine.ErrCorrupt) {
+		return nil, fmt.Errorf("%w (run 'marlin verify %s' for every problem and what can be repaired)", err, dir)
+	}
 	return db, err
 }
 

@@ -11,7 +11,9 @@ import (
 )
 
 const dumpHelp = `Prints every live pair of DIR, one per line, in no particular order
-(--sort for key order). Expired keys are left out. DIR is opened read-only.
+(--sort for key order). Expired keys are left out, and a key's TTL is not
+carried over (the engine's API does not expose it): it dumps, and loads
+back, as a plain pair. DIR is opened read-only.
 
 Formats (all load back with 'marlin load' to the same pairs):
   tsv    key<TAB>value; printable UTF-8 as is, \\ \t \n \r for backslash,

@@ -218,7 +218,7 @@ func writeInspect(w io.Writer, r *inspectReport) {
 	}
 	p("directory", "%s", r.Dir)
 	p("format", "segment format version %d", r.FormatVersion)
-	p("keys", "%s", comma(r.Keys))
+	p("keys", "%s (expired keys not yet reclaimed included)", comma(r.Keys))
 	p("index", "load factor %.2f (%s entries in %s slots), %s resident, %s in live slot blocks",
 		r.Index.LoadFactor, comma(r.Index.Entries), comma(r.Index.Capacity), ibytes(r.Index.ResidentBytes), ibytes(r.Index.LiveBytes))
 	p("segments", "%d, %s; live %s (%s), dead %s",

@@ -70,7 +70,7 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	defer closeDB(db, &err)
 	v, err := db.Get(key)
 	if errors.Is(err, engine.ErrNotFound) {
-		return fmt.Errorf("key %q not found", appendEscaped(nil, key))
+		return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key))
 	}
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ func runDelete(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	if !had {
-		fmt.Fprintf(stderr, "marlin delete: key %q was not present\n", appendEscaped(nil, key))
+		fmt.Fprintf(stderr, "marlin delete: key \"%s\" was not present\n", appendEscaped(nil, key))
 		return nil
 	}
 	return db.Delete(key)

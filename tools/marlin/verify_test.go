@@ -102,6 +102,19 @@ func TestVerifyDamage(t *testing.T) {
 				require.Equal(t, 0, after.code, "after repair:\n%s%s", after.stdout, after.stderr)
 				require.Equal(t, want, readPairs(t, dir))
 			} else {
+				// The raw listing shows the damage and resumes after it. Open
+				// refuses a damaged log and inspect points at verify (a bit
+				// flip in a superseded record does not stop an Open that
+				// loads the snapshot: the record is never read).
+				seg := segFiles(t, dir)[0]
+				if c.name == "truncated-sealed" {
+					seg = segFiles(t, dir)[1]
+				}
+				transcriptText += transcript(t, root, "dump", "--records", seg) + transcript(t, root, "inspect", dir)
+				require.Contains(t, transcriptText, " BAD ")
+				if c.name == "truncated-sealed" {
+					require.Contains(t, transcriptText, "run 'marlin verify DIR/db' for every problem")
+				}
 				require.Equal(t, 1, after.code)
 				require.Equal(t, before, dirState(t, dir), "a refused repair changed the directory")
 				require.Contains(t, transcriptText, "cannot repair automatically")
