@@ -15,25 +15,31 @@ type Config struct {
 	Dir        string        // data directory; "" means a new temp dir
 	Keep       bool          // keep the directory afterwards
 	Keys       uint64        // records loaded before the run phase
-	Ops        int64         // operations in the run phase; 0 means run for Duration
+	Ops        int64         // operations in the run phase (iterate: full scans); 0 means run for Duration
 	Duration   time.Duration // run phase length when Ops is 0
 	Goroutines int           // concurrent clients
 	BatchSize  int           // puts per batch in the load phase (1 = single puts)
-	KeySize    int           // bytes (at least 8)
-	ValueMin   int           // value size range, bytes
-	ValueMax   int
-	Workload   string // load, a, b, c, d, f, miss, iterate, mixed
-	Mix        Mix    // operation ratios for the mixed workload
-	Dist       string // uniform, zipfian, scrambled, latest
+	KeyMin     int           // key size range, bytes (at least 8); a key's size is a function of its id
+	KeyMax     int           // 0 means KeyMin
+	ValueMin   int           // value size range, bytes; each write draws a size
+	ValueMax   int           // 0 means ValueMin
+	Workload   string        // load, a, b, c, d, f, miss, iterate, mixed
+	Mix        Mix           // operation ratios for the mixed workload
+	Dist       string        // uniform, zipfian, scrambled, latest
 	Sync       engine.SyncMode
-	Segment    int64 // segment size, bytes; 0 = engine default
-	Seed       uint64
+	Segment    int64     // segment size, bytes; 0 = engine default
+	Seed       uint64    // seeds every goroutine's generator: runs are reproducible
+	Verify     bool      // after the restart, read every record back and check it
 	Progress   io.Writer // progress lines; nil for none
 	Terminal   bool      // Progress is a terminal: redraw one line
 }
 
+func (c *Config) keySize(id uint64) int { return KeySize(id, c.KeyMin, c.KeyMax) }
+
 // Mix gives the relative weights of operations in the mixed workload.
 type Mix struct{ Get, Put, Delete int }
+
+func (m Mix) String() string { return fmt.Sprintf("%d:%d:%d", m.Get, m.Put, m.Delete) }
 
 // ParseMix parses "get:put:delete" weights such as "90:9:1".
 func ParseMix(s string) (Mix, error) {
@@ -64,7 +70,7 @@ var Workloads = []struct{ Name, About string }{
 	{"d", "YCSB D: 95% reads of recent records, 5% inserts (latest distribution)"},
 	{"f", "YCSB F: 50% reads, 50% read-modify-writes"},
 	{"miss", "reads of absent keys"},
-	{"iterate", "full scans of every pair"},
+	{"iterate", "full scans of every pair (--ops counts scans; throughput counts pairs)"},
 	{"mixed", "get/put/delete with the ratios of --mix"},
 }
 
@@ -73,12 +79,20 @@ var Workloads = []struct{ Name, About string }{
 func DefaultConfig() Config {
 	return Config{
 		Keys: 2_000_000, Duration: 30 * time.Second, Goroutines: 2, BatchSize: 1000,
-		KeySize: 16, ValueMin: 8, ValueMax: 8, Workload: "b", Dist: "scrambled",
+		KeyMin: 16, KeyMax: 16, ValueMin: 8, ValueMax: 8, Workload: "b", Dist: "scrambled",
 		Sync: engine.SyncNone, Mix: Mix{90, 9, 1}, Seed: 1,
 	}
 }
 
-func (c *Config) validate() error {
+// normalize fills the defaults of zero fields and validates.
+func (c *Config) normalize() error {
+	c.KeyMin = max(c.KeyMin, 8)
+	if c.KeyMax == 0 {
+		c.KeyMax = c.KeyMin
+	}
+	if c.ValueMax == 0 {
+		c.ValueMax = c.ValueMin
+	}
 	known := false
 	for _, w := range Workloads {
 		known = known || w.Name == c.Workload
@@ -92,9 +106,16 @@ func (c *Config) validate() error {
 		return fmt.Errorf("goroutines must be at least 1")
 	case c.BatchSize < 1:
 		return fmt.Errorf("batch size must be at least 1")
+	case c.KeyMax < c.KeyMin || c.KeyMax > 65535:
+		return fmt.Errorf("bad key size range %d..%d", c.KeyMin, c.KeyMax)
 	case c.ValueMin < 0 || c.ValueMax < c.ValueMin:
 		return fmt.Errorf("bad value size range %d..%d", c.ValueMin, c.ValueMax)
-	case c.Ops == 0 && c.Duration <= 0:
+	case c.Mix.Get < 0 || c.Mix.Put < 0 || c.Mix.Delete < 0 ||
+		c.Workload == "mixed" && c.Mix.Get+c.Mix.Put+c.Mix.Delete == 0:
+		return fmt.Errorf("bad mix %s", c.Mix)
+	case c.Ops < 0:
+		return fmt.Errorf("negative number of operations")
+	case c.Workload != "load" && c.Ops == 0 && c.Duration <= 0:
 		return fmt.Errorf("give a number of operations or a duration")
 	}
 	switch c.Dist {

@@ -17,21 +17,37 @@ type Latency struct {
 	Mean  int64 `json:"mean_ns"`
 }
 
-// hist records latencies of one operation kind in one goroutine (HDR
-// histograms are not safe for concurrent use; they are merged at the end).
-type hist struct{ h *hdrhistogram.Histogram }
+// Histogram records latencies of one operation kind. HDR histograms are
+// not safe for concurrent use: every goroutine has its own, and they are
+// merged at the end of a phase.
+type Histogram struct{ h *hdrhistogram.Histogram }
 
-// Latencies from 100 ns to 100 s with 3 significant digits.
-func newHist() hist { return hist{hdrhistogram.New(100, int64(100*time.Second), 3)} }
+// Latencies from 1 ns to 100 s, with 3 significant digits: every
+// percentile is within 0.1% of a latency that was recorded.
+const (
+	histLowest  = 1
+	histHighest = int64(100 * time.Second)
+	histDigits  = 3
+)
 
-func (h hist) record(d time.Duration) {
-	v := max(int64(d), 100)
-	_ = h.h.RecordValue(min(v, h.h.HighestTrackableValue()))
+// NewHistogram returns an empty histogram.
+func NewHistogram() *Histogram {
+	return &Histogram{hdrhistogram.New(histLowest, histHighest, histDigits)}
 }
 
-func (h hist) merge(o hist) { h.h.Merge(o.h) }
+// Record adds one latency (clamped to the histogram's range).
+func (h *Histogram) Record(d time.Duration) {
+	_ = h.h.RecordValue(min(max(int64(d), histLowest), histHighest))
+}
 
-func (h hist) summary() Latency {
+// Merge adds o's counts to h.
+func (h *Histogram) Merge(o *Histogram) { h.h.Merge(o.h) }
+
+// Count returns the number of latencies recorded.
+func (h *Histogram) Count() int64 { return h.h.TotalCount() }
+
+// Summary returns the count, percentiles, max and mean.
+func (h *Histogram) Summary() Latency {
 	return Latency{
 		Count: h.h.TotalCount(),
 		P50:   h.h.ValueAtQuantile(50),
@@ -41,4 +57,19 @@ func (h hist) summary() Latency {
 		Max:   h.h.Max(),
 		Mean:  int64(h.h.Mean()),
 	}
+}
+
+// MergeSummaries merges per-goroutine histograms (nil entries skipped)
+// and summarizes them; ok is false if none recorded anything.
+func MergeSummaries(hs []*Histogram) (l Latency, ok bool) {
+	m := NewHistogram()
+	for _, h := range hs {
+		if h != nil {
+			m.Merge(h)
+		}
+	}
+	if m.Count() == 0 {
+		return Latency{}, false
+	}
+	return m.Summary(), true
 }

@@ -4,74 +4,104 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
+	"runtime"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 )
 
-// RSSAnon returns the process's resident anonymous memory (RssAnon in
-// /proc/self/status) in bytes, or 0 where that is not available.
-func RSSAnon() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "RssAnon:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+// Phase is the outcome of one phase of a run.
+type Phase struct {
+	Name      string             `json:"name"`
+	Ops       int64              `json:"ops"`
+	Seconds   float64            `json:"seconds"`
+	OpsPerSec float64            `json:"ops_per_sec"`
+	Latency   map[string]Latency `json:"latency"` // by operation kind
 }
 
-// progress prints the phase's rate until stop closes: one redrawn line on
-// a terminal, otherwise a line every 5 seconds.
-func (r *runner) progress(name string, total int64, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	out := r.cfg.Progress
-	if out == nil {
-		<-stop
-		return
+// Env describes where a run ran, for reproducing it.
+type Env struct {
+	GoVersion  string `json:"go_version"`
+	OS         string `json:"os"`
+	Arch       string `json:"arch"`
+	CPUs       int    `json:"cpus"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+}
+
+// Report is everything a run measured, with the configuration that
+// produced it.
+type Report struct {
+	Workload   string   `json:"workload"`
+	Dist       string   `json:"distribution"`
+	Mix        string   `json:"mix,omitempty"`
+	Keys       uint64   `json:"keys"`
+	Ops        int64    `json:"ops,omitempty"`
+	Duration   float64  `json:"duration_seconds,omitempty"`
+	Goroutines int      `json:"goroutines"`
+	BatchSize  int      `json:"batch_size"`
+	Sync       string   `json:"sync"`
+	Segment    int64    `json:"segment_size,omitempty"`
+	KeyMin     int      `json:"key_min"`
+	KeyMax     int      `json:"key_max"`
+	ValueMin   int      `json:"value_min"`
+	ValueMax   int      `json:"value_max"`
+	Seed       uint64   `json:"seed"`
+	Env        Env      `json:"env"`
+	Dir        string   `json:"dir,omitempty"`
+	Phases     []Phase  `json:"phases"`
+	Errors     int64    `json:"errors"`          // wrong results
+	Wrong      []string `json:"wrong,omitempty"` // the first few
+	Verified   bool     `json:"verified"`        // every record was read back after the restart
+
+	KeysInDB     int64   `json:"keys_in_db"`
+	ExpectedKeys int64   `json:"expected_keys"`
+	RSSAnon      int64   `json:"rss_anon_bytes"`      // process RssAnon after the run
+	RSSAnonUsed  int64   `json:"rss_anon_used_bytes"` // growth of RssAnon since before Open
+	Heap         int64   `json:"go_heap_bytes"`
+	IndexBytes   int64   `json:"index_bytes"`
+	DiskBytes    int64   `json:"disk_bytes"`
+	Segments     int     `json:"segments"`
+	BytesWritten int64   `json:"bytes_written"` // by the engine, load and run
+	UserBytes    int64   `json:"user_bytes"`    // keys and values given to it
+	RAMPerKey    float64 `json:"ram_bytes_per_key"`
+	IndexPerKey  float64 `json:"index_bytes_per_key"`
+	DiskPerKey   float64 `json:"disk_bytes_per_key"`
+	WriteAmp     float64 `json:"write_amplification"`
+
+	OpenSecs            float64 `json:"open_seconds"`
+	CloseSecs           float64 `json:"close_seconds"`
+	RestartSecs         float64 `json:"restart_seconds"`
+	RestartFromSnapshot bool    `json:"restart_from_snapshot"`
+	RestartReplayed     int64   `json:"restart_records_replayed"`
+}
+
+func newReport(c Config) *Report {
+	rep := &Report{Workload: c.Workload, Dist: c.Dist, Keys: c.Keys, Ops: c.Ops, Goroutines: c.Goroutines,
+		BatchSize: c.BatchSize, Sync: c.Sync.String(), Segment: c.Segment, KeyMin: c.KeyMin, KeyMax: c.KeyMax,
+		ValueMin: c.ValueMin, ValueMax: c.ValueMax, Seed: c.Seed,
+		Env: Env{GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
+			CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0)}}
+	if c.Workload == "d" {
+		rep.Dist = "latest"
 	}
-	every := 5 * time.Second
-	if r.cfg.Terminal {
-		every = time.Second
+	if c.Workload == "mixed" {
+		rep.Mix = c.Mix.String()
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	start, last, lastN := time.Now(), time.Now(), int64(0)
-	for {
-		select {
-		case <-stop:
-			if r.cfg.Terminal {
-				fmt.Fprint(out, "\r\033[K")
-			}
-			return
-		case now := <-t.C:
-			n := r.done.Load()
-			rate := float64(n-lastN) / now.Sub(last).Seconds()
-			last, lastN = now, n
-			elapsed := now.Sub(start)
-			line := fmt.Sprintf("%s: %s ops, %s ops/s, %s elapsed", name,
-				humanize.Comma(n), humanize.Comma(int64(rate)), elapsed.Round(time.Second))
-			if total > 0 && n > 0 {
-				eta := time.Duration(float64(elapsed) * float64(total-n) / float64(n))
-				line += fmt.Sprintf(", %.0f%%, ETA %s", 100*float64(n)/float64(total), eta.Round(time.Second))
-			} else if r.cfg.Ops == 0 && r.cfg.Duration > 0 && name != "load" {
-				line += fmt.Sprintf(", %s left", (r.cfg.Duration - elapsed).Round(time.Second))
-			}
-			if r.cfg.Terminal {
-				fmt.Fprintf(out, "\r\033[K%s", line)
-			} else {
-				fmt.Fprintln(out, line)
-			}
+	if c.Ops == 0 && c.Workload != "load" {
+		rep.Duration = c.Duration.Seconds()
+	}
+	return rep
+}
+
+// Phase returns the phase called name, or nil.
+func (rep *Report) Phase(name string) *Phase {
+	for i := range rep.Phases {
+		if rep.Phases[i].Name == name {
+			return &rep.Phases[i]
 		}
 	}
+	return nil
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -83,9 +113,15 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes the report for people.
 func (rep *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "marlin bench: workload %s, %s distribution, %s keys of %d bytes, values %s, %d goroutines, sync %s\n",
-		rep.Workload, rep.Dist, humanize.Comma(int64(rep.Keys)), rep.KeySize, sizeRange(rep.ValueMin, rep.ValueMax),
-		rep.Goroutines, rep.Sync)
+	workload := rep.Workload
+	if rep.Mix != "" {
+		workload += " (get:put:delete " + rep.Mix + ")"
+	}
+	fmt.Fprintf(w, "marlin bench: workload %s, %s distribution, %s keys of %s, values of %s, %d goroutines, batches of %d, sync %s, seed %d\n",
+		workload, rep.Dist, humanize.Comma(int64(rep.Keys)), sizeRange(rep.KeyMin, rep.KeyMax),
+		sizeRange(rep.ValueMin, rep.ValueMax), rep.Goroutines, rep.BatchSize, rep.Sync, rep.Seed)
+	fmt.Fprintf(w, "%s %s/%s, %d CPUs, GOMAXPROCS %d\n", rep.Env.GoVersion, rep.Env.OS, rep.Env.Arch,
+		rep.Env.CPUs, rep.Env.GOMAXPROCS)
 	for _, p := range rep.Phases {
 		fmt.Fprintf(w, "\n%-10s %s ops in %.2fs: %s ops/s\n", p.Name, humanize.Comma(p.Ops), p.Seconds,
 			humanize.Comma(int64(p.OpsPerSec)))
@@ -104,19 +140,32 @@ func (rep *Report) WriteText(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nkeys in db      %s\n", humanize.Comma(rep.KeysInDB))
-	fmt.Fprintf(w, "memory          RssAnon %s (%s since open, %.1f B/key), Go heap %s, index %s\n",
-		humanize.IBytes(uint64(max(rep.RSSAnon, 0))), humanize.IBytes(uint64(max(rep.RSSAnonUsed, 0))), rep.RAMPerKey,
-		humanize.IBytes(uint64(rep.Heap)), humanize.IBytes(uint64(rep.IndexBytes)))
-	fmt.Fprintf(w, "disk            %s (%.1f B/key), write amplification %.2f\n",
-		humanize.IBytes(uint64(rep.DiskBytes)), rep.DiskPerKey, rep.WriteAmp)
-	fmt.Fprintf(w, "open            %s, restart %s\n", secs(rep.OpenSecs), secs(rep.RestartSecs))
+	fmt.Fprintf(w, "memory          RssAnon %s, %s of it since Open (%.1f B/key); index %s (%.1f B/key); Go heap %s\n",
+		ibytes(rep.RSSAnon), ibytes(rep.RSSAnonUsed), rep.RAMPerKey, ibytes(rep.IndexBytes), rep.IndexPerKey,
+		ibytes(rep.Heap))
+	fmt.Fprintf(w, "disk            %s in %d segments (%.1f B/key); write amplification %.2f (%s written for %s of keys and values)\n",
+		ibytes(rep.DiskBytes), rep.Segments, rep.DiskPerKey, rep.WriteAmp, ibytes(rep.BytesWritten), ibytes(rep.UserBytes))
+	how := "replayed the log"
+	if rep.RestartFromSnapshot {
+		how = "from the index snapshot"
+	}
+	fmt.Fprintf(w, "open            %s; close %s; restart %s (%s, %s records replayed)\n",
+		secs(rep.OpenSecs), secs(rep.CloseSecs), secs(rep.RestartSecs), how, humanize.Comma(rep.RestartReplayed))
+	if rep.Verified {
+		fmt.Fprintf(w, "verified        every record read back after the restart\n")
+	}
 	if rep.Dir != "" {
 		fmt.Fprintf(w, "data directory  %s\n", rep.Dir)
 	}
 	if rep.Errors > 0 {
 		fmt.Fprintf(w, "WRONG RESULTS   %d\n", rep.Errors)
+		for _, s := range rep.Wrong {
+			fmt.Fprintf(w, "  %s\n", s)
+		}
 	}
 }
+
+func ibytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
 func sizeRange(lo, hi int) string {
 	if lo == hi {

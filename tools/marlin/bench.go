@@ -18,24 +18,26 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var (
 		c        = def
 		keys     = fs.Uint64("keys", def.Keys, "records to load before the run phase")
-		workload = fs.String("workload", def.Workload, "workload: load, a, b, c, d, f, miss, iterate, mixed")
-		dist     = fs.String("dist", def.Dist, "key distribution: uniform, zipfian, scrambled, latest")
-		mix      = fs.String("mix", "90:9:1", "get:put:delete weights for --workload mixed")
-		vsize    = fs.Int("value-size", def.ValueMin, "value size in bytes (with --value-max: the minimum)")
-		vmax     = fs.Int("value-max", 0, "largest value size; values are uniform in [value-size, value-max]")
+		workload = fs.String("workload", def.Workload, "workload: "+workloadNames())
+		dist     = fs.String("dist", def.Dist, "key distribution: uniform, zipfian, scrambled (zipfian, hot keys spread), latest")
+		mix      = fs.String("mix", def.Mix.String(), "get:put:delete weights for --workload mixed")
+		kmax     = fs.Int("key-max", 0, "largest key size; key sizes are uniform in [key-size, key-max] (0: fixed)")
+		vmax     = fs.Int("value-max", 0, "largest value size; value sizes are uniform in [value-size, value-max] (0: fixed)")
 		sync     = fs.String("sync", def.Sync.String(), "durability mode: group, always, periodic, none")
 		jsonOut  = fs.Bool("json", false, "print the report as JSON")
 		quiet    = fs.Bool("quiet", false, "no progress lines")
 	)
-	fs.Int64Var(&c.Ops, "ops", 0, "operations in the run phase (0: run for --duration)")
+	fs.Int64Var(&c.Ops, "ops", 0, "operations in the run phase (iterate: full scans; 0: run for --duration)")
 	fs.DurationVar(&c.Duration, "duration", def.Duration, "length of the run phase when --ops is 0")
 	fs.IntVar(&c.Goroutines, "goroutines", def.Goroutines, "concurrent clients")
 	fs.IntVar(&c.BatchSize, "batch", def.BatchSize, "puts per batch in the load phase (1: single puts)")
-	fs.IntVar(&c.KeySize, "key-size", def.KeySize, "key size in bytes (at least 8)")
+	fs.IntVar(&c.KeyMin, "key-size", def.KeyMin, "key size in bytes (at least 8; with --key-max: the smallest)")
+	fs.IntVar(&c.ValueMin, "value-size", def.ValueMin, "value size in bytes (with --value-max: the smallest)")
 	fs.Int64Var(&c.Segment, "segment-size", 0, "segment size in bytes (0: engine default)")
-	fs.StringVar(&c.Dir, "dir", "", "data directory (default: a new temp dir, removed afterwards)")
+	fs.StringVar(&c.Dir, "dir", "", "data directory (default: a new temp dir, removed afterwards unless --keep)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the data directory")
-	fs.Uint64Var(&c.Seed, "seed", def.Seed, "random seed")
+	fs.Uint64Var(&c.Seed, "seed", def.Seed, "random seed (same seed, same operations)")
+	fs.BoolVar(&c.Verify, "verify", false, "after the restart, read every record back and check it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,8 +45,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	c.Keys, c.Workload, c.Dist = *keys, *workload, *dist
-	c.ValueMin, c.ValueMax = *vsize, max(*vmax, *vsize)
 	var err error
+	if c.KeyMax, err = sizeMax("key", c.KeyMin, *kmax); err != nil {
+		return err
+	}
+	if c.ValueMax, err = sizeMax("value", c.ValueMin, *vmax); err != nil {
+		return err
+	}
 	if c.Mix, err = bench.ParseMix(*mix); err != nil {
 		return err
 	}
@@ -66,6 +73,29 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return err
+}
+
+// sizeMax returns the top of a size range given its bottom and the --*-max
+// flag (0: a fixed size).
+func sizeMax(what string, lo, hi int) (int, error) {
+	switch {
+	case hi == 0:
+		return lo, nil
+	case hi < lo:
+		return 0, fmt.Errorf("--%s-max %d is below --%s-size %d", what, hi, what, lo)
+	}
+	return hi, nil
+}
+
+func workloadNames() string {
+	s := ""
+	for i, w := range bench.Workloads {
+		if i > 0 {
+			s += ", "
+		}
+		s += w.Name
+	}
+	return s
 }
 
 func isTerminal(w io.Writer) bool {
