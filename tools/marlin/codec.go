@@ -195,10 +195,9 @@ type jsonDecoder struct {
 }
 
 // decode parses a JSON Lines record: an object with exactly one of "key"
-// and "key_b64" and one of "value" and "value_b64" (the value may be
-// absent with keysOnly), all strings. The results alias line or the
+// and "key_b64" and one of "value" and "value_b64", all strings. The results alias line or the
 // decoder's buffers and are valid until the next call.
-func (d *jsonDecoder) decode(line []byte, keysOnly bool) (key, value []byte, err error) {
+func (d *jsonDecoder) decode(line []byte) (key, value []byte, err error) {
 	p := &jsonParser{s: line}
 	p.ws()
 	if !p.eat('{') {
@@ -264,7 +263,7 @@ func (d *jsonDecoder) decode(line []byte, keysOnly bool) (key, value []byte, err
 	switch {
 	case !haveKey:
 		return nil, nil, errors.New(`no "key" or "key_b64" field`)
-	case !haveValue && !keysOnly:
+	case !haveValue:
 		return nil, nil, errors.New(`no "value" or "value_b64" field`)
 	}
 	return key, value, nil

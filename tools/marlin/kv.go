@@ -12,17 +12,15 @@ import (
 // keyFlags say how KEY and VALUE arguments (and get's output) are written.
 type keyFlags struct{ hex, escaped bool }
 
-func (k *keyFlags) register(fs *flag.FlagSet, output bool) {
-	usage := "KEY and VALUE are hex"
-	if output {
-		usage = "KEY is hex; print the value in hex"
+// register adds --hex and --escaped; args names the arguments they apply
+// to ("KEY" or "KEY and VALUE"); get also prints the value in hex.
+func (k *keyFlags) register(fs *flag.FlagSet, args string, hexOutput bool) {
+	usage := args + " in hex"
+	if hexOutput {
+		usage += "; print the value in hex"
 	}
 	fs.BoolVar(&k.hex, "hex", false, usage)
-	what := "KEY and VALUE are"
-	if output {
-		what = "KEY is"
-	}
-	fs.BoolVar(&k.escaped, "escaped", false, what+" in dump's tsv escaped form (\\t \\n \\\\ \\xHH); a key copied from 'marlin dump' works as is")
+	fs.BoolVar(&k.escaped, "escaped", false, args+" in dump's tsv escaped form (\\t \\n \\\\ \\xHH), so that a key copied from 'marlin dump' works as is")
 }
 
 func (k *keyFlags) decode(what, s string) ([]byte, error) {
@@ -50,7 +48,7 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 		"or in hex with --hex. Exits 1 if KEY is absent. DIR is opened read-only.",
 		"marlin get /var/lib/app/db user:42", stderr)
 	var kf keyFlags
-	kf.register(fs, true)
+	kf.register(fs, "KEY", true)
 	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -93,7 +91,7 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 		"and returns once it is durable. DIR is created if needed.",
 		"marlin put --ttl 30m /var/lib/app/db session:9f2 '{\"user\":42}'", stderr)
 	var kf keyFlags
-	kf.register(fs, false)
+	kf.register(fs, "KEY and VALUE", false)
 	var lim limitFlags
 	lim.register(fs)
 	segSize := segmentSizeFlag(fs)
@@ -138,7 +136,7 @@ func runDelete(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("delete", "[flags] DIR KEY\n\nDeletes KEY and returns once that is durable. Deleting an absent key is not\nan error (a note is printed on stderr).",
 		"marlin delete /var/lib/app/db session:9f2", stderr)
 	var kf keyFlags
-	kf.register(fs, false)
+	kf.register(fs, "KEY", false)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

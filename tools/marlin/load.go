@@ -85,15 +85,16 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 		}()
 	}
 	start := time.Now()
+	stopProgress := func() {}
 	if !*quiet {
 		term := isTerminal(stderr)
 		stop := ticker(time.Second, func() { l.progress(stderr, start, term) })
-		defer func() {
+		stopProgress = func() {
 			stop()
 			if term {
 				fmt.Fprintln(stderr)
 			}
-		}()
+		}
 	}
 	l.start()
 	var lerr error
@@ -118,15 +119,19 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 		}
 	}
 	elapsed := time.Since(start)
+	stopProgress()
 	n := l.written.Load()
+	var le *lineError
 	switch {
 	case werr != nil:
 		return fmt.Errorf("writing to %s: %w (%s loaded before the error)", dir, werr, plural(n, "pair", "pairs"))
 	case lerr != nil && *dry:
 		return fmt.Errorf("%w (%s checked before it)", lerr, plural(n, "pair", "pairs"))
-	case lerr != nil:
+	case errors.As(lerr, &le):
 		return fmt.Errorf("%w; stopped there: %s before that line loaded into %s, nothing from that line on",
 			lerr, plural(n, "pair", "pairs"), dir)
+	case lerr != nil:
+		return fmt.Errorf("%w (%s before the error loaded into %s)", lerr, plural(n, "pair", "pairs"), dir)
 	case *dry:
 		fmt.Fprintf(stdout, "checked %s from %s: no problems\n", plural(n, "pair", "pairs"), plural(int64(len(files)), "file", "files"))
 	default:
@@ -315,7 +320,7 @@ func (l *loader) parser(format string) func([]byte) ([]byte, []byte, error) {
 	case "hex":
 		return l.parseHex
 	case "jsonl":
-		return func(line []byte) ([]byte, []byte, error) { return l.json.decode(line, false) }
+		return func(line []byte) ([]byte, []byte, error) { return l.json.decode(line) }
 	}
 	return nil
 }

@@ -231,12 +231,12 @@ func TestJSONDecoderAcceptsJSON(t *testing.T) {
 		`{"value_b64":"AAE=","key_b64":"/w=="}`:                              {"\xff", "\x00\x01"},
 		`{"key":"k","value":""}`:                                             {"k", ""},
 	} {
-		k, v, err := d.decode([]byte(line), false)
+		k, v, err := d.decode([]byte(line))
 		require.NoError(t, err, line)
 		require.Equal(t, want, [2]string{string(k), string(v)}, line)
 	}
 	for _, bad := range []string{`{"key":"\ud83d","value":""}`, `{"key":"\u12","value":""}`, `{"key":"a` + "\x01" + `","value":""}`, `[]`, `{}`} {
-		_, _, err := d.decode([]byte(bad), false)
+		_, _, err := d.decode([]byte(bad))
 		require.Error(t, err, bad)
 	}
 }
@@ -261,7 +261,7 @@ func FuzzTextForms(f *testing.F) {
 			line := appendJSONField([]byte{'{'}, "key", k, b64)
 			line = append(appendJSONField(append(line, ','), "value", v, b64), '}')
 			var d jsonDecoder
-			gk, gv, err := d.decode(line, false)
+			gk, gv, err := d.decode(line)
 			require.NoError(t, err, "%s", line)
 			require.Equal(t, string(k), string(gk))
 			require.Equal(t, string(v), string(gv))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -203,4 +204,25 @@ func TestCommandErrors(t *testing.T) {
 		require.Contains(t, r.stderr, c.want, "%v", c.args)
 		require.False(t, strings.Contains(r.stderr, "marlin: marlin"), "%s", r.stderr)
 	}
+}
+
+func TestInspectJSON(t *testing.T) {
+	dir := makeFixture(t)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "inspect", "--json", dir).stdout), &rep))
+	require.EqualValues(t, len(fixturePairs()), rep.Keys)
+	require.Len(t, rep.Segments, len(segFiles(t, dir)))
+	require.NotNil(t, rep.Snapshot)
+	require.True(t, rep.Snapshot.UsedByOpen)
+	require.InDelta(t, 1.0, rep.Snapshot.CoveredShare, 1e-9)
+	// The creation time is sane (see snapshotCreated).
+	require.GreaterOrEqual(t, rep.Snapshot.AgeSeconds, 0.0)
+	require.Less(t, rep.Snapshot.AgeSeconds, 600.0)
+	require.Equal(t, rep.Disk.Total, rep.Disk.Segments+rep.Disk.Snapshots+rep.Disk.Other)
+	require.Greater(t, rep.RAMToOpen, rep.Index.ResidentBytes+rep.WriteBuffer)
+	var live int64
+	for _, s := range rep.Segments {
+		live += s.LiveBytes
+	}
+	require.Equal(t, rep.LiveBytes, live)
 }
