@@ -22,6 +22,9 @@ type VerifyProblem struct {
 	// TornTail marks damage at the end of the newest segment past every
 	// sync mark: never-fsynced data that a writable Open truncates.
 	TornTail bool
+	// Index marks a problem of the index snapshot (or of the index built
+	// from it), not of the log: Repair's rebuild fixes it.
+	Index bool
 }
 
 func (p VerifyProblem) String() string {
@@ -79,7 +82,7 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	defer fdb.Close()
 	rep.Keys = fdb.ix.Len()
 	if err := fdb.ix.Check(); err != nil {
-		rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "replayed index: " + err.Error()})
+		rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "replayed index: " + err.Error(), Index: true})
 	}
 	fdb.verifyEntries(rep)
 
@@ -91,7 +94,7 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	rep.SnapshotUsed = sdb.st.snapshotLoaded.Load()
 	if rep.SnapshotUsed {
 		if err := sdb.ix.Check(); err != nil {
-			rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "snapshot index: " + err.Error()})
+			rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "snapshot index: " + err.Error(), Index: true})
 		}
 		compareIndexes(sdb, fdb, rep)
 	}
@@ -223,7 +226,7 @@ func (db *DB) entryProblem(slot uint64, what string) VerifyProblem {
 	if sf := db.segs[id].Load(); sf != nil {
 		file = sf.name
 	}
-	return VerifyProblem{File: file, Offset: off, What: what}
+	return VerifyProblem{File: file, Offset: off, What: what, Index: true}
 }
 
 // SnapshotInfo describes an index snapshot file.
@@ -281,10 +284,10 @@ func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
 	}
 	hr := &frameReader{f: f, end: at}
 	h, err := hr.next()
-	if err != nil || len(h) < 20 || string(h[:8]) != snapMagic {
+	if err != nil || len(h) < 22 || string(h[:8]) != snapMagic {
 		return bad("bad header")
 	}
-	created := time.UnixMilli(int64(binary.LittleEndian.Uint64(h[12:])))
+	created := time.UnixMilli(int64(binary.LittleEndian.Uint64(h[14:]))) // after magic, version, 4 layout bytes
 	tr := &frameReader{f: f, off: at, end: size - snapFooterSize}
 	p, err := tr.next()
 	if err != nil {

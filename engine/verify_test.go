@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -156,4 +157,17 @@ func TestRepairTornTailAndSnapshot(t *testing.T) {
 	require.True(t, rep.OK(), "%v", rep.Problems)
 	require.True(t, rep.SnapshotUsed)
 	require.EqualValues(t, 3000-429, rep.Keys)
+}
+
+// TestSnapshotInfoCreated: the creation time is read where the writer puts
+// it (a regression: it was read 2 bytes early, giving a date in the year
+// 3,731,210).
+func TestSnapshotInfoCreated(t *testing.T) {
+	fs, _ := verifyFixture(t)
+	si, err := ReadSnapshotInfo(fs, "/db")
+	require.NoError(t, err)
+	require.NotNil(t, si)
+	age := time.Since(si.Created)
+	require.True(t, age >= 0 && age < time.Minute, "created %v", si.Created)
+	require.EqualValues(t, 3000-429, si.Entries)
 }

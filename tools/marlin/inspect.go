@@ -172,7 +172,7 @@ func buildInspect(dir string, st engine.Stats, now time.Time) (*inspectReport, e
 // snapshotCoverage works out how much of the log the snapshot covers: Open
 // loads it, then replays the log from its replay position.
 func snapshotCoverage(si *engine.SnapshotInfo, st engine.Stats, now time.Time) *inspectSnapshot {
-	created := snapshotCreated(si)
+	created := si.Created.UTC()
 	s := &inspectSnapshot{File: segName(si.File), Created: created, AgeSeconds: now.Sub(created).Seconds(),
 		Entries: si.Entries, SegmentsNamed: si.Segments, UsedByOpen: st.OpenedFromSnapshot,
 		ReplayFrom:  fmt.Sprintf("%s@%d", segment.FileName(si.ReplayGen), si.ReplayOffset),
@@ -197,19 +197,6 @@ func snapshotCoverage(si *engine.SnapshotInfo, st engine.Stats, now time.Time) *
 		s.CoveredShare = 1
 	}
 	return s
-}
-
-// snapshotCreated works around an engine bug: ReadSnapshotInfo reads the
-// creation time at offset 12 of the header payload, where docs/format.md
-// (and the writer) put it at offset 14, so it returns the time in Unix ms
-// shifted left by 16 bits (bytes 12 and 13 are zero). A value that large
-// (after the year 6000) cannot be a real creation time: shift it back.
-func snapshotCreated(si *engine.SnapshotInfo) time.Time {
-	ms := si.Created.UnixMilli()
-	if ms >= 1<<47 && ms&0xffff == 0 {
-		ms >>= 16
-	}
-	return time.UnixMilli(ms).UTC()
 }
 
 func writeInspect(w io.Writer, r *inspectReport) {

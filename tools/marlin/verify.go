@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/marlinkv/marlin/engine"
 )
@@ -120,7 +119,7 @@ func writeVerify(w io.Writer, dir string, rep *engine.VerifyReport) {
 // a rebuild fixes) from damage found scanning the log. The engine does not
 // classify them, so this goes by its wording: every index problem mentions
 // the index, no log problem does.
-func isIndexProblem(p engine.VerifyProblem) bool { return strings.Contains(p.What, "index") }
+func isIndexProblem(p engine.VerifyProblem) bool { return p.Index }
 
 func hasLogDamage(rep *engine.VerifyReport) bool {
 	for _, p := range rep.Problems {
