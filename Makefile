@@ -41,6 +41,18 @@ bench-10m:
 	$(GO) test -run '^$$' -bench Load10M -benchtime 1x -timeout 30m ./engine/
 	MARLIN_BENCH_VALUE=100 $(GO) test -run '^$$' -bench Load10M -benchtime 1x -timeout 30m ./engine/
 
+# Marlin beside Pebble, Badger, bbolt and a Go map (bench/peers, a module of
+# its own): 10 million thin records, then 10 million 100-byte values. Each
+# engine runs in its own process; prints one markdown table per size.
+.PHONY: bench-peers bench-peers-quick
+bench-peers:
+	cd bench/peers && $(GO) run ./cmd/peerbench -keys 10000000 -value-size 8
+	cd bench/peers && $(GO) run ./cmd/peerbench -keys 10000000 -value-size 100
+
+# The same at 200,000 keys, to check it runs.
+bench-peers-quick:
+	cd bench/peers && $(GO) run ./cmd/peerbench -keys 200000 -gets 200000 -value-size 8
+
 # One pass of each benchmark, to check they run.
 bench-quick:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
