@@ -4,6 +4,7 @@ package peers
 
 import (
 	"errors"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -53,6 +54,27 @@ func (s *badgerStore) Get(dst, key []byte) ([]byte, bool, error) {
 		return dst, false, nil
 	}
 	return dst, found, err
+}
+
+// Settle waits until Badger's compactors have nothing to pick, a second
+// running: no level whose adjusted score is 1 or more, and L0 under its
+// score of 1 (the rules of Badger's compactor loop).
+func (s *badgerStore) Settle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	quiet := 0
+	for time.Now().Before(deadline) {
+		busy := false
+		for _, l := range s.db.Levels() {
+			busy = busy || l.Adjusted >= 1 || l.Level == 0 && l.Score >= 1
+		}
+		if busy {
+			quiet = 0
+		} else if quiet++; quiet >= 10 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil // still busy: measure anyway (the settle time shows it)
 }
 
 func (s *badgerStore) Close() error { return s.db.Close() }

@@ -49,6 +49,7 @@ type Result struct {
 	Goroutines int    `json:"goroutines"`
 
 	LoadSecs   float64 `json:"load_seconds"`
+	SettleSecs float64 `json:"settle_seconds"` // waiting for compactions after the load (Settler)
 	PutsPerSec float64 `json:"puts_per_sec"`
 	GetsPerSec float64 `json:"gets_per_sec"`
 	MissPerSec float64 `json:"miss_gets_per_sec"`
@@ -71,6 +72,9 @@ type Result struct {
 	Wrong  []string `json:"wrong,omitempty"`
 	Error  string   `json:"error,omitempty"` // the run failed (set by the parent for crashes)
 }
+
+// settleTimeout bounds the wait for a store's background work.
+const settleTimeout = 15 * time.Minute
 
 // Run runs the workload against e in this process and measures it.
 func Run(e Engine, c Config) (*Result, error) {
@@ -104,6 +108,18 @@ func Run(e Engine, c Config) (*Result, error) {
 		return res, fmt.Errorf("load: %w", err)
 	}
 	res.PutsPerSec = float64(c.Keys) / res.LoadSecs
+	if st, ok := s.(Settler); ok {
+		start = time.Now()
+		err := st.Settle(settleTimeout)
+		res.SettleSecs = time.Since(start).Seconds()
+		if err != nil {
+			s.Close()
+			return res, fmt.Errorf("settle: %w", err)
+		}
+		if c.Progress != nil {
+			fmt.Fprintf(c.Progress, "%s: background work after the load took %.1fs\n", e.Name, res.SettleSecs)
+		}
+	}
 	res.RSSAnonLoaded = settledRSSAnon()
 
 	for _, absent := range []bool{false, true} {

@@ -5,6 +5,7 @@ package peers
 import (
 	"errors"
 	"log"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -66,6 +67,28 @@ func (s *pebbleStore) Get(dst, key []byte) ([]byte, bool, error) {
 	}
 	dst = append(dst, v...)
 	return dst, true, closer.Close()
+}
+
+// Settle waits until no flush or compaction runs and none is owed (the
+// estimated compaction debt is zero), or for a second of quiet if some
+// debt stays without a compaction being picked.
+func (s *pebbleStore) Settle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	quiet := 0
+	for time.Now().Before(deadline) {
+		m := s.db.Metrics()
+		busy := m.Compact.NumInProgress > 0 || m.Flush.NumInProgress > 0
+		if !busy && m.Compact.EstimatedDebt == 0 {
+			return nil
+		}
+		if busy {
+			quiet = 0
+		} else if quiet++; quiet >= 10 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil // still busy: measure anyway (the settle time shows it)
 }
 
 // Close flushes the memtables so the restart measures an open, not a WAL

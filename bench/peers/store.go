@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Store is the little a workload needs from a key-value store.
@@ -23,6 +24,14 @@ type Store interface {
 	Get(dst, key []byte) (v []byte, ok bool, err error)
 	// Close makes everything written durable and releases the store.
 	Close() error
+}
+
+// Settler is implemented by stores that a load leaves with background work
+// (LSM trees and their compactions). Settle waits until that work is done,
+// or timeout passes, so that the gets measure the store at rest instead of
+// its compactions competing for the CPUs; the wait is reported.
+type Settler interface {
+	Settle(timeout time.Duration) error
 }
 
 // Engine describes one store and how it is configured.

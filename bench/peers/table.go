@@ -40,7 +40,8 @@ func WriteTable(w io.Writer, h Header, results []*Result) {
 			humanize.IBytes(uint64(max(r.RSSAnon, 0))), r.RAMPerKey, disk, restart, cell(r.Short))
 	}
 	fmt.Fprintf(w, "\nLoad: %s records in batches of %d from one goroutine, no fsync per batch (keys and values from bench.Key and bench.Value: "+
-		"random-looking keys, incompressible values). Then %s random gets of present keys and %s of absent keys from %d goroutines; "+
+		"random-looking keys, incompressible values); puts/s counts the load alone. Stores that compact in the background "+
+		"(Pebble, Badger) are then left to finish (the notes give how long) so the gets measure the store at rest. Then %s random gets of present keys and %s of absent keys from %d goroutines; "+
 		"every answer is checked. Each engine runs in its own process, built with only that engine. RssAnon is read after the gets "+
 		"(caches warm), after a GC that returns free memory to the OS; RAM B/key is its growth since before Open over the keys. "+
 		"RssAnon leaves out the page cache, which serves Marlin's segments, bbolt's file and Badger's tables through mmap. "+
@@ -51,6 +52,9 @@ func WriteTable(w io.Writer, h Header, results []*Result) {
 	fmt.Fprintln(w)
 	for _, r := range results {
 		switch {
+		case r.Config != "" && r.SettleSecs > 0:
+			fmt.Fprintf(w, "- **%s** %s: %s. After the load, its background compactions ran another %s before the gets began.\n",
+				r.Engine, r.Version, r.Config, secs(r.SettleSecs))
 		case r.Config != "":
 			fmt.Fprintf(w, "- **%s** %s: %s.\n", r.Engine, r.Version, r.Config)
 		default:

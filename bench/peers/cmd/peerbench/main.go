@@ -219,8 +219,11 @@ func runEngine(ctx context.Context, o options, name, tmp string, stderr io.Write
 	switch {
 	case readErr != nil && runErr != nil:
 		why := runErr.Error()
-		if ctx.Err() != nil {
-			why = fmt.Sprintf("killed after %s (%v)", o.timeout, ctx.Err())
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			why = fmt.Sprintf("killed after the -timeout of %s", o.timeout)
+		case ctx.Err() != nil:
+			why = "interrupted"
 		}
 		return fail("%s: %s", why, tail.last(3))
 	case readErr != nil:
