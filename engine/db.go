@@ -136,8 +136,14 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	lockFn := o.FS.Lock
 	if o.ReadOnly {
-		if fi, err := o.FS.Stat(dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("marlin: open %s read-only: not a directory (%v)", dir, err)
+		fi, err := o.FS.Stat(dir)
+		if err != nil {
+			// Wrapped, so that callers can tell a missing directory
+			// (fs.ErrNotExist) from an I/O error.
+			return nil, fmt.Errorf("marlin: open %s read-only: %w", dir, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("marlin: open %s read-only: not a directory", dir)
 		}
 		lockFn = o.FS.RLock
 	} else if err := o.FS.MkdirAll(dir, 0o755); err != nil {

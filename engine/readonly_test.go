@@ -1,6 +1,8 @@
 package engine
 
 import (
+	iofs "io/fs"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -69,4 +71,28 @@ func listSizes(t *testing.T, fs vfs.FS, dir string) map[string]int64 {
 		m[n] = fi.Size()
 	}
 	return m
+}
+
+// TestReadOnlyOpenWrapsStatError: a read-only Open of a directory it cannot
+// stat returns the cause wrapped, so a missing directory is fs.ErrNotExist
+// and an injected I/O error is recognizable (a regression: the cause was
+// formatted with %v and lost; found by the error sweep).
+func TestReadOnlyOpenWrapsStatError(t *testing.T) {
+	mem := vfs.NewMem()
+	_, err := Open("/missing", &Options{FS: mem, ReadOnly: true, Logger: discardLogger})
+	require.ErrorIs(t, err, iofs.ErrNotExist)
+
+	db, err := Open("/db", testOpts(mem))
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	fs := vfs.NewErrorFS(mem, vfs.OnKind(vfs.ErrInjectedIO, vfs.OpStat))
+	_, err = Open("/db", &Options{FS: fs, ReadOnly: true, Logger: discardLogger})
+	require.ErrorIs(t, err, vfs.ErrInjected)
+	require.ErrorIs(t, err, syscall.EIO)
+
+	f, err := mem.Create("/file")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	_, err = Open("/file", &Options{FS: mem, ReadOnly: true, Logger: discardLogger})
+	require.ErrorContains(t, err, "not a directory")
 }
