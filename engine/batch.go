@@ -54,6 +54,9 @@ func (b *Batch) Reset() {
 	b.data = b.data[:0]
 }
 
+// syncMarkMax is the size of the largest sync mark record.
+var syncMarkMax = segment.Size(0, len(segment.EncodeSyncMark(segment.MaxSegmentSize)), false)
+
 func (b *Batch) key(op *batchOp) []byte { return b.data[op.keyOff : op.keyOff+op.klen] }
 func (b *Batch) value(op *batchOp) []byte {
 	return b.data[op.vOff : op.vOff+op.vlen]
@@ -120,6 +123,17 @@ func (db *DB) Write(b *Batch) error {
 	if err := db.ensureRoomLocked(int64(total)); err != nil {
 		db.mu.Unlock()
 		return err
+	}
+	// If the batch (and a sync mark) fits in the write buffer but not in
+	// its free room, flush now: a flush that fails (a full disk) then
+	// fails the batch before any of it is appended, and the handle stays
+	// usable. Only a batch larger than the buffer still flushes midway,
+	// where a failure must fail the handle (below).
+	if room := len(db.tail.buf) - int(db.tail.n.Load()); total+syncMarkMax <= len(db.tail.buf) && total+syncMarkMax > room {
+		if err := db.flushLocked(); err != nil {
+			db.mu.Unlock()
+			return err
+		}
 	}
 	locs := make([]uint64, len(b.ops))
 	sizes := make([]int, len(b.ops))
