@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -80,6 +81,49 @@ func TestDiskFullGroupCommitWaiters(t *testing.T) {
 	inj.Enable()
 	err = db.Put([]byte("full"), []byte("2"))
 	require.ErrorIs(t, err, syscall.ENOSPC)
+	inj.Disable()
+	require.NoError(t, db.Put([]byte("ok2"), []byte("3")))
+	require.NoError(t, db.Close())
+}
+
+// TestDiskFullGroupCommitLostWakeup: a SyncGroup writer whose kick starts a
+// flush that fails before the writer begins to wait gets the error (a
+// regression: the writer read the failure count after the failure and
+// waited forever; found by the error sweep under the race detector). The
+// hook holds the writer between its kick and its wait until the flush has
+// failed.
+func TestDiskFullGroupCommitLostWakeup(t *testing.T) {
+	mem := vfs.NewMem()
+	inj := vfs.OnKind(vfs.ErrInjectedNoSpace, vfs.OpWrite)
+	inj.Disable()
+	o := testOpts(vfs.NewErrorFS(mem, inj))
+	o.Sync = SyncGroup
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("ok"), []byte("1")))
+
+	waitDurableHook = func() {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			db.syncMu.Lock()
+			n := db.flushFails
+			db.syncMu.Unlock()
+			if n > 0 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	defer func() { waitDurableHook = nil }()
+	inj.Enable()
+	done := make(chan error, 1)
+	go func() { done <- db.Put([]byte("full"), []byte("2")) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, syscall.ENOSPC)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer missed the failed flush and waits forever")
+	}
+	waitDurableHook = nil
 	inj.Disable()
 	require.NoError(t, db.Put([]byte("ok2"), []byte("3")))
 	require.NoError(t, db.Close())

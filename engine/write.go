@@ -385,13 +385,23 @@ func (db *DB) commitLocked(loc uint64, size int) error {
 
 // waitDurable waits until sf is durable up to end.
 func (db *DB) waitDurable(sf *segFile, end int64) error {
+	// Note the flush failures before kicking the flusher: the flush the
+	// kick starts may fail before this goroutine gets syncMu, and a count
+	// read after that would wait for a failure that already happened
+	// (forever, when no other write comes). Every flush that starts after
+	// the record was appended covers it.
+	db.syncMu.Lock()
+	fails := db.flushFails
+	db.syncMu.Unlock()
 	select {
 	case db.syncKick <- struct{}{}:
 	default:
 	}
+	if waitDurableHook != nil {
+		waitDurableHook()
+	}
 	db.syncMu.Lock()
 	defer db.syncMu.Unlock()
-	fails := db.flushFails
 	for sf.durable.Load() < end && db.syncErr == nil && db.flushFails == fails {
 		db.syncCond.Wait()
 	}
@@ -405,6 +415,10 @@ func (db *DB) waitDurable(sf *segFile, end int64) error {
 	// buffered and may become durable with a later flush.
 	return db.flushErr
 }
+
+// waitDurableHook, if set (by tests), runs in waitDurable between the kick
+// and the wait.
+var waitDurableHook func()
 
 // noteFlushError wakes the group-commit waiters with a failed flush's
 // error.
