@@ -11,6 +11,7 @@ import (
 	"github.com/marlinkv/marlin/index"
 
 	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 // Recovery rebuilds the index by replaying every segment, oldest
@@ -288,7 +289,12 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 			return fail(fmt.Errorf("marlin: read %s: %w", name, err))
 		}
 	}
-	if newest && (size < segment.HeaderSize || bytes.Count(hb, []byte{0}) == len(hb)) {
+	// A crash during creation leaves at most the header's bytes, unsynced:
+	// a short file or zeros. Records are appended only after the header
+	// is fsynced, so a zeroed header followed by anything but zeros is
+	// damage to a segment that held data, not a torn creation: it falls
+	// through to the header check below and is reported.
+	if newest && (size < segment.HeaderSize || isZero(hb) && zeroFrom(f, segment.HeaderSize, size)) {
 		_ = sf.close()
 		if db.opts.ReadOnly {
 			db.opts.Logger.Warn("marlin: ignoring segment torn at creation", "file", name, "size", size)
@@ -328,6 +334,23 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 	sf.marked = size
 	db.segs[sf.id].Store(sf)
 	return sf, nil
+}
+
+// isZero reports whether b holds only zeros.
+func isZero(b []byte) bool { return bytes.Count(b, []byte{0}) == len(b) }
+
+// zeroFrom reports whether bytes [from, size) of f are all zero (a read
+// error counts as not zero, so the segment is reported, never removed).
+func zeroFrom(f vfs.File, from, size int64) bool {
+	buf := make([]byte, min(size-from, 64<<10))
+	for off := from; off < size; {
+		n := min(int64(len(buf)), size-off)
+		if _, err := f.ReadAt(buf[:n], off); err != nil || !isZero(buf[:n]) {
+			return false
+		}
+		off += n
+	}
+	return true
 }
 
 // replaySegment feeds a segment's committed records from offset from on to

@@ -1163,3 +1163,40 @@ func TestWriteOverCorruptRecord(t *testing.T) {
 	require.Equal(t, "new", string(v))
 	require.NoError(t, db.ix.Check())
 }
+
+// TestZeroedHeaderWithRecordsIsCorrupt: a newest segment whose header reads
+// as zeros but which holds records after it is damage, reported as
+// ErrCorrupt, not a torn creation (a regression: Open removed the file and
+// every acknowledged record in it without a word; found while writing
+// FuzzOpenMutatedSegment). A torn creation (only the header's bytes, zeroed)
+// is still removed.
+func TestZeroedHeaderWithRecordsIsCorrupt(t *testing.T) {
+	fs, files := rcMultiSegment(t, 120)
+	newest := files[len(files)-1]
+	orig := rcRead(t, fs, newest)
+	d := bytes.Clone(orig)
+	clear(d[:segment.HeaderSize])
+	rcWrite(t, fs, newest, d)
+	for _, ro := range []bool{false, true} {
+		o := rcOpts(fs, 4096)
+		o.ReadOnly = ro
+		_, err := Open(rcDir, o)
+		rcRequireCorrupt(t, err, newest, 0, "read-only %v", ro)
+		require.Equal(t, d, rcRead(t, fs, newest), "the damaged segment is kept")
+	}
+	rcWrite(t, fs, newest, orig)
+	db, err := Open(rcDir, rcOpts(fs, 4096))
+	require.NoError(t, err)
+	rcCheck(t, db, 120, nil)
+	require.NoError(t, db.Close())
+
+	// A torn creation: a header's worth of zeros after the newest segment.
+	gen := rcGen(t, files[len(files)-1]) + 1
+	torn := fmt.Sprintf("%s/%s", rcDir, segment.FileName(gen))
+	rcWrite(t, fs, torn, make([]byte, segment.HeaderSize))
+	db, err = Open(rcDir, rcOpts(fs, 4096))
+	require.NoError(t, err)
+	rcCheck(t, db, 120, nil)
+	require.NoError(t, db.Close())
+	require.NotContains(t, rcSegFiles(t, fs, rcDir), torn, "a torn creation is removed")
+}
