@@ -15,14 +15,13 @@ func init() {
 	Register(Engine{
 		Name:  "pebble",
 		Short: "1 GiB cache, bloom 10, NoSync",
-		Config: "1 GiB block cache, 64 MiB memtables, bloom filters of 10 bits/key on every level " +
+		Config: "1 GiB block cache, bloom filters of 10 bits/key on every level " +
 			"(Pebble's suggested filter for point lookups), newest format; WAL on, batches committed " +
 			"with pebble.NoSync; Flush before Close; other options default",
 		Module: "github.com/cockroachdb/pebble/v2",
 		Open: func(dir string) (Store, error) {
 			opts := &pebble.Options{
 				CacheSize:          1 << 30,
-				MemTableSize:       64 << 20,
 				FormatMajorVersion: pebble.FormatNewest,
 				Logger:             quietPebbleLogger{},
 			}

@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ type options struct {
 	pkg      string
 	child    string
 	out      string
+	profile  string
 }
 
 func main() {
@@ -71,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.children, "children", "build", "how to get each child: build (go build -tags peer_ENGINE) or self (re-execute this binary)")
 	fs.StringVar(&o.pkg, "pkg", defaultPkg, "package to build the children from")
+	fs.StringVar(&o.profile, "cpuprofile", "", "write each engine's CPU profile to DIR/ENGINE.cpu.prof (a child: to this file)")
 	fs.StringVar(&o.child, "child", "", "internal: run ENGINE in this process")
 	fs.StringVar(&o.out, "out", "", "internal: the child's result file")
 	if err := fs.Parse(args); err != nil {
@@ -99,6 +102,19 @@ func runChild(o options, stderr io.Writer) int {
 		err = fmt.Errorf("engine %q is not built into this binary (built in: %s; build with -tags peer_%s or peer_all)",
 			o.child, strings.Join(peers.BuiltIn(), ", "), o.child)
 	} else {
+		if o.profile != "" {
+			f, err := os.Create(o.profile)
+			if err != nil {
+				fmt.Fprintf(stderr, "peerbench: %v\n", err)
+				return 1
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintf(stderr, "peerbench: %v\n", err)
+				return 1
+			}
+			defer pprof.StopCPUProfile()
+		}
 		o.cfg.Progress, o.cfg.Dir = stderr, o.dir
 		if o.dir == "" {
 			err = errors.New("-child needs -dir")
@@ -207,6 +223,9 @@ func runEngine(ctx context.Context, o options, name, tmp string, stderr io.Write
 		"-value-size", strconv.Itoa(c.ValueSize), "-batch", strconv.Itoa(c.Batch),
 		"-gets", strconv.FormatInt(c.Gets, 10), "-goroutines", strconv.Itoa(c.Goroutines),
 		"-seed", strconv.FormatUint(c.Seed, 10))
+	if o.profile != "" {
+		cmd.Args = append(cmd.Args, "-cpuprofile", filepath.Join(o.profile, name+".cpu.prof"))
+	}
 	tail := &tailWriter{w: stderr}
 	cmd.Stdout, cmd.Stderr = tail, tail
 	cmd.WaitDelay = 10 * time.Second

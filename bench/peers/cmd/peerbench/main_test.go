@@ -112,8 +112,9 @@ func TestChildRunsBuiltInEngine(t *testing.T) {
 	dir := t.TempDir()
 	outFile := filepath.Join(dir, "r.json")
 	var out, errOut bytes.Buffer
+	prof := filepath.Join(dir, "map.cpu.prof")
 	code := run([]string{"-child", "map", "-dir", filepath.Join(dir, "data"), "-out", outFile, "-keys", "1000",
-		"-gets", "1000"}, &out, &errOut)
+		"-gets", "1000", "-cpuprofile", prof}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
@@ -127,6 +128,9 @@ func TestChildRunsBuiltInEngine(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("the child wrote to stdout: %q", out.String())
+	}
+	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+		t.Errorf("no CPU profile: %v", err)
 	}
 }
 
