@@ -68,6 +68,8 @@ type Result struct {
 	CloseSecs   float64 `json:"close_seconds"`
 	RestartSecs float64 `json:"restart_seconds"` // reopen of the closed store
 
+	LoadAvg float64 `json:"load_avg_1m"` // the host's 1-minute load average at the end (other work competes for the CPUs)
+
 	Errors int64    `json:"errors"` // wrong answers
 	Wrong  []string `json:"wrong,omitempty"`
 	Error  string   `json:"error,omitempty"` // the run failed (set by the parent for crashes)
@@ -183,6 +185,7 @@ func Run(e Engine, c Config) (*Result, error) {
 		}
 	}
 	res.DiskPerKey = float64(res.DiskBytes) / float64(c.Keys)
+	res.LoadAvg = loadAvg()
 	res.Errors, res.Wrong = ck.n.Load(), ck.samples
 	if res.Errors > 0 {
 		return res, fmt.Errorf("%d wrong answers, first: %s", res.Errors, res.Wrong[0])
@@ -318,6 +321,20 @@ func vmRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// loadAvg returns the 1-minute load average (0 where unknown).
+func loadAvg() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return 0
+	}
+	x, _ := strconv.ParseFloat(f[0], 64)
+	return x
 }
 
 // DiskUsage returns the bytes allocated to the files under dir (as du

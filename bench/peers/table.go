@@ -51,12 +51,16 @@ func WriteTable(w io.Writer, h Header, results []*Result) {
 	fmt.Fprintln(w, "\nHow each engine is configured:")
 	fmt.Fprintln(w)
 	for _, r := range results {
+		load := ""
+		if r.LoadAvg > 0 {
+			load = fmt.Sprintf(" Host load average at the end of its run: %.1f.", r.LoadAvg)
+		}
 		switch {
 		case r.Config != "" && r.SettleSecs > 0:
-			fmt.Fprintf(w, "- **%s** %s: %s. After the load, its background compactions ran another %s before the gets began.\n",
-				r.Engine, r.Version, r.Config, secs(r.SettleSecs))
+			fmt.Fprintf(w, "- **%s** %s: %s. After the load, its background compactions ran another %s before the gets began.%s\n",
+				r.Engine, r.Version, r.Config, secs(r.SettleSecs), load)
 		case r.Config != "":
-			fmt.Fprintf(w, "- **%s** %s: %s.\n", r.Engine, r.Version, r.Config)
+			fmt.Fprintf(w, "- **%s** %s: %s.%s\n", r.Engine, r.Version, r.Config, load)
 		default:
 			fmt.Fprintf(w, "- **%s**: did not run (%s).\n", r.Engine, cell(r.Error))
 		}
