@@ -375,6 +375,14 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[
 			"offset", end, "dropped", size-end, "reason", err)
 		db.st.truncated.Add(size - end)
 	}
+	if end > size && !newest {
+		// Only a torn write can end a file inside a record's zero padding
+		// (records are appended whole). Every other segment was fsynced
+		// whole, so it has been cut short since, maybe losing records
+		// after the cut: damage, reported like any other.
+		return end, &segment.CorruptError{File: sf.name, Offset: size,
+			Reason: "segment ends inside the padding of a record (cut short after it was synced)"}
+	}
 	if end != size && db.opts.ReadOnly {
 		// Leave the file alone; just never read past the valid end.
 		sf.flushed.Store(min(end, size))

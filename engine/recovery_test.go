@@ -1200,3 +1200,41 @@ func TestZeroedHeaderWithRecordsIsCorrupt(t *testing.T) {
 	require.NoError(t, db.Close())
 	require.NotContains(t, rcSegFiles(t, fs, rcDir), torn, "a torn creation is removed")
 }
+
+// TestSealedSegmentCutInPadding: a sealed segment that ends inside a
+// record's zero padding was cut short after it was fsynced (only the newest
+// segment can be torn), maybe losing the records after the cut: Open
+// reports ErrCorrupt, read-only or not (a regression: a writable Open tried
+// to extend the read-only file and failed with EBADF, and a read-only Open
+// silently lost the records after the cut; found by FuzzOpenMutatedSegment).
+func TestSealedSegmentCutInPadding(t *testing.T) {
+	fs, files := rcMultiSegment(t, 120)
+	require.GreaterOrEqual(t, len(files), 2)
+	sealed := files[0]
+	orig := rcRead(t, fs, sealed)
+	recs := rcLayout(t, orig, rcGen(t, sealed))
+	cut := int64(-1)
+	for _, r := range recs[len(recs)/2:] {
+		var tmp [binary.MaxVarintLen64]byte
+		unpadded := r.off + 12 + int64(binary.PutUvarint(tmp[:], uint64(len(r.key)))+
+			binary.PutUvarint(tmp[:], uint64(len(r.value)))+len(r.key)+len(r.value))
+		if unpadded < r.off+int64(r.size) {
+			cut = unpadded
+			break
+		}
+	}
+	require.Positive(t, cut, "a record with padding")
+	rcWrite(t, fs, sealed, orig[:cut])
+	for _, ro := range []bool{true, false} {
+		o := rcOpts(fs, 4096)
+		o.ReadOnly = ro
+		_, err := Open(rcDir, o)
+		rcRequireCorrupt(t, err, sealed, cut, "read-only %v", ro)
+		require.Equal(t, orig[:cut], rcRead(t, fs, sealed), "the damaged segment is kept as it is")
+	}
+	rcWrite(t, fs, sealed, orig)
+	db, err := Open(rcDir, rcOpts(fs, 4096))
+	require.NoError(t, err)
+	rcCheck(t, db, 120, nil)
+	require.NoError(t, db.Close())
+}
