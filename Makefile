@@ -4,7 +4,7 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) 
 STATICCHECK_VERSION ?= v0.8.2
 BIN         ?= bin
 
-.PHONY: all build test race short lint tools bench bench-10m bench-quick clean
+.PHONY: all build test race short lint tools bench bench-10m bench-quick clean fuzz crash
 
 all: build test
 
@@ -12,10 +12,38 @@ build:
 	$(GO) build ./...
 	$(GO) build -o $(BIN)/marlin ./tools/marlin
 
-# The test command (README, CI): vet, then every test with the race detector.
+# The test command (README, CI): vet, then every test with the race detector
+# (including a bounded crash sweep, error sweep, corruption sweep and 20
+# kills of a writing child process), then each fuzz target for 10 s.
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+# Fuzz targets (package:target); make fuzz runs each for FUZZTIME.
+FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment
+FUZZTIME ?= 60s
+
+fuzz:
+	@log=$$(mktemp); for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg), $(FUZZTIME)"; \
+		if ! $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x $$pkg >$$log 2>&1; then \
+			cat $$log; rm -f $$log; exit 1; fi; \
+		grep 'fuzz: elapsed' $$log | tail -n 1; \
+	done; rm -f $$log
+
+# The long crash tests: the crash sweep (every file operation of longer
+# workloads, more seeds, three crash images per point, every check), the
+# error sweep (every operation failed in turn), the corruption sweep (every
+# byte), and N kills of a child process writing to real files.
+# The full output is kept in crash.log.
+N ?= 1000
+crash:
+	@if MARLIN_CRASH_SWEEP=long MARLIN_KILLS=$(N) $(GO) test -count=1 -timeout 6h -v \
+		-run '^(TestCrashSweep|TestErrorSweep|TestCorruptionSweep|TestCorruptionSweepOpen|TestKillLoop)$$' ./engine/ >crash.log 2>&1; \
+	then grep -E '^(--- |ok)|crash points|errors injected|damaged|kill loop' crash.log; \
+	else grep -E '^(--- |FAIL)|Error|Messages|panic' crash.log | head -n 60; echo "see crash.log"; exit 1; fi
 
 # Without the race detector (faster).
 short:
