@@ -29,7 +29,7 @@ func (db *DB) Checkpoint(destDir string) error {
 		return err
 	}
 	defer db.bg.Done()
-	if err := db.fs.MkdirAll(destDir, 0o755); err != nil {
+	if err := mkdirDurable(db.fs, destDir); err != nil {
 		return fmt.Errorf("marlin: checkpoint: %w", err)
 	}
 	names, err := db.fs.List(destDir)

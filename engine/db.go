@@ -146,7 +146,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 			return nil, fmt.Errorf("marlin: open %s read-only: not a directory", dir)
 		}
 		lockFn = o.FS.RLock
-	} else if err := o.FS.MkdirAll(dir, 0o755); err != nil {
+	} else if err := mkdirDurable(o.FS, dir); err != nil {
 		return nil, fmt.Errorf("marlin: create %s: %w", dir, err)
 	}
 	lock, err := lockFn(filepath.Join(dir, LockFileName))

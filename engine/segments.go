@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	iofs "io/fs"
 	"path/filepath"
 
 	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 // freeIDLocked returns the lowest unused segment id.
@@ -92,5 +95,35 @@ func (db *DB) rollLocked() error {
 	}
 	db.st.rolls.Add(1)
 	db.kickCompactor()
+	return nil
+}
+
+// mkdirDurable creates dir and any missing parents and fsyncs the parent of
+// each directory it created: a new directory's entry is durable only once
+// its parent is synced (DESIGN-NOTES rule 2), and everything in a new
+// database or checkpoint directory depends on it.
+func mkdirDurable(fs vfs.FS, dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		_, err := fs.Stat(d)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, iofs.ErrNotExist) {
+			return err
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range created {
+		if err := fs.SyncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
