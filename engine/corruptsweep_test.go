@@ -40,7 +40,7 @@ func TestCorruptionSweep(t *testing.T) {
 	if swEnvLong() {
 		stride = 1
 	}
-	base, model := corruptFixture(t)
+	base, model, hist := corruptFixtureHistory(t)
 	files := rcSegFiles(t, base, rcDir)
 	require.GreaterOrEqual(t, len(files), 3)
 	snaps := snapshotFiles(t, base)
@@ -58,9 +58,17 @@ func TestCorruptionSweep(t *testing.T) {
 				}
 				cases++
 				what := fmt.Sprintf("%s: %s at %d", path, kind, off)
+				var torn map[string]bool
+				if path == targets[1] {
+					n := 8
+					if kind == "flip" {
+						n = 1
+					}
+					torn = tornKeys(t, orig, rcGen(t, path), int64(off), int64(min(off+n, len(orig))))
+				}
 				img := base.CrashClone(nil)
 				rcWrite(t, img, path, d)
-				checkDamagedImage(t, img, model, path, isSnap, off%(16*stride) == 0, what)
+				checkDamagedImage(t, img, model, hist, torn, path, isSnap, off%(16*stride) == 0, what)
 			}
 		}
 	}
@@ -89,11 +97,19 @@ func corruptBytes(b []byte, off int, kind string) []byte {
 // overwrites, deletes, a batch and TTLs, and a snapshot, and returns it
 // with its contents.
 func corruptFixture(t *testing.T) (*vfs.MemFS, map[string]string) {
+	fs, model, _ := corruptFixtureHistory(t)
+	return fs, model
+}
+
+// corruptFixtureHistory is corruptFixture that also returns every value
+// each key ever had.
+func corruptFixtureHistory(t *testing.T) (*vfs.MemFS, map[string]string, map[string][]string) {
 	fs := vfs.NewMem()
 	o := corruptOpts(fs)
 	db, err := Open(rcDir, o)
 	require.NoError(t, err)
 	model := map[string]string{}
+	hist := map[string][]string{}
 	for i := range 150 {
 		k, v := fmt.Sprintf("key-%03d", i), fmt.Sprintf("value-%03d-%s", i, bytes.Repeat([]byte{'v'}, 20+i%60))
 		require.NoError(t, db.Put([]byte(k), []byte(v)))
@@ -117,7 +133,58 @@ func corruptFixture(t *testing.T) (*vfs.MemFS, map[string]string) {
 		model[k] = v
 	}
 	require.NoError(t, db.Close())
-	return fs, model
+	for i := range 150 { // the values above, in order
+		k := fmt.Sprintf("key-%03d", i)
+		hist[k] = append(hist[k], fmt.Sprintf("value-%03d-%s", i, bytes.Repeat([]byte{'v'}, 20+i%60)))
+		if i%11 == 1 {
+			hist[k] = append(hist[k], fmt.Sprintf("batch-%03d", i))
+		}
+		if i%13 == 2 {
+			hist[k] = append(hist[k], fmt.Sprintf("ttl-%03d", i))
+		}
+	}
+	return fs, model, hist
+}
+
+// tornKeys returns the keys of the newest segment img (generation gen)
+// whose latest record a full replay may roll back when bytes [off, end)
+// are damaged: none, unless the damage reaches the last record, the sync
+// mark Close appended, so that no mark shows the damaged data was fsynced
+// and recovery takes it for a torn tail (Limitations). Then every key with
+// a record in the unit holding off, or after it, may read an older value
+// or be absent.
+func tornKeys(t *testing.T, img []byte, gen uint64, off, end int64) map[string]bool {
+	recs := rcLayout(t, img, gen)
+	mark := recs[len(recs)-1]
+	require.Equal(t, segment.KindSyncMark, mark.kind, "Close ends the newest segment with a sync mark")
+	if end <= mark.off {
+		return nil
+	}
+	i := 0
+	for i < len(recs)-1 && recs[i].off+int64(recs[i].size) <= off {
+		i++
+	}
+	// Back to the start of a batch: a batch is dropped whole.
+	for i > 0 {
+		r, _, err := segment.Decode(img[recs[i].off:], gen, recs[i].off, rcLim)
+		require.NoError(t, err)
+		if r.Kind != segment.KindBatchCommit && r.Flags&segment.FlagBatch == 0 && r.Kind != segment.KindSyncMark {
+			break
+		}
+		p, _, err := segment.Decode(img[recs[i-1].off:], gen, recs[i-1].off, rcLim)
+		require.NoError(t, err)
+		if p.Flags&segment.FlagBatch == 0 && p.Kind != segment.KindSyncMark {
+			break
+		}
+		i--
+	}
+	keys := map[string]bool{}
+	for _, r := range recs[i:] {
+		if r.key != "" {
+			keys[r.key] = true
+		}
+	}
+	return keys
 }
 
 func corruptOpts(fs vfs.FS) *Options {
@@ -126,8 +193,10 @@ func corruptOpts(fs vfs.FS) *Options {
 }
 
 // checkDamagedImage opens a damaged copy of the fixture and checks reads,
-// a full replay, and (with verify) Verify.
-func checkDamagedImage(t *testing.T, img *vfs.MemFS, model map[string]string, path string, isSnap, verify bool, what string) {
+// a full replay, and (with verify) Verify. In the full replay the keys in
+// torn may read an older value of theirs (hist) or be absent.
+func checkDamagedImage(t *testing.T, img *vfs.MemFS, model map[string]string, hist map[string][]string,
+	torn map[string]bool, path string, isSnap, verify bool, what string) {
 	t.Helper()
 	ro := corruptOpts(img)
 	ro.ReadOnly = true
@@ -137,9 +206,14 @@ func checkDamagedImage(t *testing.T, img *vfs.MemFS, model map[string]string, pa
 		require.False(t, isSnap, "%s: a damaged snapshot must be ignored, not fail Open", what)
 	} else {
 		corrupt := 0
-		for k, want := range model {
+		for k := range hist { // every key, deleted ones too
+			want, present := model[k]
 			v, err := db.Get([]byte(k))
 			switch {
+			case !present:
+				if !errors.Is(err, ErrNotFound) {
+					require.ErrorIs(t, err, ErrCorrupt, "%s: deleted key %s", what, k)
+				}
 			case err == nil:
 				require.Equal(t, want, string(v), "%s: key %s read a wrong value", what, k)
 			case errors.Is(err, ErrCorrupt):
@@ -158,10 +232,23 @@ func checkDamagedImage(t *testing.T, img *vfs.MemFS, model map[string]string, pa
 	db, err = Open(rcDir, full)
 	if err == nil {
 		// Only damage a full replay cannot see as such: in the snapshot,
-		// or a torn tail (past the newest segment's last sync mark, which
-		// a read-only open ignores). Nothing is lost either way.
-		for k, want := range model {
+		// or taken for a torn tail (past the newest segment's last sync
+		// mark, which a read-only open ignores).
+		for k := range hist {
+			want, present := model[k]
 			v, err := db.Get([]byte(k))
+			if torn[k] {
+				if err == nil {
+					require.Contains(t, hist[k], string(v), "%s: full replay: key %s read a value it never had", what, k)
+				} else {
+					require.ErrorIs(t, err, ErrNotFound, "%s: full replay: key %s", what, k)
+				}
+				continue
+			}
+			if !present {
+				require.ErrorIs(t, err, ErrNotFound, "%s: full replay: deleted key %s", what, k)
+				continue
+			}
 			require.NoError(t, err, "%s: full replay: key %s", what, k)
 			require.Equal(t, want, string(v), "%s: full replay: key %s", what, k)
 		}
