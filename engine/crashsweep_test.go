@@ -36,30 +36,33 @@ import (
 // (make crash) runs longer workloads, more seeds, three copies per point
 // and every check everywhere.
 func TestCrashSweep(t *testing.T) {
-	p := crashParams{steps: 80, seeds: 1, images: 1, fullEvery: 8}
+	p := crashParams{steps: 80, seeds: 1, images: 1, fullEvery: 8, nestedEvery: 4}
 	if testing.Short() {
 		p.steps = 40
 	}
 	if swEnvLong() {
-		p = crashParams{steps: 400, seeds: 4, images: 3, fullEvery: 1}
+		p = crashParams{steps: 400, seeds: 4, images: 3, fullEvery: 1, nestedEvery: 1}
 	}
-	points, images := 0, 0
+	points, images, nested := 0, 0, 0
 	for _, sm := range []SyncMode{SyncGroup, SyncAlways, SyncPeriodic, SyncNone} {
 		for seed := range uint64(p.seeds) {
 			t.Run(fmt.Sprintf("%v/seed=%d", sm, seed), func(t *testing.T) {
-				n, m := crashSweep(t, swConfig{sync: sm, seed: seed, steps: p.steps}, p)
+				n, m, k := crashSweep(t, swConfig{sync: sm, seed: seed, steps: p.steps}, p)
 				points += n
 				images += m
+				nested += k
 			})
 		}
 	}
-	t.Logf("crash sweep: %d crash points explored, %d crash images opened and checked", points, images)
+	t.Logf("crash sweep: %d crash points explored, %d crash images opened and checked, %d second crashes during their recovery",
+		points, images, nested)
 }
 
 type crashParams struct {
 	steps, seeds int
 	images       int // crash copies per point
 	fullEvery    int // walk every pair and Verify at every fullEvery-th point
+	nestedEvery  int // crash the recovery too at every nestedEvery-th point
 }
 
 // crashInjector calls at before every operation; it never fails one.
@@ -82,8 +85,9 @@ type crashPoint struct {
 }
 
 // crashSweep runs one workload, checking a crash at each of its operations,
-// and returns the number of crash points and of images checked.
-func crashSweep(t *testing.T, cfg swConfig, p crashParams) (int, int) {
+// and returns the number of crash points, of images checked, and of second
+// crashes during a recovery.
+func crashSweep(t *testing.T, cfg swConfig, p crashParams) (int, int, int) {
 	mem := vfs.NewMem()
 	points := make(chan crashPoint)
 	abort := make(chan struct{})
@@ -112,27 +116,46 @@ func crashSweep(t *testing.T, cfg swConfig, p crashParams) (int, int) {
 		close(points)
 	}()
 	start := time.Now()
-	n, m := 0, 0
+	n, m, nests := 0, 0, 0
 	for cp := range points {
 		n++
 		for i, c := range cp.clones {
 			m++
 			full := cp.k%int64(p.fullEvery) == 0
-			checkCrashImage(t, cfg, c, cp.snap, full, fmt.Sprintf("%v seed %d: crash before op %d (%v %s), copy %d",
+			var nested *rand.Rand
+			if cp.k%int64(p.nestedEvery) == 1%int64(p.nestedEvery) {
+				nested = rand.New(rand.NewPCG(cfg.seed, uint64(cp.k)<<8|uint64(i)|1<<7))
+			}
+			nests += checkCrashImage(t, cfg, c, cp.snap, full, nested, fmt.Sprintf("%v seed %d: crash before op %d (%v %s), copy %d",
 				cfg.sync, cfg.seed, cp.k, cp.op, cp.name, i))
 		}
 	}
 	require.NoError(t, <-done)
 	require.Empty(t, r.errs, "the crash sweep injects no errors")
-	t.Logf("%v seed %d: %d crash points in %v; workload: %s", cfg.sync, cfg.seed, n, time.Since(start), r.summary())
-	return n, m
+	t.Logf("%v seed %d: %d crash points (%d with a second crash during recovery) in %v; workload: %s",
+		cfg.sync, cfg.seed, n, nests, time.Since(start), r.summary())
+	return n, m, nests
 }
 
 // checkCrashImage opens a crash image and checks it against the model
 // snapshot taken at the crash; full adds a walk of every pair and Verify.
-func checkCrashImage(t *testing.T, cfg swConfig, fs *vfs.MemFS, s *swSnap, full bool, what string) {
+// With nested, a second power loss strikes at a random operation of the
+// first recovery (its Open, a write and Close), and that image must pass
+// the same check: recovery itself is crash-safe (a torn tail truncated,
+// then appended to, then torn again).
+// It returns the number of second crashes (0 or 1).
+func checkCrashImage(t *testing.T, cfg swConfig, fs *vfs.MemFS, s *swSnap, full bool, nested *rand.Rand, what string) int {
 	t.Helper()
 	o := swOpts(fs, cfg.sync)
+	var second *vfs.MemFS
+	if nested != nil {
+		at := int64(nested.IntN(48))
+		o.FS = vfs.NewErrorFS(fs, &crashInjector{at: func(k int64, _ vfs.Op, _ string) {
+			if k == at {
+				second = fs.CrashClone(nested)
+			}
+		}})
+	}
 	db, err := Open("/db", o)
 	require.NoError(t, err, "%s: open", what)
 	obs, err := swObserve(db, s.keys, s.writes, full)
@@ -141,6 +164,7 @@ func checkCrashImage(t *testing.T, cfg swConfig, fs *vfs.MemFS, s *swSnap, full 
 	require.NoError(t, err, "%s", what)
 	require.NoError(t, db.Put([]byte(swAfterKey), []byte("x")), "%s: write after the crash", what)
 	require.NoError(t, db.Close(), "%s: close", what)
+	o.FS = fs
 
 	db, err = Open("/db", o)
 	require.NoError(t, err, "%s: second open", what)
@@ -151,10 +175,22 @@ func checkCrashImage(t *testing.T, cfg swConfig, fs *vfs.MemFS, s *swSnap, full 
 	require.NoError(t, err, "%s: the write after the crash", what)
 	require.Equal(t, "x", string(v))
 	require.NoError(t, db.Close(), "%s: second close", what)
-	if !full {
-		return
+	if full {
+		rep, err := Verify("/db", o)
+		require.NoError(t, err, "%s: verify", what)
+		require.True(t, rep.OK(), "%s: verify: %v", what, rep.Problems)
 	}
-	rep, err := Verify("/db", o)
-	require.NoError(t, err, "%s: verify", what)
-	require.True(t, rep.OK(), "%s: verify: %v", what, rep.Problems)
+	if second == nil {
+		return 0
+	}
+	what += ", then a crash during its recovery"
+	o.FS = second
+	db, err = Open("/db", o)
+	require.NoError(t, err, "%s: open", what)
+	obs, err = swObserve(db, s.keys, s.writes, false)
+	require.NoError(t, err, "%s", what)
+	_, err = s.check(obs)
+	require.NoError(t, err, "%s", what)
+	require.NoError(t, db.Close(), "%s: close", what)
+	return 1
 }
