@@ -202,7 +202,9 @@ func (db *DB) open() error {
 
 // Close flushes and fsyncs the active segment and releases everything.
 // Operations in flight finish first; every later call returns ErrClosed. A
-// second Close returns nil.
+// second Close returns nil. If the handle has failed (ErrFailed), Close
+// releases everything and returns that error: writes it had not made
+// durable are lost.
 func (db *DB) Close() error {
 	db.lifeMu.Lock()
 	if db.closing {
@@ -228,6 +230,13 @@ func (db *DB) Close() error {
 		}
 	}
 	snap := err == nil && db.needSnapshotLocked()
+	if err == nil && db.failed != nil {
+		// The handle failed earlier (maybe in background work, which only
+		// logs), and what it had not made durable is discarded: a nil
+		// error here would tell the caller that every write before Close
+		// is durable.
+		err = db.failed
+	}
 	db.mu.Unlock()
 	if snap {
 		db.compactMu.Lock()

@@ -113,7 +113,7 @@ func TestFsyncFailureFailsHandle(t *testing.T) {
 			v, err := db.Get([]byte("k3"))
 			require.NoError(t, err, "reads keep working")
 			require.Equal(t, "v", string(v))
-			require.NoError(t, db.Close())
+			requireFailed(t, db.Close(), "Close")
 			require.Equal(t, syncs, inj.segSyncs.Load(), "a failed fsync is never retried, not even by Close")
 
 			for _, img := range []*vfs.MemFS{mem.CrashClone(nil), mem} { // power loss; process restart
@@ -174,7 +174,7 @@ func TestFsyncFailureGroupCommitWaiters(t *testing.T) {
 		require.Error(t, err, "writer %d was acknowledged although its fsync failed", i)
 	}
 	require.ErrorIs(t, db.Put([]byte("later"), []byte("v")), ErrFailed)
-	require.NoError(t, db.Close())
+	require.ErrorIs(t, db.Close(), ErrFailed)
 
 	db, err = Open("/db", faultOpts(mem.CrashClone(nil), SyncGroup))
 	require.NoError(t, err)
@@ -526,5 +526,38 @@ func TestNewDirectoryEntriesSynced(t *testing.T) {
 	db, err = Open("/data/x/db", faultOpts(fs, SyncGroup))
 	require.NoError(t, err)
 	require.Equal(t, -1, index("syncdir /data/x"), "an existing directory costs no parent sync")
+	require.NoError(t, db.Close())
+}
+
+// TestCloseReportsFailedHandle: when background work (here the
+// snapshotter) fails the handle with a failed fsync, no call has seen the
+// error; Close, which then discards what is not durable, must return it
+// (a regression: Close returned nil, so in SyncNone and SyncPeriodic
+// writes before a successful Close looked durable and were lost; found by
+// the long error sweep).
+func TestCloseReportsFailedHandle(t *testing.T) {
+	mem := vfs.NewMem()
+	inj := &faultInjector{err: vfs.ErrInjectedIO, match: func(op vfs.Op, name string) bool {
+		return op == vfs.OpSync && isSegName(name)
+	}}
+	o := faultOpts(vfs.NewErrorFS(mem, inj), SyncNone)
+	o.SnapshotInterval, o.SnapshotRecords = time.Millisecond, 1
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	inj.enabled.Store(true)
+	require.NoError(t, db.Put([]byte("k"), []byte("v")), "buffered")
+	require.Eventually(t, func() bool {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		return db.failed != nil
+	}, 10*time.Second, time.Millisecond, "the background snapshot's fsync fails the handle")
+	inj.enabled.Store(false)
+	requireFailed(t, db.Close(), "Close after a failure nobody saw")
+	require.NoError(t, db.Close(), "a second Close returns nil")
+
+	db, err = Open("/db", faultOpts(mem.CrashClone(nil), SyncNone))
+	require.NoError(t, err)
+	_, err = db.Get([]byte("k"))
+	require.ErrorIs(t, err, ErrNotFound, "the write was never durable")
 	require.NoError(t, db.Close())
 }

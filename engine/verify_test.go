@@ -219,7 +219,7 @@ func TestVerifyExpiredKeyReclaimedBeforeSnapshot(t *testing.T) {
 	db.mu.Lock()
 	db.failLocked(fmt.Errorf("test: keep the doctored snapshot")) // Close must not write another
 	db.mu.Unlock()
-	require.NoError(t, db.Close())
+	require.ErrorIs(t, db.Close(), ErrFailed)
 	rep, err = Verify("/db", o)
 	require.NoError(t, err)
 	require.True(t, rep.SnapshotUsed)
