@@ -153,12 +153,14 @@ func TestKillLoop(t *testing.T) {
 	acked := map[string]int{} // key -> highest acknowledged version
 	start := time.Now()
 	var totalAcks, duringOpen int
+	var segs uint64
 	for kill := 0; kill < kills; kill++ {
 		mode := SyncGroup
 		if kill%2 == 1 {
 			mode = SyncAlways
 		}
 		if kill%50 == 49 { // keep the directory small in long runs
+			segs += killSegments(t, dir)
 			dir = t.TempDir()
 			clear(acked)
 		}
@@ -176,6 +178,14 @@ func TestKillLoop(t *testing.T) {
 		what := fmt.Sprintf("kill %d (%v, after %v, %d acks this run): child stderr %q", kill, mode, delay, n, stderr)
 		checkKilled(t, dir, acked, what)
 	}
+	segs += killSegments(t, dir)
+	t.Logf("kill loop: %d kills survived (%d before the child had opened the database), %d acknowledged writes read back, %d segments created, in %v",
+		kills, duringOpen, totalAcks, segs, time.Since(start))
+}
+
+// killSegments returns the highest segment generation in dir: the number
+// of segments ever created there.
+func killSegments(t *testing.T, dir string) uint64 {
 	var gens uint64
 	names, err := vfs.Default.List(dir)
 	require.NoError(t, err)
@@ -184,8 +194,7 @@ func TestKillLoop(t *testing.T) {
 			gens = max(gens, g)
 		}
 	}
-	t.Logf("kill loop: %d kills survived (%d before the child had opened the database), %d acknowledged writes read back, in %v; the last directory went through %d segments",
-		kills, duringOpen, totalAcks, time.Since(start), gens)
+	return gens
 }
 
 // runKillChild runs the child until it is killed and records its
