@@ -24,6 +24,7 @@ type Iterator struct {
 	db    *DB
 	shard int
 	locs  []uint64
+	gens  []uint64 // generation of each location's segment when the cut was taken
 	i     int
 	key   []byte
 	value []byte
@@ -56,7 +57,16 @@ func (it *Iterator) Next() bool {
 	for {
 		for it.i < len(it.locs) {
 			loc := it.locs[it.i]
+			gen := it.gens[it.i]
 			it.i++
+			// Between calls to Next, compaction may remove the location's
+			// segment and a new one may take its id: the location would then
+			// name another record. The generation tells.
+			id, _ := segment.SplitLoc(loc)
+			if sf := db.segs[id].Load(); sf == nil || sf.gen != gen {
+				it.recut()
+				continue
+			}
 			r, locked, err := db.recordAt(loc)
 			if errors.Is(err, errStale) {
 				it.recut()
@@ -84,7 +94,22 @@ func (it *Iterator) Next() bool {
 			return it.stop(nil)
 		}
 		it.shardKeys, it.keyEnds, it.skip = it.shardKeys[:0], it.keyEnds[:0], nil
-		it.locs, it.i = db.ix.ShardLocations(it.shard, it.locs[:0]), 0
+		it.cut()
+	}
+}
+
+// cut takes a consistent cut of the current shard's locations and notes
+// their segments' generations.
+func (it *Iterator) cut() {
+	it.locs, it.i = it.db.ix.ShardLocations(it.shard, it.locs[:0]), 0
+	it.gens = it.gens[:0]
+	for _, loc := range it.locs {
+		id, _ := segment.SplitLoc(loc)
+		var g uint64
+		if sf := it.db.segs[id].Load(); sf != nil {
+			g = sf.gen
+		}
+		it.gens = append(it.gens, g)
 	}
 }
 
@@ -97,7 +122,7 @@ func (it *Iterator) recut() {
 		it.skip[string(it.shardKeys[start:end])] = true
 		start = end
 	}
-	it.locs, it.i = it.db.ix.ShardLocations(it.shard, it.locs[:0]), 0
+	it.cut()
 }
 
 func (it *Iterator) stop(err error) bool {
