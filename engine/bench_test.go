@@ -59,11 +59,18 @@ func loadThin(b *testing.B, db *DB, n, valueSize int) {
 	}
 }
 
-func BenchmarkPutBatch1000(b *testing.B) {
+func BenchmarkPutBatch1000(b *testing.B) { benchPutBatch(b, 8) }
+
+// BenchmarkPutBatch1000Value100 is BenchmarkPutBatch1000 with 100-byte
+// values.
+func BenchmarkPutBatch1000Value100(b *testing.B) { benchPutBatch(b, 100) }
+
+func benchPutBatch(b *testing.B, valueSize int) {
 	db := openBench(b, nil)
 	var batch Batch
 	k := make([]byte, 16)
-	v := make([]byte, 8)
+	v := make([]byte, valueSize)
+	b.SetBytes(int64(16 + valueSize))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		batch.Put(benchKey(k, uint64(i)), v)
