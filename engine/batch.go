@@ -20,25 +20,28 @@ type Batch struct {
 type batchOp struct {
 	kind         segment.Kind
 	klen, vlen   int
-	expiry       int64
-	ttlErr       error
+	ttl          time.Duration // 0: no expiry; the expiry is stamped by Write
+	expiry       int64         // set by Write from ttl
 	keyOff, vOff int
 }
 
 // Put adds a put of key=value.
-func (b *Batch) Put(key, value []byte) { b.add(segment.KindPut, key, value, 0, nil) }
+func (b *Batch) Put(key, value []byte) { b.add(segment.KindPut, key, value, 0) }
 
-// PutTTL adds a put that expires after ttl.
+// PutTTL adds a put that expires ttl after Write applies the batch. A ttl
+// that is not positive makes Write fail with ErrBadTTL.
 func (b *Batch) PutTTL(key, value []byte, ttl time.Duration) {
-	exp, err := expiryFor(ttl)
-	b.add(segment.KindPut, key, value, exp, err)
+	if ttl <= 0 {
+		ttl = -1 // keep "no expiry" (0) apart from a bad TTL
+	}
+	b.add(segment.KindPut, key, value, ttl)
 }
 
 // Delete adds a delete of key.
-func (b *Batch) Delete(key []byte) { b.add(segment.KindDelete, key, nil, 0, nil) }
+func (b *Batch) Delete(key []byte) { b.add(segment.KindDelete, key, nil, 0) }
 
-func (b *Batch) add(kind segment.Kind, key, value []byte, exp int64, err error) {
-	op := batchOp{kind: kind, klen: len(key), vlen: len(value), expiry: exp, ttlErr: err, keyOff: len(b.data)}
+func (b *Batch) add(kind segment.Kind, key, value []byte, ttl time.Duration) {
+	op := batchOp{kind: kind, klen: len(key), vlen: len(value), ttl: ttl, keyOff: len(b.data)}
 	b.data = append(b.data, key...)
 	op.vOff = len(b.data)
 	b.data = append(b.data, value...)
@@ -80,8 +83,11 @@ func (db *DB) Write(b *Batch) error {
 	total := 0
 	for i := range b.ops {
 		op := &b.ops[i]
-		if op.ttlErr != nil {
-			return fmt.Errorf("batch op %d: %w", i, op.ttlErr)
+		op.expiry = 0
+		if op.ttl != 0 {
+			if op.expiry, err = db.expiryFor(op.ttl); err != nil {
+				return fmt.Errorf("batch op %d: %w", i, err)
+			}
 		}
 		if err := db.checkKV(b.key(op), b.value(op)); err != nil {
 			return fmt.Errorf("batch op %d: %w", i, err)

@@ -164,7 +164,7 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 		}
 		db.mu.Lock()
 		err := db.failed
-		now := nowMillis()
+		now := db.now()
 		for i := 0; err == nil && i < len(entries); i++ {
 			err = db.compactRecordLocked(sf, &entries[i], oldest, now)
 		}

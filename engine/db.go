@@ -92,6 +92,10 @@ type DB struct {
 	snapWritten int64
 	snapAt      time.Time
 
+	// clockFloor is the latest time (Unix ms) DB.now has returned: expiry
+	// never goes backwards with the clock.
+	clockFloor atomic.Int64
+
 	st counters
 }
 

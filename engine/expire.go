@@ -59,7 +59,7 @@ func (db *DB) expirer() {
 // expirePass removes expired entries from the index, reading at most budget
 // records. It returns how many entries it removed and records it read.
 func (db *DB) expirePass(cursors map[*segFile]*expiryCursor, budget int) (removed, read int) {
-	now := nowMillis()
+	now := db.now()
 	var todo []*segFile
 	live := map[*segFile]bool{}
 	for i := range db.segs {

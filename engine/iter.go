@@ -53,7 +53,7 @@ func (it *Iterator) Next() bool {
 		return it.stop(err)
 	}
 	defer db.exit(g)
-	now := nowMillis()
+	now := db.now()
 	for {
 		for it.i < len(it.locs) {
 			loc := it.locs[it.i]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -458,6 +459,17 @@ func TestMisuseBadOptions(t *testing.T) {
 		"compaction rate negative":     func(o *Options) { o.CompactionRate = -1 },
 		"index reserve negative":       func(o *Options) { o.IndexReserve = -1 },
 		"value limit huge":             func(o *Options) { o.MaxValueSize = 1 << 30 },
+		"value limit near MaxInt":      func(o *Options) { o.MaxValueSize = math.MaxInt - 3 },
+		"value limit MaxInt":           func(o *Options) { o.MaxValueSize = math.MaxInt },
+		"compaction threshold NaN":     func(o *Options) { o.CompactionThreshold = math.NaN() },
+		"compaction threshold +Inf":    func(o *Options) { o.CompactionThreshold = math.Inf(1) },
+		"compaction threshold -Inf":    func(o *Options) { o.CompactionThreshold = math.Inf(-1) },
+		"sync interval 1ns":            func(o *Options) { o.SyncInterval = time.Nanosecond },
+		"snapshot interval 1ns":        func(o *Options) { o.SnapshotInterval = time.Nanosecond },
+		"snapshot interval negative":   func(o *Options) { o.SnapshotInterval = -time.Second },
+		"snapshot records negative":    func(o *Options) { o.SnapshotRecords = -1 },
+		"expiry interval 1ns":          func(o *Options) { o.ExpiryInterval = time.Nanosecond },
+		"expiry budget negative":       func(o *Options) { o.ExpiryBudget = -1 },
 	}
 	for name, mutate := range cases {
 		o := base()
@@ -481,6 +493,10 @@ func TestMisuseBadOptions(t *testing.T) {
 		"no compaction":      func(o *Options) { o.CompactionThreshold = -1 },
 		"compaction at 1":    func(o *Options) { o.CompactionThreshold = 1 },
 		"write buffer = seg": func(o *Options) { o.WriteBufferSize = 64 << 10 },
+		"no expirer":         func(o *Options) { o.ExpiryInterval = -1 },
+		"shortest intervals": func(o *Options) {
+			o.SyncInterval, o.SnapshotInterval, o.ExpiryInterval = time.Millisecond, 10*time.Millisecond, 10*time.Millisecond
+		},
 	}
 	for name, mutate := range good {
 		o := base()

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"io"
+	"math"
 	"log/slog"
 	"time"
 
@@ -116,6 +117,14 @@ type Options struct {
 	// Logger receives warnings (torn tails truncated at Open, and the like).
 	// Default slog.Default().
 	Logger *slog.Logger
+	// Clock is the time source for TTLs: it stamps expiry times at writes
+	// and decides, at reads, in the expirer and in compaction, whether a
+	// record has expired. Default time.Now. Every expiry decision goes
+	// through one DB.now, which never moves backwards: it is the highest
+	// of Clock and every time the DB has used before, including the
+	// creation time of the snapshot it opened from (see docs/design.md,
+	// Expiry and clocks). Tests inject a fake clock here.
+	Clock func() time.Time
 
 	// hash replaces the key hash in tests (to force collisions).
 	hash func([]byte) uint64
@@ -135,6 +144,12 @@ const (
 
 	defaultCompactionThreshold = 0.5
 	defaultCompactionRate      = 64 << 20
+
+	// minInterval bounds SyncInterval from below: a shorter period would
+	// make the flusher spin. minWorkerInterval does the same for the
+	// snapshotter and the expirer.
+	minInterval       = time.Millisecond
+	minWorkerInterval = 10 * time.Millisecond
 )
 
 // withDefaults returns a validated copy of o with defaults filled in.
@@ -185,6 +200,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	if c.hash == nil {
 		c.hash = farm.Fingerprint64
 	}
@@ -192,27 +210,37 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadOptions}, args...)...)
 	}
 	switch {
+	case math.IsNaN(c.CompactionThreshold) || math.IsInf(c.CompactionThreshold, 0):
+		return bad("CompactionThreshold %v is not a number in [-1, 1]", c.CompactionThreshold)
 	case c.SegmentSize < minSegmentSize || c.SegmentSize > segment.MaxSegmentSize:
 		return bad("SegmentSize %d not in [%d, %d]", c.SegmentSize, minSegmentSize, segment.MaxSegmentSize)
 	case c.MaxKeySize < 1 || c.MaxKeySize > segment.MaxKeyLen:
 		return bad("MaxKeySize %d not in [1, %d]", c.MaxKeySize, segment.MaxKeyLen)
 	case c.MaxValueSize < 0:
 		return bad("MaxValueSize %d is negative", c.MaxValueSize)
+	case int64(c.MaxValueSize) > c.SegmentSize:
+		// Checked before the record size is computed, which would overflow
+		// for values near math.MaxInt.
+		return bad("MaxValueSize %d larger than SegmentSize %d", c.MaxValueSize, c.SegmentSize)
 	case int64(segment.HeaderSize+segment.Size(c.MaxKeySize, c.MaxValueSize, true)) > c.SegmentSize:
 		return bad("a record of MaxKeySize %d and MaxValueSize %d does not fit in SegmentSize %d",
 			c.MaxKeySize, c.MaxValueSize, c.SegmentSize)
 	case c.Sync < SyncGroup || c.Sync > SyncNone:
 		return bad("unknown Sync mode %d", c.Sync)
-	case c.SyncInterval < 0:
-		return bad("SyncInterval %v is negative", c.SyncInterval)
+	case c.SyncInterval < minInterval:
+		return bad("SyncInterval %v below %v", c.SyncInterval, minInterval)
 	case c.WriteBufferSize < 4096 || int64(c.WriteBufferSize) > c.SegmentSize:
 		return bad("WriteBufferSize %d not in [4096, SegmentSize]", c.WriteBufferSize)
 	case c.CompactionThreshold > 1:
 		return bad("CompactionThreshold %v above 1", c.CompactionThreshold)
 	case c.CompactionRate < 0:
 		return bad("CompactionRate %d is negative", c.CompactionRate)
-	case c.SnapshotInterval < 0 || c.SnapshotRecords < 0:
-		return bad("negative snapshot interval or record count")
+	case c.SnapshotInterval < minWorkerInterval:
+		return bad("SnapshotInterval %v below %v", c.SnapshotInterval, minWorkerInterval)
+	case c.SnapshotRecords < 0:
+		return bad("SnapshotRecords %d is negative", c.SnapshotRecords)
+	case c.ExpiryInterval > 0 && c.ExpiryInterval < minWorkerInterval:
+		return bad("ExpiryInterval %v below %v (negative turns the expirer off)", c.ExpiryInterval, minWorkerInterval)
 	case c.ExpiryBudget < 0:
 		return bad("ExpiryBudget %d is negative", c.ExpiryBudget)
 	case c.IndexReserve < 1<<26:

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"errors"
-	"time"
 
 	"github.com/marlinkv/marlin/segment"
 )
@@ -78,7 +77,7 @@ func (db *DB) lookup(key []byte) (rec segment.Record, tailLocked bool, err error
 		return rec, false, corrupt
 	case !found:
 		return rec, false, ErrNotFound
-	case rec.Expiry != 0 && rec.Expiry <= nowMillis():
+	case rec.Expiry != 0 && rec.Expiry <= db.now():
 		if tailLocked {
 			db.tailMu.RUnlock()
 		}
@@ -87,7 +86,28 @@ func (db *DB) lookup(key []byte) (rec segment.Record, tailLocked bool, err error
 	return rec, tailLocked, nil
 }
 
-func nowMillis() int64 { return time.Now().UnixMilli() }
+// raiseClockFloor makes DB.now return at least ms from now on.
+func (db *DB) raiseClockFloor(ms int64) {
+	for {
+		f := db.clockFloor.Load()
+		if ms <= f || db.clockFloor.CompareAndSwap(f, ms) {
+			return
+		}
+	}
+}
+
+// now returns the time, in Unix milliseconds, against which expiry is
+// judged. It is Options.Clock, but never earlier than a time the DB has
+// used before (clockFloor): if the clock steps back, keys that expired stay
+// expired instead of coming back until the clock catches up.
+func (db *DB) now() int64 {
+	ms := db.opts.Clock().UnixMilli()
+	if f := db.clockFloor.Load(); ms <= f {
+		return f
+	}
+	db.raiseClockFloor(ms)
+	return db.clockFloor.Load()
+}
 
 // Get returns a copy of the value stored for key, or ErrNotFound.
 func (db *DB) Get(key []byte) ([]byte, error) {

@@ -233,7 +233,7 @@ func (db *DB) expiredAt(slot uint64) bool {
 	if locked {
 		defer db.tailMu.RUnlock()
 	}
-	return err == nil && r.Expiry != 0 && r.Expiry <= nowMillis()
+	return err == nil && r.Expiry != 0 && r.Expiry <= db.now()
 }
 
 func (db *DB) entryProblem(slot uint64, what string) VerifyProblem {

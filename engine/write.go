@@ -21,11 +21,12 @@ func (db *DB) checkKV(key, value []byte) error {
 	return nil
 }
 
-func expiryFor(ttl time.Duration) (int64, error) {
+// expiryFor returns the expiry time of a record written now with ttl.
+func (db *DB) expiryFor(ttl time.Duration) (int64, error) {
 	if ttl <= 0 {
 		return 0, ErrBadTTL
 	}
-	return nowMillis() + max(ttl.Milliseconds(), 1), nil
+	return db.now() + max(ttl.Milliseconds(), 1), nil
 }
 
 // Put stores value under key, replacing any earlier value.
@@ -36,7 +37,7 @@ func (db *DB) Put(key, value []byte) error {
 // PutTTL stores value under key for ttl; afterwards the key reads as absent.
 // Expiry has millisecond resolution.
 func (db *DB) PutTTL(key, value []byte, ttl time.Duration) error {
-	exp, err := expiryFor(ttl)
+	exp, err := db.expiryFor(ttl)
 	if err != nil {
 		return err
 	}
