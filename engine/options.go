@@ -3,8 +3,8 @@ package engine
 import (
 	"fmt"
 	"io"
-	"math"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/dgryski/go-farm"
