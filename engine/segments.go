@@ -44,7 +44,7 @@ func (db *DB) createSegmentLocked() (*segFile, error) {
 		}
 		return nil, fmt.Errorf("marlin: create segment %s: %w", name, err)
 	}
-	if _, err := f.Write(segment.EncodeHeader(segment.Header{ID: id, Generation: gen})); err != nil {
+	if _, err := f.Write(segment.EncodeHeader(segment.Header{ID: id, Generation: gen, DBTag: db.meta.id.Tag()})); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
