@@ -316,12 +316,12 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 	switch {
 	case err != nil:
 		return fail(segment.WithFile(err, name))
-	case hdr.Generation != gen:
-		return fail(&segment.CorruptError{File: name, Reason: fmt.Sprintf("header says generation %d", hdr.Generation)})
 	case db.isForeignSegment(hdr):
 		return fail(&segment.CorruptError{File: name, Reason: fmt.Sprintf(
 			"segment belongs to another database (tag %#08x; this database, %s, has tag %#08x): "+
 				"move the file out of the directory", hdr.DBTag, db.meta.id, db.meta.id.Tag())})
+	case hdr.Generation != gen:
+		return fail(&segment.CorruptError{File: name, Reason: fmt.Sprintf("header says generation %d", hdr.Generation)})
 	case db.segs[hdr.ID].Load() != nil:
 		return fail(&segment.CorruptError{File: name, Reason: fmt.Sprintf("segment id %d used twice", hdr.ID)})
 	case size > segment.MaxSegmentSize:
