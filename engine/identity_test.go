@@ -3,8 +3,8 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
-	"hash/crc32"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"path/filepath"
 	"strconv"
