@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dgryski/go-farm"
@@ -61,7 +63,7 @@ func TestCraftedKeysBreakUnkeyedIndex(t *testing.T) {
 	}
 	require.ErrorIs(t, ierr, index.ErrCollision, "crafted keys overflow a shard of the unkeyed index")
 
-	o := &Options{FS: vfs.NewMem(), Logger: discardLogger, IndexReserve: 1 << 26}
+	o := &Options{FS: vfs.NewMem(), Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
 	o.hash = farm.Fingerprint64
 	db, err := Open("/db", o)
 	require.NoError(t, err)
@@ -81,7 +83,7 @@ func TestCraftedKeysBreakUnkeyedIndex(t *testing.T) {
 func TestKeyedHashStoresCraftedKeys(t *testing.T) {
 	keys := farmCollisions()
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, DisableSnapshots: true}
+	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, DisableSnapshots: true, SegmentSize: 1 << 20}
 	db, err := Open("/db", o)
 	require.NoError(t, err)
 	for round := range 3 {
@@ -110,7 +112,7 @@ func TestKeyedHashStoresCraftedKeys(t *testing.T) {
 // the identity survives reopening; the same key hashes differently.
 func TestIdentityPerDatabase(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26}
+	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
 	a, err := Open("/a", o)
 	require.NoError(t, err)
 	b, err := Open("/b", o)
@@ -152,7 +154,7 @@ func TestIdentityPerDatabase(t *testing.T) {
 // refused by name, and Open changes nothing.
 func TestForeignSegmentRefused(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26}
+	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
 	for _, dir := range []string{"/a", "/b"} {
 		db, err := Open(dir, o)
 		require.NoError(t, err)
@@ -249,7 +251,7 @@ func TestForeignSnapshotIgnored(t *testing.T) {
 // the file, and nothing in the directory changes.
 func TestDamagedIdentityRefused(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26}
+	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
 	db, err := Open("/db", o)
 	require.NoError(t, err)
 	require.NoError(t, db.Put([]byte("k"), []byte("v")))
@@ -297,7 +299,7 @@ func TestDamagedIdentityRefused(t *testing.T) {
 // refused with a message that says so.
 func TestVersion1SegmentRefused(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26}
+	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
 	db, err := Open("/db", o)
 	require.NoError(t, err)
 	require.NoError(t, db.Put([]byte("k"), []byte("v")))
@@ -335,6 +337,15 @@ func TestIdentityCreationLeftovers(t *testing.T) {
 	files := dirFiles(t, fs, "/db")
 	require.NotContains(t, files, metaTmpName)
 	require.Contains(t, files, MetaFileName)
+
+	// A stray temp file beside a valid MARLIN: removed, MARLIN unchanged.
+	writeAll(t, fs, "/db/"+metaTmpName, []byte("stray"))
+	db, err = Open("/db", &o)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	after := dirFiles(t, fs, "/db")
+	require.NotContains(t, after, metaTmpName)
+	require.Equal(t, files[MetaFileName], after[MetaFileName])
 }
 
 func readMetaID(t *testing.T, fs vfs.FS, dir string) DBID {
@@ -404,4 +415,72 @@ func dirFiles(t *testing.T, fs vfs.FS, dir string) map[string]string {
 // putHeaderCRC recomputes a segment header's checksum after an edit.
 func putHeaderCRC(b []byte) {
 	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+}
+
+// TestCrashDuringCreation crashes at every file operation of creating a
+// database (Open of a new directory, a first write, Close), keeping for
+// each point the synced data only and a random mix of unsynced data. Every
+// image opens; a write acknowledged before the crash reads back; a leftover
+// MARLIN.tmp is removed; a crash before MARLIN's rename leaves no segment
+// (so Open makes a fresh identity) and a crash between MARLIN and the
+// first segment opens with the identity already there.
+func TestCrashDuringCreation(t *testing.T) {
+	mem := vfs.NewMem()
+	type image struct {
+		k     int64
+		fs    *vfs.MemFS
+		acked bool
+	}
+	var images []image
+	var acked atomic.Bool
+	var k int64
+	inj := &crashInjector{at: func(_ int64, op vfs.Op, name string) {
+		images = append(images,
+			image{k, mem.CrashClone(nil), acked.Load()},
+			image{k, mem.CrashClone(rand.New(rand.NewPCG(1, uint64(k)))), acked.Load()})
+		k++
+	}}
+	o := &Options{FS: vfs.NewErrorFS(mem, inj), Sync: SyncAlways, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 64 << 10,
+		ExpiryInterval: -1, CompactionThreshold: -1}
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("k"), []byte("v")))
+	acked.Store(true)
+	require.NoError(t, db.Close())
+	require.Greater(t, len(images), 20)
+
+	sawFresh, sawMetaOnly := false, false
+	for _, im := range images {
+		what := fmt.Sprintf("crash before op %d", im.k)
+		names, _ := im.fs.List("/db")
+		hasMeta, hasSeg := false, false
+		for _, n := range names {
+			hasMeta = hasMeta || n == MetaFileName
+			_, ok := segment.ParseFileName(n)
+			hasSeg = hasSeg || ok
+		}
+		sawFresh = sawFresh || !hasMeta
+		sawMetaOnly = sawMetaOnly || hasMeta && !hasSeg
+		ro := &Options{FS: im.fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 64 << 10}
+		db, err := Open("/db", ro)
+		require.NoError(t, err, what)
+		v, err := db.Get([]byte("k"))
+		if im.acked {
+			require.NoError(t, err, what)
+			require.Equal(t, "v", string(v), what)
+		}
+		require.NoError(t, db.Put([]byte("after"), []byte("x")), what)
+		require.NoError(t, db.Close(), what)
+		files := dirFiles(t, im.fs, "/db")
+		require.NotContains(t, files, metaTmpName, what)
+		require.Contains(t, files, MetaFileName, what)
+		db, err = Open("/db", ro)
+		require.NoError(t, err, what)
+		v, err = db.Get([]byte("after"))
+		require.NoError(t, err, what)
+		require.Equal(t, "x", string(v), what)
+		require.NoError(t, db.Close(), what)
+	}
+	require.True(t, sawFresh, "some crash came before MARLIN was durable")
+	require.True(t, sawMetaOnly, "some crash came between MARLIN and the first segment")
 }

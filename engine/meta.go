@@ -211,6 +211,11 @@ func writeMeta(fs vfs.FS, dir string, m *dbMeta) error {
 func (db *DB) loadIdentity(names []string) error {
 	m, err := readMeta(db.fs, db.dir)
 	if err == nil {
+		if !db.opts.ReadOnly {
+			if err := db.removeMetaTmp(names); err != nil {
+				return err
+			}
+		}
 		return db.setIdentity(m)
 	}
 	if !errors.Is(err, iofs.ErrNotExist) {
@@ -234,9 +239,8 @@ func (db *DB) loadIdentity(names []string) error {
 		// Nothing on disk to read with it; a read-only open changes nothing.
 		return db.setIdentity(m)
 	}
-	if err := db.removeMetaTmp(names); err != nil {
-		return err
-	}
+	// writeMeta's Create truncates a MARLIN.tmp left by a crashed
+	// creation, and its rename consumes it.
 	if err := writeMeta(db.fs, db.dir, m); err != nil {
 		return err
 	}
@@ -244,7 +248,9 @@ func (db *DB) loadIdentity(names []string) error {
 	return db.setIdentity(m)
 }
 
-// removeMetaTmp removes a MARLIN.tmp left by a creation that crashed.
+// removeMetaTmp removes a stray MARLIN.tmp beside a valid MARLIN (a
+// creation leaves none once its rename is durable, but a copy or a crash of
+// another tool might).
 func (db *DB) removeMetaTmp(names []string) error {
 	for _, n := range names {
 		if n == metaTmpName {
