@@ -89,7 +89,7 @@ func (db *DB) Write(b *Batch) error {
 				return fmt.Errorf("batch op %d: %w", i, err)
 			}
 		}
-		if err := db.checkKV(b.key(op), b.value(op)); err != nil {
+		if err := db.checkKV(b.key(op), b.value(op), db.opts.MaxKeySize); err != nil {
 			return fmt.Errorf("batch op %d: %w", i, err)
 		}
 		total += segment.Size(op.klen, op.vlen, op.expiry != 0)

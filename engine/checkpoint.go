@@ -44,6 +44,11 @@ func (db *DB) Checkpoint(destDir string) error {
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
 	_, err = db.writeSnapshot(destDir, snapName(1), db.stopBg, func(meta *snapMeta) error {
+		// The checkpoint is this database: same identity and hash key,
+		// written before any segment (the invariant Open relies on).
+		if err := writeMeta(db.fs, destDir, db.meta); err != nil {
+			return fmt.Errorf("marlin: checkpoint: %w", err)
+		}
 		for _, s := range meta.segs {
 			if err := db.copySegment(s, s.gen == meta.acct.gen, destDir); err != nil {
 				return fmt.Errorf("marlin: checkpoint: %w", err)

@@ -29,10 +29,14 @@ const LockFileName = "LOCK"
 
 // DB is an open Marlin database.
 type DB struct {
-	dir   string
-	opts  Options
-	fs    vfs.FS
-	lock  io.Closer
+	dir  string
+	opts Options
+	fs   vfs.FS
+	lock io.Closer
+	// meta is the database's identity (MARLIN file) and hash is the keyed
+	// key hash derived from it; both are set by recover before anything
+	// is read and never change afterwards.
+	meta  *dbMeta
 	hash  func([]byte) uint64
 	lim   segment.Limits
 	ix    *index.Index
@@ -162,11 +166,12 @@ func Open(dir string, opts *Options) (*DB, error) {
 		opts: o,
 		fs:   o.FS,
 		lock: lock,
-		hash: o.hash,
-		// Decoding checks lengths against what the format and the segment
-		// size allow, not against the options: a record written under
-		// larger limits is still valid data after they are lowered.
-		lim:       segment.Limits{MaxKey: segment.MaxKeyLen, MaxValue: int(o.SegmentSize)},
+		// Decoding checks lengths against what the format allows, never
+		// against this open's options (SegmentSize, MaxKeySize,
+		// MaxValueSize): a record written under larger options is still
+		// valid data after they are lowered, and a record can never be
+		// larger than its segment file, which Decode bounds by the buffer.
+		lim:       segment.FormatLimits,
 		nextSeq:   1,
 		nextGen:   1,
 		syncKick:  make(chan struct{}, 1),

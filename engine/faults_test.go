@@ -205,7 +205,7 @@ func requireCleanDir(t *testing.T, fs vfs.FS, o *Options, what string) {
 		switch {
 		case isSnap:
 			snaps++
-		case n == LockFileName:
+		case n == LockFileName || n == MetaFileName:
 		case isSegName(n):
 			fi, err := fs.Stat("/db/" + n)
 			require.NoError(t, err)

@@ -64,6 +64,7 @@ var snapFuzz = sync.OnceValue(func() *snapFuzzBase {
 			panic(err)
 		}
 	}
+	must(writeFuzzIdentity(b.fs))
 	db, err := Open("/db", fuzzOpts(b.fs))
 	must(err)
 	rnd := rand.New(rand.NewPCG(9, 9))
@@ -115,6 +116,20 @@ var snapFuzz = sync.OnceValue(func() *snapFuzzBase {
 	must(b.full.ForEach(func(k, v []byte) error { b.state[string(k)] = string(v); return nil }))
 	return b
 })
+
+// fuzzMeta is the fuzz bases' fixed identity: the seed corpora under
+// testdata/fuzz hold segment headers with its tag and snapshots with its id
+// and fingerprints, so they stay meaningful from run to run.
+var fuzzMeta = dbMeta{id: DBID{0xf0, 0x22, 0x7a, 0x31, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12},
+	hashFn: hashSipHash24, key: [16]byte{15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0}}
+
+// writeFuzzIdentity gives the fuzz base directory /db the fixed identity.
+func writeFuzzIdentity(fs vfs.FS) error {
+	if err := fs.MkdirAll("/db", 0o755); err != nil {
+		return err
+	}
+	return writeMeta(fs, "/db", &fuzzMeta)
+}
 
 func mustList(fs vfs.FS) []string {
 	names, err := fs.List("/db")
@@ -257,6 +272,9 @@ type segPos struct {
 
 var segFuzz = sync.OnceValue(func() *segFuzzBase {
 	b := &segFuzzBase{fs: vfs.NewMem(), where: map[string]segPos{}}
+	if err := writeFuzzIdentity(b.fs); err != nil {
+		panic(err)
+	}
 	db, err := Open("/db", fuzzOpts(b.fs))
 	if err != nil {
 		panic(err)

@@ -7,7 +7,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/dgryski/go-farm"
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
@@ -126,7 +125,8 @@ type Options struct {
 	// Expiry and clocks). Tests inject a fake clock here.
 	Clock func() time.Time
 
-	// hash replaces the key hash in tests (to force collisions).
+	// hash, if set, replaces the database's keyed hash in tests (to force
+	// collisions).
 	hash func([]byte) uint64
 	// dropSnapshots makes Open delete the index snapshots (under its lock)
 	// before recovering: Repair's rebuild.
@@ -202,9 +202,6 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
-	}
-	if c.hash == nil {
-		c.hash = farm.Fingerprint64
 	}
 	bad := func(format string, args ...any) (Options, error) {
 		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadOptions}, args...)...)

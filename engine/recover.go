@@ -43,6 +43,9 @@ func (db *DB) recover() error {
 	if err != nil {
 		return fmt.Errorf("marlin: list %s: %w", db.dir, err)
 	}
+	if err := db.loadIdentity(names); err != nil {
+		return err
+	}
 	if !db.opts.ReadOnly {
 		if err := db.removeSnapshotFiles(names, db.opts.dropSnapshots); err != nil {
 			return err
@@ -313,6 +316,10 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 	switch {
 	case err != nil:
 		return fail(segment.WithFile(err, name))
+	case db.isForeignSegment(hdr):
+		return fail(&segment.CorruptError{File: name, Reason: fmt.Sprintf(
+			"segment belongs to another database (tag %#08x; this database, %s, has tag %#08x): "+
+				"move the file out of the directory", hdr.DBTag, db.meta.id, db.meta.id.Tag())})
 	case hdr.Generation != gen:
 		return fail(&segment.CorruptError{File: name, Reason: fmt.Sprintf("header says generation %d", hdr.Generation)})
 	case db.segs[hdr.ID].Load() != nil:

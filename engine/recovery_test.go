@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -368,6 +369,14 @@ func TestTornTailNewestSegment(t *testing.T) {
 }
 
 // rcMultiSegment writes n keys with 4 KiB segments and closes the DB.
+// rcTag returns the segment-header tag of the database in dir.
+func rcTag(t *testing.T, fs vfs.FS, dir string) uint32 {
+	t.Helper()
+	m, err := readMeta(fs, dir)
+	require.NoError(t, err)
+	return m.id.Tag()
+}
+
 func rcMultiSegment(t *testing.T, n int) (*vfs.MemFS, []string) {
 	t.Helper()
 	fs := vfs.NewMem()
@@ -631,7 +640,7 @@ func TestCorruptSyncGroupMarks(t *testing.T) {
 
 func TestRecoverTornSegmentCreation(t *testing.T) {
 	const n = 100
-	header := func(gen uint64) []byte { return segment.EncodeHeader(segment.Header{ID: 7, Generation: gen}) }
+	header := func(gen uint64) []byte { return segment.EncodeHeader(segment.Header{ID: 7, Generation: gen, DBTag: 1}) }
 	cases := []struct {
 		name string
 		data func(gen uint64) []byte
@@ -666,8 +675,13 @@ func TestRecoverTornSegmentCreation(t *testing.T) {
 	}
 
 	t.Run("only segment", func(t *testing.T) {
+		// A crash while the first segment was created: the identity file
+		// is in place (it is written, and made durable, first).
 		fs := vfs.NewMem()
 		require.NoError(t, fs.MkdirAll(rcDir, 0o755))
+		m, err := newMeta(time.Now(), 4096)
+		require.NoError(t, err)
+		require.NoError(t, writeMeta(fs, rcDir, m))
 		torn := filepath.Join(rcDir, segment.FileName(1))
 		rcWrite(t, fs, torn, make([]byte, 20))
 		db, err := Open(rcDir, rcOpts(fs, 4096))
@@ -1106,7 +1120,7 @@ func TestTornTailBeforeEmptySegment(t *testing.T) {
 	rcTruncate(t, fs, files[0], last.off+10) // torn last record
 
 	gen := rcGen(t, files[0]) + 1
-	h := segment.EncodeHeader(segment.Header{ID: 1, Generation: gen})
+	h := segment.EncodeHeader(segment.Header{ID: 1, Generation: gen, DBTag: rcTag(t, fs, rcDir)})
 	rcWrite(t, fs, fmt.Sprintf("%s/%s", rcDir, segment.FileName(gen)), h)
 
 	db, err = Open(rcDir, o)

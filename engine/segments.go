@@ -24,6 +24,13 @@ func (db *DB) freeIDLocked() (uint16, error) {
 // it visible in db.segs. The header and the directory entry are fsynced
 // before any record can refer to the file.
 func (db *DB) createSegmentLocked() (*segFile, error) {
+	return db.createSegmentSizedLocked(db.opts.SegmentSize)
+}
+
+// createSegmentSizedLocked is createSegmentLocked for a segment whose
+// mapping covers mapLen bytes: more than SegmentSize only for a record
+// that does not fit a segment of this open's size (see placeLocked).
+func (db *DB) createSegmentSizedLocked(mapLen int64) (*segFile, error) {
 	id, err := db.freeIDLocked()
 	if err != nil {
 		return nil, err
@@ -44,7 +51,7 @@ func (db *DB) createSegmentLocked() (*segFile, error) {
 		}
 		return nil, fmt.Errorf("marlin: create segment %s: %w", name, err)
 	}
-	if _, err := f.Write(segment.EncodeHeader(segment.Header{ID: id, Generation: gen})); err != nil {
+	if _, err := f.Write(segment.EncodeHeader(segment.Header{ID: id, Generation: gen, DBTag: db.meta.id.Tag()})); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
@@ -53,7 +60,7 @@ func (db *DB) createSegmentLocked() (*segFile, error) {
 	if err := db.fs.SyncDir(db.dir); err != nil {
 		return fail(err)
 	}
-	if sf.m, err = f.Map(int(db.opts.SegmentSize)); err != nil {
+	if sf.m, err = f.Map(int(max(mapLen, db.opts.SegmentSize))); err != nil {
 		return fail(err)
 	}
 	db.nextGen++
@@ -67,7 +74,11 @@ func (db *DB) createSegmentLocked() (*segFile, error) {
 }
 
 // rollLocked seals the active segment (flush, fsync) and starts a new one.
-func (db *DB) rollLocked() error {
+func (db *DB) rollLocked() error { return db.rollSizedLocked(db.opts.SegmentSize) }
+
+// rollSizedLocked is rollLocked with a new segment mapped for mapLen bytes
+// (see createSegmentSizedLocked).
+func (db *DB) rollSizedLocked(mapLen int64) error {
 	if err := db.syncActiveLocked(); err != nil {
 		return err
 	}
@@ -79,7 +90,7 @@ func (db *DB) rollLocked() error {
 			return err
 		}
 	}
-	sf, err := db.createSegmentLocked()
+	sf, err := db.createSegmentSizedLocked(mapLen)
 	if err != nil {
 		// The old segment is still active and intact; later writes retry.
 		return err

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marlinkv/marlin/index"
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
@@ -20,15 +21,18 @@ import (
 //	footer: trailerOffset uint64 | "MARLNEND"
 //
 // The first frame is the header ("MARLNIDX", version, shard and fingerprint
-// bits, creation time). Entry frames hold runs of {shard uint32, count
+// bits, creation time, database id). Entry frames hold runs of {shard uint32, count
 // uint32, count slot values uint64}, shards ascending. The last frame, at
 // trailerOffset, is the trailer: the log positions the snapshot covers and
 // the segment table. Every integer is little-endian.
 
 const (
-	snapMagic      = "MARLNIDX"
-	snapEndMagic   = "MARLNEND"
-	snapVersion    = 1
+	snapMagic    = "MARLNIDX"
+	snapEndMagic = "MARLNEND"
+	snapVersion  = 2 // 2: the header carries the database id
+	// snapHeaderSize is the header payload's size: magic, version, 4
+	// layout bytes, creation time, database id.
+	snapHeaderSize = 8 + 2 + 4 + 8 + 16
 	snapFrameMax   = 4 << 20 // largest payload accepted when reading
 	snapFrameFlush = 1 << 20 // payload size at which the writer emits a frame
 	snapFooterSize = 16
@@ -121,12 +125,37 @@ func decodeSnapMeta(b []byte) (*snapMeta, error) {
 	return m, nil
 }
 
-func snapHeader(createdMs int64) []byte {
+func snapHeader(createdMs int64, id DBID) []byte {
 	b := []byte(snapMagic)
 	b = binary.LittleEndian.AppendUint16(b, snapVersion)
 	b = append(b, 16, 30, 0, 0) // shard bits, fingerprint bits (index layout)
 	b = binary.LittleEndian.AppendUint64(b, uint64(createdMs))
+	b = append(b, id[:]...)
 	return b
+}
+
+// snapHeaderInfo is a decoded snapshot header.
+type snapHeaderInfo struct {
+	createdMs int64
+	id        DBID
+}
+
+// decodeSnapHeader checks a snapshot header payload: magic, version, the
+// index layout this code uses.
+func decodeSnapHeader(p []byte) (snapHeaderInfo, error) {
+	var h snapHeaderInfo
+	if len(p) < 10 || string(p[:8]) != snapMagic {
+		return h, fmt.Errorf("bad header")
+	}
+	if v := binary.LittleEndian.Uint16(p[8:]); v != snapVersion {
+		return h, fmt.Errorf("unsupported snapshot version %d (this Marlin writes %d)", v, snapVersion)
+	}
+	if len(p) != snapHeaderSize || p[10] != index.ShardBits || p[11] != index.FPBits {
+		return h, fmt.Errorf("bad header")
+	}
+	h.createdMs = int64(binary.LittleEndian.Uint64(p[14:]))
+	copy(h.id[:], p[22:38])
+	return h, nil
 }
 
 // frameWriter writes checksummed frames to a file.

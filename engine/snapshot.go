@@ -100,7 +100,7 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 		return 0, fmt.Errorf("marlin: snapshot: %w", err)
 	}
 	w := &frameWriter{f: f}
-	w.frame(snapHeader(db.now()))
+	w.frame(snapHeader(db.now(), db.meta.id))
 	var slots []uint64
 	for sn := 0; sn < index.NumShards && w.err == nil; sn++ {
 		if slots = db.ix.ShardSlots(sn, slots[:0]); len(slots) > 0 {
@@ -239,15 +239,21 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 	}
 	r := &frameReader{f: f, end: trailerAt}
 	p, err = r.next()
-	if err != nil || len(p) < 12 || string(p[:8]) != snapMagic || binary.LittleEndian.Uint16(p[8:]) != snapVersion ||
-		p[10] != index.ShardBits || p[11] != index.FPBits {
+	if err != nil {
 		return nil, fmt.Errorf("%s: bad header (%v)", name, err)
 	}
-	if len(p) >= 22 {
-		// The snapshot was written at this time of the DB's clock: expiry
-		// judged later never uses an earlier time (see DB.now).
-		db.raiseClockFloor(int64(binary.LittleEndian.Uint64(p[14:])))
+	hdr, err := decodeSnapHeader(p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if hdr.id != db.meta.id {
+		// A copied-in snapshot of another database: its entries point into
+		// other files, and its fingerprints come from another hash key.
+		return nil, fmt.Errorf("%s belongs to another database (id %s; this database is %s)", name, hdr.id, db.meta.id)
+	}
+	// The snapshot was written at this time of the DB's clock: expiry
+	// judged later never uses an earlier time (see DB.now).
+	db.raiseClockFloor(hdr.createdMs)
 	var loaded uint64
 	prev := -1
 	for {

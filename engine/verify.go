@@ -74,7 +74,12 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	full.DisableSnapshots = true
 	fdb, err := Open(dir, &full)
 	if errors.Is(err, ErrCorrupt) {
-		return rep, nil // already reported by the segment scan
+		if len(rep.Problems) == 0 {
+			// Not found by the segment scan (a damaged or missing identity
+			// file, say): report what Open found.
+			rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: err.Error()})
+		}
+		return rep, nil // otherwise already reported by the segment scan
 	}
 	if err != nil {
 		return rep, err
@@ -114,7 +119,7 @@ func verifySegments(dir string, o *Options, rep *VerifyReport) error {
 		}
 	}
 	slices.Sort(gens)
-	lim := segment.Limits{MaxKey: segment.MaxKeyLen, MaxValue: segment.MaxSegmentSize}
+	lim := segment.FormatLimits
 	for i, gen := range gens {
 		rep.Segments++
 		name := filepath.Join(dir, segment.FileName(gen))
@@ -251,6 +256,9 @@ type SnapshotInfo struct {
 	Created  time.Time
 	Entries  uint64
 	Segments int
+	// DBID is the id of the database that wrote the snapshot; Open ignores
+	// a snapshot whose id is not its own (DB.ID).
+	DBID DBID
 	// The snapshot's index covers the log up to Durable; Open replays from
 	// Replay (segment generation and offset).
 	ReplayGen, DurableGen       uint64
@@ -299,13 +307,16 @@ func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
 		return bad("bad footer")
 	}
 	hr := &frameReader{f: f, end: at}
-	h, err := hr.next()
-	if err != nil || len(h) < 22 || string(h[:8]) != snapMagic {
+	p, err := hr.next()
+	if err != nil {
 		return bad("bad header")
 	}
-	created := time.UnixMilli(int64(binary.LittleEndian.Uint64(h[14:]))) // after magic, version, 4 layout bytes
+	h, err := decodeSnapHeader(p)
+	if err != nil {
+		return bad(err.Error())
+	}
 	tr := &frameReader{f: f, off: at, end: size - snapFooterSize}
-	p, err := tr.next()
+	p, err = tr.next()
 	if err != nil {
 		return bad("trailer: " + err.Error())
 	}
@@ -313,7 +324,7 @@ func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
 	if err != nil {
 		return bad(err.Error())
 	}
-	return &SnapshotInfo{File: name, Created: created, Entries: m.entries, Segments: len(m.segs),
+	return &SnapshotInfo{File: name, Created: time.UnixMilli(h.createdMs), DBID: h.id, Entries: m.entries, Segments: len(m.segs),
 		ReplayGen: m.replay.gen, ReplayOffset: m.replay.off, DurableGen: m.acct.gen, DurableOffset: m.acct.off}, nil
 }
 

@@ -9,12 +9,19 @@ import (
 	"github.com/marlinkv/marlin/segment"
 )
 
-func (db *DB) checkKV(key, value []byte) error {
+// checkKV checks a write's key and value against the options' limits,
+// which bound new data only. A single Delete is checked against the
+// format's key limit instead (maxKey): it writes a tombstone only for a key
+// that is present, so a key written under a larger MaxKeySize can still be
+// removed after the limit was lowered, and nothing new gets in. (A batch's
+// delete writes its tombstone even for an absent key, so batches keep
+// MaxKeySize.)
+func (db *DB) checkKV(key, value []byte, maxKey int) error {
 	switch {
 	case len(key) == 0:
 		return ErrEmptyKey
-	case len(key) > db.opts.MaxKeySize:
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), db.opts.MaxKeySize)
+	case len(key) > maxKey:
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), maxKey)
 	case len(value) > db.opts.MaxValueSize:
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), db.opts.MaxValueSize)
 	}
@@ -59,7 +66,11 @@ func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
 		return err
 	}
 	defer db.exit(g)
-	if err := db.checkKV(key, value); err != nil {
+	maxKey := db.opts.MaxKeySize
+	if kind == segment.KindDelete {
+		maxKey = segment.MaxKeyLen
+	}
+	if err := db.checkKV(key, value, maxKey); err != nil {
 		return err
 	}
 	h := db.hash(key)
@@ -206,7 +217,16 @@ func (db *DB) appendLocked(rec *segment.Record, reserve int) (uint64, int, error
 // returns the offset in the active segment where it will be appended.
 // Nothing else may be appended before putRecordLocked. db.mu must be held.
 func (db *DB) placeLocked(size, reserve int) (int64, error) {
-	if err := db.ensureRoomLocked(int64(size + reserve)); err != nil {
+	if reserve == 0 && int64(size)+segment.HeaderSize > db.opts.SegmentSize {
+		// A single record larger than a segment of this open's size: a
+		// compaction copy, or a tombstone, of a record written under a
+		// larger SegmentSize or MaxKeySize (new puts are bounded by the
+		// options). It gets a segment of its own, sized to fit it, so that
+		// lowering SegmentSize never leaves data that cannot be moved.
+		if err := db.rollSizedLocked(segment.HeaderSize + int64(size)); err != nil {
+			return 0, err
+		}
+	} else if err := db.ensureRoomLocked(int64(size + reserve)); err != nil {
 		return 0, err
 	}
 	if db.tail.n.Load() == 0 {

@@ -13,7 +13,7 @@ import (
 // fuzzSegment builds a small valid segment image: puts, a delete, a batch
 // with a sync mark between its records, a TTL put and a trailing mark.
 func fuzzSegment(gen uint64) []byte {
-	data := EncodeHeader(Header{ID: 3, Generation: gen})
+	data := EncodeHeader(Header{ID: 3, Generation: gen, DBTag: 1})
 	add := func(r Record) {
 		b := make([]byte, Size(len(r.Key), len(r.Value), r.Expiry != 0))
 		Encode(b, gen, int64(len(data)), &r)
@@ -41,7 +41,7 @@ func FuzzScan(f *testing.F) {
 	f.Add(fuzzSegment(1), uint64(1), uint16(0))
 	f.Add(fuzzSegment(7), uint64(7), uint16(3))
 	f.Add(fuzzSegment(2)[:100], uint64(2), uint16(0))
-	f.Add(EncodeHeader(Header{ID: 1, Generation: 1}), uint64(1), uint16(0))
+	f.Add(EncodeHeader(Header{ID: 1, Generation: 1, DBTag: 1}), uint64(1), uint16(0))
 	f.Add([]byte{}, uint64(0), uint16(0))
 	lim := Limits{MaxKey: 1024, MaxValue: 1 << 20}
 	f.Fuzz(func(t *testing.T, data []byte, gen uint64, skip uint16) {

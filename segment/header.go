@@ -13,7 +13,10 @@ import (
 //	+0   magic      [8]byte "MARLINSG"
 //	+8   version    uint16  FormatVersion
 //	+10  id         uint16  segment number used in locations, < MaxSegments
-//	+12  reserved   uint32  zero
+//	+12  db tag     uint32  non-zero; the database's tag (engine: the first
+//	                        4 bytes of the id in its MARLIN file), so that a
+//	                        segment copied in from another database is
+//	                        recognised
 //	+16  generation uint64  unique, increasing creation number; also in the
 //	                        file name
 //	+24  crc        uint32  CRC32C of bytes [0, 24)
@@ -24,8 +27,9 @@ import (
 // HeaderSize is the size of a segment header; the first record starts here.
 const HeaderSize = 32
 
-// FormatVersion is the segment format this code writes and reads.
-const FormatVersion = 1
+// FormatVersion is the segment format this code writes and reads. Version
+// 1 (before the database tag) is refused: Marlin had no release with it.
+const FormatVersion = 2
 
 var magic = [8]byte{'M', 'A', 'R', 'L', 'I', 'N', 'S', 'G'}
 
@@ -45,7 +49,15 @@ const (
 type Header struct {
 	ID         uint16
 	Generation uint64
+	// DBTag names the database the segment belongs to; never 0.
+	DBTag uint32
 }
+
+// FormatLimits are the decoding limits of the format itself: the largest
+// key the format can hold and a value no larger than a segment. Readers of
+// existing data use these, never the limits an Open's options put on new
+// writes, so that data written under larger options stays readable.
+var FormatLimits = Limits{MaxKey: MaxKeyLen, MaxValue: MaxSegmentSize}
 
 // EncodeHeader returns the header bytes.
 func EncodeHeader(h Header) []byte {
@@ -53,6 +65,7 @@ func EncodeHeader(h Header) []byte {
 	copy(b, magic[:])
 	binary.LittleEndian.PutUint16(b[8:], FormatVersion)
 	binary.LittleEndian.PutUint16(b[10:], h.ID)
+	binary.LittleEndian.PutUint32(b[12:], h.DBTag)
 	binary.LittleEndian.PutUint64(b[16:], h.Generation)
 	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
 	return b
@@ -70,13 +83,21 @@ func DecodeHeader(b []byte) (Header, error) {
 	if got, want := crc32.Checksum(b[:24], castagnoli), binary.LittleEndian.Uint32(b[24:]); got != want {
 		return h, corruptf(0, "segment header checksum mismatch")
 	}
-	if v := binary.LittleEndian.Uint16(b[8:]); v != FormatVersion {
-		return h, corruptf(0, "unsupported segment format version %d", v)
+	switch v := binary.LittleEndian.Uint16(b[8:]); {
+	case v == 1:
+		return h, corruptf(0, "segment written by an older Marlin format version 1, which this version cannot read "+
+			"(format version 1 predates the first release and has no upgrade path: rebuild the database from its data)")
+	case v != FormatVersion:
+		return h, corruptf(0, "unsupported segment format version %d (this Marlin reads version %d)", v, FormatVersion)
 	}
 	h.ID = binary.LittleEndian.Uint16(b[10:])
+	h.DBTag = binary.LittleEndian.Uint32(b[12:])
 	h.Generation = binary.LittleEndian.Uint64(b[16:])
 	if h.ID >= MaxSegments {
 		return h, corruptf(0, "segment id %d out of range", h.ID)
+	}
+	if h.DBTag == 0 {
+		return h, corruptf(0, "segment header has no database tag")
 	}
 	return h, nil
 }

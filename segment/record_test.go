@@ -408,15 +408,16 @@ func TestCorruptErrorWithFile(t *testing.T) {
 
 func TestHeaderRoundTrip(t *testing.T) {
 	for _, h := range []Header{
-		{ID: 0, Generation: 0},
-		{ID: 1, Generation: 1},
-		{ID: MaxSegments - 1, Generation: math.MaxUint64},
-		{ID: 513, Generation: 1 << 40},
+		{ID: 0, Generation: 0, DBTag: 1},
+		{ID: 1, Generation: 1, DBTag: 0xdeadbeef},
+		{ID: MaxSegments - 1, Generation: math.MaxUint64, DBTag: math.MaxUint32},
+		{ID: 513, Generation: 1 << 40, DBTag: 7},
 	} {
 		b := EncodeHeader(h)
 		require.Len(t, b, HeaderSize)
 		require.Equal(t, "MARLINSG", string(b[:8]))
-		require.Equal(t, make([]byte, 4), b[12:16], "reserved")
+		require.Equal(t, uint16(2), binary.LittleEndian.Uint16(b[8:]), "version")
+		require.Equal(t, h.DBTag, binary.LittleEndian.Uint32(b[12:]), "db tag")
 		require.Equal(t, make([]byte, 4), b[28:32], "reserved")
 		got, err := DecodeHeader(b)
 		require.NoError(t, err)
@@ -429,7 +430,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 }
 
 func TestHeaderRejects(t *testing.T) {
-	good := EncodeHeader(Header{ID: 3, Generation: 99})
+	good := EncodeHeader(Header{ID: 3, Generation: 99, DBTag: 0x01020304})
 	withCRC := func(b []byte) []byte {
 		binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
 		return b
@@ -443,7 +444,9 @@ func TestHeaderRejects(t *testing.T) {
 		"bad magic":   withCRC(append([]byte("MARLINSX"), good[8:]...)),
 		"bad version": withCRC(func() []byte { b := clone(); binary.LittleEndian.PutUint16(b[8:], FormatVersion+1); return b }()),
 		"version 0":   withCRC(func() []byte { b := clone(); binary.LittleEndian.PutUint16(b[8:], 0); return b }()),
-		"id too big":  EncodeHeader(Header{ID: MaxSegments, Generation: 99}),
+		"version 1":   withCRC(func() []byte { b := clone(); binary.LittleEndian.PutUint16(b[8:], 1); return b }()),
+		"id too big":  EncodeHeader(Header{ID: MaxSegments, Generation: 99, DBTag: 1}),
+		"no db tag":   EncodeHeader(Header{ID: 3, Generation: 99}),
 		"bad crc":     func() []byte { b := clone(); b[24] ^= 1; return b }(),
 	}
 	for name, b := range cases {
@@ -456,6 +459,10 @@ func TestHeaderRejects(t *testing.T) {
 	require.Contains(t, err.Error(), "version")
 	_, err = DecodeHeader(cases["bad crc"])
 	require.Contains(t, err.Error(), "checksum")
+	_, err = DecodeHeader(cases["version 1"])
+	require.Contains(t, err.Error(), "older Marlin format version 1")
+	_, err = DecodeHeader(cases["no db tag"])
+	require.Contains(t, err.Error(), "database tag")
 
 	// Every bit of the checksummed part and of the checksum itself.
 	for bit := range 28 * 8 {

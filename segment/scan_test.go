@@ -15,7 +15,7 @@ type segBuilder struct {
 }
 
 func newSeg(gen uint64) *segBuilder {
-	return &segBuilder{gen: gen, data: EncodeHeader(Header{ID: 1, Generation: gen})}
+	return &segBuilder{gen: gen, data: EncodeHeader(Header{ID: 1, Generation: gen, DBTag: 1})}
 }
 
 // add appends r and returns its offset.

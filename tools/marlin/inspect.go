@@ -22,6 +22,7 @@ DIR is opened read-only (the figures are those of that open).`
 type inspectReport struct {
 	Dir           string `json:"dir"`
 	FormatVersion int    `json:"format_version"`
+	DatabaseID    string `json:"database_id"` // from the MARLIN file
 	Keys          int64  `json:"keys"`
 	Index         struct {
 		Entries       int64   `json:"entries"`
@@ -103,6 +104,7 @@ func runInspect(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	rep.DatabaseID = db.ID().String()
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -205,6 +207,7 @@ func writeInspect(w io.Writer, r *inspectReport) {
 	}
 	p("directory", "%s", r.Dir)
 	p("format", "segment format version %d", r.FormatVersion)
+	p("database", "id %s", r.DatabaseID)
 	p("keys", "%s (expired keys not yet reclaimed included)", comma(r.Keys))
 	p("index", "load factor %.2f (%s entries in %s slots), %s resident, %s in live slot blocks",
 		r.Index.LoadFactor, comma(r.Index.Entries), comma(r.Index.Capacity), ibytes(r.Index.ResidentBytes), ibytes(r.Index.LiveBytes))

@@ -30,7 +30,7 @@ func dumpRecords(path string, stdout io.Writer) error {
 	h, herr := segment.DecodeHeader(data)
 	switch {
 	case herr == nil:
-		fmt.Fprintf(out, "header: format %d, id %d, generation %d\n", segment.FormatVersion, h.ID, h.Generation)
+		fmt.Fprintf(out, "header: format %d, id %d, generation %d, database tag %#08x\n", segment.FormatVersion, h.ID, h.Generation, h.DBTag)
 		if nameOK && gen != h.Generation {
 			fmt.Fprintf(out, "header: WARNING: the file name says generation %d; records are checked with the header's\n", gen)
 		}
