@@ -92,6 +92,10 @@ type DB struct {
 	snapWritten int64
 	snapAt      time.Time
 
+	// provenSize maps a segment generation to the size the newest index
+	// snapshot proves was fsynced (see proven.go). Set during recovery only.
+	provenSize map[uint64]int64
+
 	// clockFloor is the latest time (Unix ms) DB.now has returned: expiry
 	// never goes backwards with the clock.
 	clockFloor atomic.Int64

@@ -88,6 +88,9 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	meta := snapMeta{replay: logPos{db.active.gen, db.active.flushed.Load()}}
 	written := db.st.records.Load()
 	db.mu.Unlock()
+	if snapshotCopyHook != nil {
+		snapshotCopyHook()
+	}
 
 	tmp := filepath.Join(dir, snapTmpName)
 	f, err := db.fs.Create(tmp)
@@ -165,6 +168,11 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	return written, nil
 }
 
+// snapshotCopyHook, if set (by tests), runs in writeSnapshot after the
+// replay position is recorded and before the index is copied: writes it
+// makes are the ones a fuzzy copy may or may not catch.
+var snapshotCopyHook func()
+
 // removeOldSnapshots deletes snapshot files older than n. Failures only
 // cost disk space.
 func (db *DB) removeOldSnapshots(n uint64) {
@@ -230,18 +238,22 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	r := &frameReader{f: f, end: trailerAt}
+	p, err = r.next()
+	if err != nil || len(p) < 12 || string(p[:8]) != snapMagic || binary.LittleEndian.Uint16(p[8:]) != snapVersion ||
+		p[10] != index.ShardBits || p[11] != index.FPBits {
+		return nil, fmt.Errorf("%s: bad header (%v)", name, err)
+	}
+	// The trailer and the header are intact: the segment sizes it records
+	// were fsynced before it was written, whether or not the rest of the
+	// snapshot can be used (see provenSize).
+	db.noteProvenSizes(meta)
 	if err := meta.check(onDisk); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	ids := make(map[uint16]int64, len(meta.segs)) // id -> size
 	for _, s := range meta.segs {
 		ids[s.id] = s.size
-	}
-	r := &frameReader{f: f, end: trailerAt}
-	p, err = r.next()
-	if err != nil || len(p) < 12 || string(p[:8]) != snapMagic || binary.LittleEndian.Uint16(p[8:]) != snapVersion ||
-		p[10] != index.ShardBits || p[11] != index.FPBits {
-		return nil, fmt.Errorf("%s: bad header (%v)", name, err)
 	}
 	if len(p) >= 22 {
 		// The snapshot was written at this time of the DB's clock: expiry
@@ -306,6 +318,8 @@ func (m *snapMeta) check(onDisk map[uint64]int64) error {
 		case !ok:
 			return fmt.Errorf("segment %s is gone (stale snapshot)", segment.FileName(s.gen))
 		case size < s.size:
+			// recover reports this as corruption (checkProvenSizes); this
+			// check keeps the snapshot from being used when it is not.
 			return fmt.Errorf("segment %s is shorter (%d) than when the snapshot was taken (%d)",
 				segment.FileName(s.gen), size, s.size)
 		}

@@ -1,0 +1,322 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/index"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// Recovery replay tests (issue 9, items 9, 10 and 12): a snapshot taken
+// across a roll, an unreadable candidate during replay, tombstones that
+// must not occupy index slots, and the snapshot's proof of fsynced data.
+
+// rpOpts: snapshots on, background workers idle (long intervals).
+func rpOpts(fs vfs.FS) *Options {
+	return &Options{FS: fs, SegmentSize: 4096, WriteBufferSize: 4096, Sync: SyncNone,
+		Logger: discardLogger, IndexReserve: 1 << 26, CompactionThreshold: -1,
+		SnapshotInterval: 1 << 40, SnapshotRecords: 1 << 40}
+}
+
+// rpCount returns how many times ForEach yields key.
+func rpCount(t *testing.T, db *DB, key string) int {
+	t.Helper()
+	n := 0
+	require.NoError(t, db.ForEach(func(k, v []byte) error {
+		if string(k) == key {
+			n++
+		}
+		return nil
+	}))
+	return n
+}
+
+// rpRollDuring makes the next snapshot's copy see, after its replay
+// position: a put of "dup"=v1 in the segment the position is in, a roll,
+// then "dup"=v2 in the new segment.
+func rpRollDuring(t *testing.T, db *DB) {
+	snapshotCopyHook = func() {
+		snapshotCopyHook = nil
+		require.NoError(t, db.Put([]byte("dup"), []byte("v1")))
+		db.mu.Lock()
+		first := db.active
+		db.mu.Unlock()
+		for i := 0; ; i++ {
+			db.mu.Lock()
+			rolled := db.active != first
+			db.mu.Unlock()
+			if rolled {
+				break
+			}
+			require.NoError(t, db.Put(fmt.Appendf(nil, "fill-%d", i), bytes.Repeat([]byte("f"), 100)))
+		}
+		require.NoError(t, db.Put([]byte("dup"), []byte("v2")))
+	}
+	t.Cleanup(func() { snapshotCopyHook = nil })
+}
+
+// rpCheckDup asserts that the database in dir (on fs) has exactly one entry
+// for "dup", the newest, that a delete removes it for good, and that
+// Verify is clean.
+func rpCheckDup(t *testing.T, fs vfs.FS, dir string) {
+	t.Helper()
+	rep, err := Verify(dir, rpOpts(fs))
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problems)
+	db, err := Open(dir, rpOpts(fs))
+	require.NoError(t, err)
+	require.True(t, db.st.snapshotLoaded.Load(), "the snapshot must be used")
+	require.Equal(t, 1, rpCount(t, db, "dup"), "one entry per key")
+	v, err := db.Get([]byte("dup"))
+	require.NoError(t, err)
+	require.Equal(t, "v2", string(v))
+	require.NoError(t, db.Delete([]byte("dup")))
+	_, err = db.Get([]byte("dup"))
+	require.ErrorIs(t, err, ErrNotFound, "a deleted key must not come back with an older value")
+	require.NoError(t, db.ix.Check())
+	require.NoError(t, db.Close())
+}
+
+// TestSnapshotAcrossRollOneEntryPerKey: item 12. Before the fix, recovery
+// replayed the older segment before opening the newer one that the
+// snapshot's entry for "dup" pointed into, took that entry for stale, and
+// inserted the replayed v1 as a second entry: ForEach yielded "dup" twice
+// and after Delete, Get returned v1.
+func TestSnapshotAcrossRollOneEntryPerKey(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", rpOpts(fs))
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
+	}
+	rpRollDuring(t, db)
+	require.NoError(t, db.Snapshot())
+	// A crash now: the snapshot is the newest, nothing after it.
+	crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2)))
+	require.NoError(t, db.Close())
+	rpCheckDup(t, crashed, "/db")
+}
+
+// TestCheckpointAcrossRollOneEntryPerKey: item 12 with Checkpoint, whose
+// snapshot is taken while a writer rolls the log (same failure before the
+// fix: "dup" twice, and back after Delete).
+func TestCheckpointAcrossRollOneEntryPerKey(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", rpOpts(fs))
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
+	}
+	rpRollDuring(t, db)
+	require.NoError(t, db.Checkpoint("/ckpt"))
+	require.NoError(t, db.Close())
+	rpCheckDup(t, fs, "/ckpt")
+}
+
+// TestReplayUnreadableCandidateIsCorrupt: item 9. The snapshot's entry for
+// a key points at a record that rotted; replaying the key's newer record
+// must not take the unreadable one for another key's (which left two
+// entries for the key before the fix): Open fails with ErrCorrupt naming
+// the file and offset, as the write path does.
+func TestReplayUnreadableCandidateIsCorrupt(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", rpOpts(fs))
+	require.NoError(t, err)
+	rcPut(t, db, 0, 100)
+	require.NoError(t, db.Snapshot())
+	require.NoError(t, db.Put(rcKey(5), []byte("newer")))
+	require.NoError(t, db.Sync())
+	crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2)))
+	require.NoError(t, db.Close())
+
+	// Rot the old record of key 5 (before the replay position: only the
+	// snapshot's entry leads to it).
+	files := rcSegFiles(t, crashed, "/db")
+	var path string
+	var victim rcRec
+	for _, f := range files {
+		for _, r := range rcLayout(t, rcRead(t, crashed, f), rcGen(t, f)) {
+			if r.key == string(rcKey(5)) && string(r.value) == string(rcVal(5)) {
+				path, victim = f, r
+			}
+		}
+	}
+	require.NotEmpty(t, path)
+	d := rcRead(t, crashed, path)
+	d[victim.valOff+1] ^= 0x10
+	rcWrite(t, crashed, path, d)
+
+	_, err = Open("/db", rpOpts(crashed))
+	rcRequireCorrupt(t, err, path, victim.off)
+}
+
+// rpCollide forces every key "c<n>" into shard 0 with a fingerprint at the
+// very top of the range: all of them share the shard's last home slot.
+func rpCollide(o *Options) *Options {
+	o.hash = func(k []byte) uint64 {
+		if n, err := strconv.Atoi(strings.TrimPrefix(string(k), "c")); err == nil && k[0] == 'c' {
+			fp := uint64(1<<index.FPBits - 1 - n)
+			return fp << (64 - index.ShardBits - index.FPBits)
+		}
+		return farmish(k)
+	}
+	return o
+}
+
+// farmish is a throwaway hash for the keys rpCollide does not force.
+func farmish(k []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range k {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return h
+}
+
+// rpCollidingHistory writes a put/delete/put history of colliding keys,
+// every call acknowledged: keys c0..c8 put, then deleted, then c9..c17 put
+// (never more than 9 live at a time, which the index holds).
+func rpCollidingHistory(t *testing.T, db *DB) {
+	t.Helper()
+	for i := range 9 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "c%d", i), []byte("a")))
+	}
+	for i := range 9 {
+		require.NoError(t, db.Delete(fmt.Appendf(nil, "c%d", i)))
+	}
+	for i := 9; i < 18; i++ {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "c%d", i), []byte("b")))
+	}
+}
+
+func rpCheckColliding(t *testing.T, db *DB) {
+	t.Helper()
+	for i := range 18 {
+		v, err := db.Get(fmt.Appendf(nil, "c%d", i))
+		if i < 9 {
+			require.ErrorIs(t, err, ErrNotFound, "c%d", i)
+		} else {
+			require.NoError(t, err, "c%d", i)
+			require.Equal(t, "b", string(v))
+		}
+	}
+	require.NoError(t, db.ix.Check())
+}
+
+// TestReplayTombstonesTakeNoSlots: tombstones took index slots during
+// replay, so an acknowledged put/delete/put history of colliding keys made
+// Open fail with ErrCollision (full replay, and replay after a snapshot
+// taken before the deletes). Now a tombstone just removes the older entry.
+func TestReplayTombstonesTakeNoSlots(t *testing.T) {
+	t.Run("full replay", func(t *testing.T) {
+		fs := vfs.NewMem()
+		o := rpCollide(rpOpts(fs))
+		o.DisableSnapshots = true
+		db, err := Open("/db", o)
+		require.NoError(t, err)
+		rpCollidingHistory(t, db)
+		require.NoError(t, db.Close())
+		db, err = Open("/db", o)
+		require.NoError(t, err)
+		rpCheckColliding(t, db)
+		require.NoError(t, db.Close())
+	})
+	t.Run("snapshot", func(t *testing.T) {
+		fs := vfs.NewMem()
+		o := rpCollide(rpOpts(fs))
+		db, err := Open("/db", o)
+		require.NoError(t, err)
+		for i := range 9 {
+			require.NoError(t, db.Put(fmt.Appendf(nil, "c%d", i), []byte("a")))
+		}
+		require.NoError(t, db.Snapshot())
+		for i := range 9 {
+			require.NoError(t, db.Delete(fmt.Appendf(nil, "c%d", i)))
+		}
+		for i := 9; i < 18; i++ {
+			require.NoError(t, db.Put(fmt.Appendf(nil, "c%d", i), []byte("b")))
+		}
+		require.NoError(t, db.Sync())
+		crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2)))
+		require.NoError(t, db.Close())
+		o.FS = crashed
+		db, err = Open("/db", o)
+		require.NoError(t, err)
+		require.True(t, db.st.snapshotLoaded.Load())
+		rpCheckColliding(t, db)
+		require.NoError(t, db.Close())
+	})
+}
+
+// TestSnapshotProvesFsyncedData: item 10's recovery rule. The newest
+// snapshot's segment table proves how much of each segment was fsynced.
+// Before the fix, a newest segment cut below that size made the snapshot
+// "stale" and the full replay that followed truncated the acknowledged
+// records silently; damage below it was truncated as a torn tail.
+func TestSnapshotProvesFsyncedData(t *testing.T) {
+	setup := func(t *testing.T) (*vfs.MemFS, string) {
+		fs := vfs.NewMem()
+		db, err := Open("/db", rpOpts(fs))
+		require.NoError(t, err)
+		rcPut(t, db, 0, 10)
+		// Records written during the copy land between the replay and
+		// the accounting positions: recovery scans them.
+		snapshotCopyHook = func() { snapshotCopyHook = nil; rcPut(t, db, 10, 20) }
+		t.Cleanup(func() { snapshotCopyHook = nil })
+		require.NoError(t, db.Snapshot())
+		crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2))) // no Close mark
+		require.NoError(t, db.Close())
+		files := rcSegFiles(t, crashed, "/db")
+		return crashed, files[len(files)-1]
+	}
+	t.Run("cut short", func(t *testing.T) {
+		fs, newest := setup(t)
+		size := rcSize(t, fs, newest)
+		rcTruncate(t, fs, newest, size-100)
+		_, err := Open("/db", rpOpts(fs))
+		rcRequireCorrupt(t, err, newest, size-100)
+		_, err = Open("/db", func() *Options { o := rpOpts(fs); o.ReadOnly = true; return o }())
+		require.ErrorIs(t, err, ErrCorrupt)
+	})
+	t.Run("damaged", func(t *testing.T) {
+		fs, newest := setup(t)
+		d := rcRead(t, fs, newest)
+		recs := rcLayout(t, d, rcGen(t, newest))
+		last := recs[len(recs)-1]
+		require.Equal(t, string(rcKey(19)), last.key)
+		d[last.valOff] ^= 0x01
+		rcWrite(t, fs, newest, d)
+		var logged bytes.Buffer
+		o := rpOpts(fs)
+		o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+		_, err := Open("/db", o)
+		rcRequireCorrupt(t, err, newest, last.off)
+		require.Equal(t, int64(len(d)), rcSize(t, fs, newest), "nothing was truncated")
+	})
+}
+
+// TestTornTailLogNamesFile: the torn-tail warning named no file ("corrupt
+// data in  at offset").
+func TestTornTailLogNamesFile(t *testing.T) {
+	fs, files := rcMultiSegment(t, 120)
+	rcStripCloseMark(t, fs, rcDir)
+	newest := files[len(files)-1]
+	size := rcSize(t, fs, newest)
+	rcTruncate(t, fs, newest, size-5)
+	var logged bytes.Buffer
+	o := rcOpts(fs, 4096)
+	o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	db, err := Open(rcDir, o)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.Contains(t, logged.String(), "truncating torn tail")
+	require.NotContains(t, logged.String(), "in  at")
+	require.Contains(t, logged.String(), "corrupt data in "+newest)
+}
