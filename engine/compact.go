@@ -1,7 +1,11 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	iofs "io/fs"
+	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -25,19 +29,35 @@ import (
 // From it follow the rules for records that are not copied:
 //   - A superseded put is dropped: a newer record of its key (a put or a
 //     tombstone) exists in a newer segment.
-//   - A tombstone is dropped when its segment is the oldest one (nothing
-//     older can be resurrected) or when the key is live again (a newer put
-//     exists); otherwise it is re-appended.
-//   - An expired put is dropped; if it was the key's newest record and its
-//     segment is not the oldest, a tombstone replaces it, or else an older
-//     version of the key would come back at the next restart.
+//   - A tombstone is dropped when nothing older can come back: no segment
+//     other than its own, of a generation up to the one it shadows, exists
+//     (tombstone.go; retired segments whose files are still on disk count),
+//     or the key is live again (a newer put exists). Otherwise it is
+//     re-appended, keeping what it shadows, and counts as needed ("tomb")
+//     bytes in its new segment, never as dead: a segment of needed
+//     tombstones does not qualify for compaction until what they shadow is
+//     gone, so a tombstone is copied a bounded number of times.
+//   - An expired put is dropped; if it was the key's newest record and an
+//     older segment exists, a tombstone shadowing the compacted segment
+//     replaces it, or else an older version of the key would come back at
+//     the next restart.
 //
-// The old segment is removed only after the copies are fsynced (so its data
-// is never the only durable copy being deleted), after it left db.segs (so
-// no new reader finds it), and after a grace period (so no reader still
-// holds its mapping). Its id is reused only once the removal is durable.
-// If the process dies midway, the copies and the old records coexist on
-// disk; the copies have higher sequence numbers and win at recovery.
+// A compacted segment leaves db.segs (no new reader finds it) only after
+// the copies are fsynced, but its file is deleted only after a snapshot
+// that does not list it is durable: a segment is never removed while a
+// snapshot that needs it is still the newest (issue 9, item 1). Until then
+// it waits in db.awaiting with its id retiring; snapshotLocked deletes the
+// files, fsyncs the directory and frees the ids. If the process dies
+// midway, the copies and the old records coexist on disk; the copies have
+// higher sequence numbers and win at recovery, and Open removes files the
+// loaded snapshot does not list. A failed or interrupted pass therefore
+// leaves a directory that opens and reads as before.
+//
+// A record that does not decode is never fatal to a pass: its segment is
+// skipped (logged with the file and offset, counted in
+// Stats.CompactionSkippedBytes) and remembered as damaged until reopen, so
+// later passes do not retry it; its bytes stay for reads, Verify and
+// salvage. The other segments are compacted as usual.
 
 // Compact runs a full compaction pass now: the active segment is sealed if
 // it holds dead bytes, then every sealed segment with dead bytes is
@@ -57,7 +77,7 @@ func (db *DB) Compact() error {
 // segments past the threshold every few seconds, or when a roll kicks it.
 func (db *DB) compactor() {
 	defer db.bg.Done()
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(db.opts.CompactionInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -79,53 +99,149 @@ func (db *DB) kickCompactor() {
 	}
 }
 
-// compactPass rewrites the sealed segments whose dead share is at least
-// threshold (and above zero). rate limits the bytes read per second (0: no
-// limit). sealActive seals the active segment first if it has dead bytes.
-func (db *DB) compactPass(threshold float64, rate int64, sealActive bool) error {
+// compactPass rewrites the sealed segments whose reclaimable share is at
+// least threshold (and above zero). rate limits the bytes read per second
+// (0: no limit). explicit (Compact) seals the active segment first if it
+// has reclaimable bytes, and writes the snapshot that lets the retired
+// files go at the end.
+func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
+	rounds := 1
+	if explicit {
+		// Deleting the retired files can make tombstones droppable: a
+		// second round reclaims them.
+		rounds = 2
+	}
+	for round := 0; round < rounds; round++ {
+		retired, err := db.compactRound(threshold, rate, explicit)
+		if err != nil {
+			return err
+		}
+		if retired == 0 && round > 0 {
+			break
+		}
+		db.mu.Lock()
+		due := len(db.awaiting) > 0 && (explicit || db.retiredDueLocked())
+		db.mu.Unlock()
+		if due && !db.opts.DisableSnapshots {
+			if err := db.snapshotLocked(db.stopBg); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// compactRound is one pass over the segments; it returns how many it
+// retired. db.compactMu must be held.
+func (db *DB) compactRound(threshold float64, rate int64, sealActive bool) (int, error) {
+	if err := db.freeIDsIfShort(); err != nil {
+		return 0, err
+	}
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
-		return db.failed
+		return 0, db.failed
 	}
-	if sealActive && db.active.dead.Load() > 0 {
-		if err := db.rollLocked(); err != nil {
+	if sealActive && db.reclaimableLocked(db.active) > 0 {
+		db.idFloor = idForCompact
+		err := db.rollLocked()
+		db.idFloor = idForPut
+		if err != nil {
 			db.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	var todo []*segFile
 	for i := range db.segs {
 		sf := db.segs[i].Load()
-		if sf == nil || sf == db.active {
+		if sf == nil || sf == db.active || db.damaged[sf.gen] {
 			continue
 		}
 		records := float64(sf.flushed.Load() - segment.HeaderSize)
-		if d := float64(sf.dead.Load()); d > 0 && d >= threshold*records {
+		if d := float64(db.reclaimableLocked(sf)); d > 0 && d >= threshold*records {
 			todo = append(todo, sf)
 		}
 	}
 	db.mu.Unlock()
 	sort.Slice(todo, func(i, j int) bool { return todo[i].gen < todo[j].gen })
+	retired := 0
 	for _, sf := range todo {
 		if db.stopping() {
-			return ErrClosed
+			return retired, ErrClosed
 		}
-		if err := db.compactSegment(sf, rate); err != nil {
-			return err
+		ok, err := db.compactSegment(sf, rate)
+		if err != nil {
+			return retired, err
+		}
+		if ok {
+			retired++
+		}
+		if err := db.freeIDsIfShort(); err != nil {
+			return retired, err
 		}
 	}
-	if len(todo) == 0 {
-		return nil
+	if retired > 0 {
+		db.st.compactions.Add(1)
 	}
-	db.st.compactions.Add(1)
+	return retired, nil
+}
+
+// reclaimableLocked returns the bytes compacting sf would reclaim: its dead
+// bytes, plus its tombstones once nothing they shadow can exist any more.
+// db.mu must be held.
+func (db *DB) reclaimableLocked(sf *segFile) int64 {
+	n := sf.dead.Load()
+	if t := sf.tomb.Load(); t > 0 && sf.tombMaxShadow.Load() < db.minOtherGenLocked(sf) {
+		n += t
+	}
+	return n
+}
+
+// minOtherGenLocked returns the oldest generation of any segment other
+// than sf whose file exists (open segments and retired ones awaiting
+// deletion), or MaxUint64 if there is none. db.mu must be held.
+func (db *DB) minOtherGenLocked(sf *segFile) uint64 {
+	m := uint64(math.MaxUint64)
+	for i := range db.segs {
+		if o := db.segs[i].Load(); o != nil && o != sf && o.gen < m {
+			m = o.gen
+		}
+	}
+	for _, r := range db.awaiting {
+		m = min(m, r.gen)
+	}
+	return m
+}
+
+// retiredDueLocked reports whether the retired segments awaiting deletion
+// are worth a snapshot now: they hold at least max(64 MiB, the estimated
+// snapshot size) bytes, or 1/8 of the segment ids. db.mu must be held.
+func (db *DB) retiredDueLocked() bool {
+	var bytes int64
+	for _, r := range db.awaiting {
+		bytes += r.size
+	}
+	return bytes >= max(64<<20, db.snapshotSizeEstimate()) || len(db.awaiting) >= segment.MaxSegments/8
+}
+
+// snapshotSizeEstimate is about what a snapshot of the index takes.
+func (db *DB) snapshotSizeEstimate() int64 { return 8*db.ix.Len() + 4096 }
+
+// freeIDsIfShort writes a snapshot, which deletes the retired segments'
+// files and frees their ids, when few ids are free and some await
+// deletion: compaction must never stall the log for want of ids.
+// db.compactMu must be held.
+func (db *DB) freeIDsIfShort() error {
 	db.mu.Lock()
-	db.snapValid = false // the last snapshot names removed segments
+	short := len(db.awaiting) > 0 && db.freeIDsLocked() <= 2*idReserve
 	db.mu.Unlock()
-	if db.opts.DisableSnapshots {
+	if !short {
 		return nil
+	}
+	if db.opts.DisableSnapshots {
+		return nil // nothing waits: files are deleted at once
 	}
 	return db.snapshotLocked(db.stopBg)
 }
@@ -134,17 +250,14 @@ func (db *DB) compactPass(threshold float64, rate int64, sealActive bool) error 
 const compactChunk = 64 << 10
 
 // compactSegment moves the live records of sealed segment sf to the head
-// of the log and removes sf.
-func (db *DB) compactSegment(sf *segFile, rate int64) error {
+// of the log and retires sf. It reports whether sf was retired (false: it
+// is damaged and skipped). An error means the pass must stop (I/O, a
+// failed handle, Close).
+func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 	db.mu.Lock()
-	// A segment being retired may still have its file (and its old
-	// records) on disk, so while any is, no segment counts as the oldest.
-	oldest := true
-	for i := range db.segs {
-		if o := db.segs[i].Load(); o != nil && o.gen < sf.gen || db.retiring[i] {
-			oldest = false
-		}
-	}
+	// Tombstones shadowing a generation older than every other existing
+	// segment are dropped; so are expired puts without a replacement.
+	minOther := db.minOtherGenLocked(sf)
 	db.mu.Unlock()
 
 	end := sf.flushed.Load()
@@ -157,7 +270,8 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 		for off < end && off < chunkEnd {
 			r, size, err := segment.Decode(data[off:], sf.gen, off, db.lim)
 			if err != nil {
-				return fmt.Errorf("marlin: compaction: %w", segment.WithFile(err, sf.name))
+				db.skipDamaged(sf, segment.WithFile(err, sf.name))
+				return false, nil
 			}
 			entries = append(entries, segment.Entry{Off: off, Size: size, Rec: r})
 			off += int64(size)
@@ -165,15 +279,17 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 		db.mu.Lock()
 		err := db.failed
 		now := db.now()
+		db.idFloor = idForCompact
 		for i := 0; err == nil && i < len(entries); i++ {
-			err = db.compactRecordLocked(sf, &entries[i], oldest, now)
+			err = db.compactRecordLocked(sf, &entries[i], minOther, now)
 		}
+		db.idFloor = idForPut
 		db.mu.Unlock()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if db.stopping() {
-			return ErrClosed
+			return false, ErrClosed
 		}
 		if rate > 0 {
 			// Sleep until the bytes read so far are within the budget.
@@ -182,7 +298,7 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 				select {
 				case <-time.After(d):
 				case <-db.stopBg:
-					return ErrClosed
+					return false, ErrClosed
 				}
 			}
 		}
@@ -190,9 +306,28 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 	return db.retireSegment(sf)
 }
 
+// skipDamaged remembers sf as damaged until reopen, so that no later pass
+// retries it, and reports it: the bytes of its damaged stretches (found as
+// segment.Check does, resuming at the next record that decodes) are added
+// to Stats.CompactionSkippedBytes. Records already moved stay moved; sf
+// keeps every byte for readers, Verify and salvage.
+func (db *DB) skipDamaged(sf *segFile, err error) {
+	var skipped int64
+	for _, p := range segment.Check(sf.data[:sf.flushed.Load()], sf.gen, db.lim, nil) {
+		skipped += p.Resume - p.Offset
+	}
+	db.st.compactSkipped.Add(skipped)
+	db.mu.Lock()
+	db.damaged[sf.gen] = true
+	db.mu.Unlock()
+	db.opts.Logger.Error("marlin: compaction skips a damaged segment until reopen", "file", sf.name,
+		"damaged_bytes", skipped, "err", err)
+}
+
 // compactRecordLocked decides the fate of one record of a segment being
-// compacted (see the rules above). db.mu must be held.
-func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, oldest bool, now int64) error {
+// compacted (see the rules above). minOther is the oldest generation of
+// any other existing segment. db.mu must be held.
+func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, minOther uint64, now int64) error {
 	r := &e.Rec
 	if r.Kind != segment.KindPut && r.Kind != segment.KindDelete {
 		return nil // batch commits and sync marks are not needed any more
@@ -200,16 +335,17 @@ func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, oldest bool, no
 	loc := segment.Loc(sf.id, e.Off)
 	h := db.hash(r.Key)
 	if r.Kind == segment.KindDelete {
-		if oldest || db.hasKeyLocked(h, r.Key) {
+		shadow := tombShadow(r, sf.gen)
+		if shadow < minOther || db.hasKeyLocked(h, r.Key) {
 			return nil
 		}
-		return db.reappendLocked(segment.KindDelete, h, r.Key, nil, 0, 0)
+		return db.reappendLocked(segment.KindDelete, h, r.Key, tombValue(shadow), 0, 0, shadow)
 	}
 	live := db.ix.Lookup(h, func(l uint64) bool { return l == loc })
 	expired := r.Expiry != 0 && r.Expiry <= now
 	switch {
 	case live && !expired:
-		return db.reappendLocked(segment.KindPut, h, r.Key, r.Value, r.Expiry, loc)
+		return db.reappendLocked(segment.KindPut, h, r.Key, r.Value, r.Expiry, loc, 0)
 	case live: // expired but still indexed
 		if db.ix.DeleteExact(h, loc) {
 			sf.live.Add(-int64(e.Size))
@@ -217,16 +353,18 @@ func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, oldest bool, no
 		}
 		fallthrough
 	case expired:
-		if !oldest && !db.hasKeyLocked(h, r.Key) {
-			return db.reappendLocked(segment.KindDelete, h, r.Key, nil, 0, 0)
+		// Older versions of the key lie in segments up to sf's generation.
+		if sf.gen >= minOther && !db.hasKeyLocked(h, r.Key) {
+			return db.reappendLocked(segment.KindDelete, h, r.Key, tombValue(sf.gen), 0, 0, sf.gen)
 		}
 	}
 	return nil
 }
 
 // reappendLocked appends a copy of a record with a fresh sequence number.
-// For a put it switches the index entry from oldLoc to the copy.
-func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, oldLoc uint64) error {
+// For a put it switches the index entry from oldLoc to the copy; a
+// tombstone's copy shadows generation shadow.
+func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, oldLoc, shadow uint64) error {
 	rec := segment.Record{Kind: kind, Seq: db.nextSeq, Expiry: expiry, Key: key, Value: value}
 	loc, size, err := db.appendLocked(&rec, 0)
 	if err != nil {
@@ -237,7 +375,7 @@ func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, exp
 	id, _ := segment.SplitLoc(loc)
 	nsf := db.segs[id].Load()
 	if kind == segment.KindDelete {
-		nsf.dead.Add(int64(size))
+		nsf.noteTomb(size, shadow)
 		return nil
 	}
 	if !db.ix.CompareAndSwap(h, oldLoc, loc) {
@@ -254,42 +392,97 @@ func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, exp
 	return nil
 }
 
-// retireSegment removes a compacted segment: fsync the copies, unpublish
-// the segment, wait out its readers, then delete the file.
-func (db *DB) retireSegment(sf *segFile) error {
+// retiredSeg is a compacted segment whose file awaits deletion.
+type retiredSeg struct {
+	id   uint16
+	gen  uint64
+	name string
+	size int64
+}
+
+// retireSegment takes a compacted segment out of service: fsync the copies,
+// unpublish the segment, wait out its readers, close it, and queue its file
+// for deletion after the next snapshot (at once without snapshots). A
+// segment that still shows live bytes is recounted from the index first
+// (accounting.go): a wrong figure is corrected with a warning, and if
+// records of it are really still indexed it is skipped like a damaged one.
+// It reports whether sf was retired.
+func (db *DB) retireSegment(sf *segFile) (bool, error) {
 	db.mu.Lock()
 	if err := db.syncActiveLocked(); err != nil {
 		db.mu.Unlock()
-		return err
+		return false, err
 	}
 	if n := sf.live.Load(); n != 0 {
-		db.mu.Unlock()
-		return fmt.Errorf("marlin: compaction of %s left %d live bytes", sf.name, n)
+		live := db.recountLiveLocked(sf)
+		db.opts.Logger.Warn("marlin: compaction corrected a segment's live-byte count", "file", sf.name,
+			"counted", n, "recounted", live)
+		sf.live.Store(live)
+		if live != 0 {
+			db.damaged[sf.gen] = true
+			db.mu.Unlock()
+			db.opts.Logger.Error("marlin: compaction skips a segment whose records stay indexed", "file", sf.name,
+				"live", live)
+			return false, nil
+		}
 	}
 	db.segs[sf.id].Store(nil)
 	db.retiring[sf.id] = true
 	db.mu.Unlock()
 
 	db.guard.synchronize() // no reader holds sf's mapping after this
-	size := sf.flushed.Load()
-	cerr := sf.close()
-	err := db.fs.Remove(sf.name)
-	if err == nil {
-		err = db.fs.SyncDir(db.dir)
-	}
-	if err != nil {
-		// The id stays retired: the file may still be there after a crash,
-		// and two files must never claim one id. Its records are all older
-		// than their copies, so leaving it is harmless.
-		return fmt.Errorf("marlin: remove %s: %w", sf.name, err)
+	r := retiredSeg{id: sf.id, gen: sf.gen, name: sf.name, size: sf.flushed.Load()}
+	if cerr := sf.close(); cerr != nil {
+		db.opts.Logger.Warn("marlin: closing a compacted segment", "file", sf.name, "err", cerr)
 	}
 	db.mu.Lock()
-	db.retiring[sf.id] = false
+	db.awaiting = append(db.awaiting, r)
 	db.mu.Unlock()
-	db.st.segmentsRemoved.Add(1)
-	db.st.bytesReclaimed.Add(size)
-	if cerr != nil {
-		db.opts.Logger.Warn("marlin: closing a removed segment", "file", sf.name, "err", cerr)
+	if db.opts.DisableSnapshots {
+		// No snapshot can need the file.
+		return true, db.deleteRetired()
 	}
-	return nil
+	return true, nil
+}
+
+// deleteRetired deletes the files of the segments awaiting deletion, fsyncs
+// the directory and frees their ids. It runs after a snapshot that does not
+// list them is durable (or at once without snapshots). A file that cannot
+// be removed keeps its id retiring and is retried after the next snapshot.
+// db.compactMu must be held.
+func (db *DB) deleteRetired() error {
+	db.mu.Lock()
+	list := slices.Clone(db.awaiting)
+	db.mu.Unlock()
+	if len(list) == 0 {
+		return nil
+	}
+	var done, keep []retiredSeg
+	var firstErr error
+	for _, r := range list {
+		if err := db.fs.Remove(r.name); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+			keep = append(keep, r)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("marlin: remove %s: %w", r.name, err)
+			}
+			continue
+		}
+		done = append(done, r)
+	}
+	if len(done) > 0 {
+		if err := db.fs.SyncDir(db.dir); err != nil {
+			// The removals may not be durable: the ids stay retiring (two
+			// files must never claim one id).
+			return fmt.Errorf("marlin: sync %s: %w", db.dir, err)
+		}
+	}
+	db.mu.Lock()
+	for _, r := range done {
+		db.retiring[r.id] = false
+		db.st.segmentsRemoved.Add(1)
+		db.st.bytesReclaimed.Add(r.size)
+	}
+	db.awaiting = keep
+	db.mu.Unlock()
+	return firstErr
 }

@@ -228,6 +228,8 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 			}
 			sf.live.Store(ts.live)
 			sf.ttlMin.Store(ts.ttlMin)
+			sf.tomb.Store(ts.tomb)
+			sf.tombMaxShadow.Store(ts.tombMaxShadow)
 		}
 		if isNewest {
 			newest = sf
@@ -264,7 +266,7 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 func (db *DB) finishRecovery(newest *segFile) error {
 	for i := range db.segs {
 		if sf := db.segs[i].Load(); sf != nil {
-			sf.dead.Store(sf.flushed.Load() - segment.HeaderSize - sf.live.Load())
+			sf.dead.Store(sf.flushed.Load() - segment.HeaderSize - sf.live.Load() - sf.tomb.Load())
 		}
 	}
 	return db.startActive(newest)
@@ -504,6 +506,10 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64) error {
 			if err != nil {
 				return fmt.Errorf("marlin: index: %w", err)
 			}
+		}
+		if r.Kind == segment.KindDelete && e.Off >= acct {
+			// Needed until what it shadows is gone (tombstone.go).
+			sf.noteTomb(e.Size, tombShadow(r, sf.gen))
 		}
 		if bad != nil && !found {
 			return fmt.Errorf("marlin: replaying %s at offset %d: an older record of the key cannot be read: %w", sf.name, e.Off, bad)

@@ -10,14 +10,62 @@ import (
 	"github.com/marlinkv/marlin/vfs"
 )
 
-// freeIDLocked returns the lowest unused segment id.
+// Segment ids are few (segment.MaxSegments), and a compacted segment's id
+// is reused only after its file is deleted, which waits for a snapshot
+// that does not list it (compact.go). So that a log of small segments or a
+// long life cannot leave the database unwritable, the last ids are
+// reserved:
+//
+//   - a new segment for puts (a user roll) leaves idReserve ids free;
+//   - one for deletes leaves idReserve/2 free: a delete is never blocked by
+//     a log full of dead data it would help reclaim;
+//   - one for compaction's copies or for Open's active segment may take
+//     the last id, so compaction can always run and Open always succeeds.
+//
+// ErrFull from a put therefore means that the ids are held by segments
+// that compaction cannot reclaim (live data), or that compaction has not
+// run yet; compaction, which frees ids by forcing the snapshot that lets
+// retired files go (compactPass), makes puts work again.
+const idReserve = 8
+
+// Who is asking for a segment id (idFloor values: how many ids must stay
+// free afterwards).
+const (
+	idForPut     = idReserve
+	idForDelete  = idReserve / 2
+	idForCompact = 0
+)
+
+// freeIDLocked returns the lowest unused segment id, keeping db.idFloor ids
+// free (see idReserve). db.mu must be held.
 func (db *DB) freeIDLocked() (uint16, error) {
+	first, free := -1, 0
 	for i := range db.segs {
 		if db.segs[i].Load() == nil && !db.retiring[i] {
-			return uint16(i), nil
+			if first < 0 {
+				first = i
+			}
+			free++
 		}
 	}
-	return 0, ErrFull
+	if first < 0 || free <= db.idFloor {
+		if len(db.awaiting) > 0 {
+			db.kickCompactor() // it frees the retired segments' ids
+		}
+		return 0, ErrFull
+	}
+	return uint16(first), nil
+}
+
+// freeIDsLocked returns how many segment ids are free. db.mu must be held.
+func (db *DB) freeIDsLocked() int {
+	n := 0
+	for i := range db.segs {
+		if db.segs[i].Load() == nil && !db.retiring[i] {
+			n++
+		}
+	}
+	return n
 }
 
 // createSegmentLocked creates, syncs and maps a new empty segment and makes

@@ -85,6 +85,7 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 		rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "replayed index: " + err.Error(), Index: true})
 	}
 	fdb.verifyEntries(rep)
+	fdb.verifyAccounting(rep, "a full replay")
 
 	sdb, err := Open(dir, &o)
 	var ce *segment.CorruptError
@@ -104,6 +105,7 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 			rep.Problems = append(rep.Problems, VerifyProblem{Offset: -1, What: "snapshot index: " + err.Error(), Index: true})
 		}
 		compareIndexes(sdb, fdb, rep)
+		sdb.verifyAccounting(rep, "the index snapshot and the log after it")
 	}
 	return rep, nil
 }
