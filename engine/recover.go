@@ -553,7 +553,9 @@ func (db *DB) startActive(newest *segFile) error {
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	db.idFloor = idForCompact // Open may take the last id (see idReserve)
 	sf, err := db.createSegmentLocked()
+	db.idFloor = idForPut
 	if err != nil {
 		return err
 	}

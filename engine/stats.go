@@ -128,7 +128,7 @@ func (db *DB) Stats() (Stats, error) {
 			ID: sf.id, Generation: sf.gen, Name: sf.name,
 			Size: sf.flushed.Load(), LiveBytes: sf.live.Load(), DeadBytes: sf.dead.Load() + sf.tomb.Load(),
 			TombBytes: sf.tomb.Load(),
-			Sealed: sf != active,
+			Sealed:    sf != active,
 		}
 		s.DiskBytes += ss.Size
 		if sf == active {
