@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,6 +70,14 @@ func (b *Batch) value(op *batchOp) []byte {
 // if any is invalid nothing is written. The whole batch must fit in one
 // segment (ErrBatchTooLarge otherwise).
 func (db *DB) Write(b *Batch) error {
+	err := db.writeBatch(b)
+	if errors.Is(err, ErrFull) && db.reclaimIDs() {
+		err = db.writeBatch(b)
+	}
+	return err
+}
+
+func (db *DB) writeBatch(b *Batch) error {
 	if db.opts.ReadOnly {
 		return ErrReadOnly
 	}

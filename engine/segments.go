@@ -22,11 +22,53 @@ import (
 //   - one for compaction's copies or for Open's active segment may take
 //     the last id, so compaction can always run and Open always succeeds.
 //
-// ErrFull from a put therefore means that the ids are held by segments
-// that compaction cannot reclaim (live data), or that compaction has not
-// run yet; compaction, which frees ids by forcing the snapshot that lets
-// retired files go (compactPass), makes puts work again.
+// A write that finds no id it may take runs a compaction pass itself
+// (reclaimIDs, unless background compaction is off) and retries once: a
+// writer faster than the background compactor is slowed down, not
+// failed. ErrFull from a write therefore means that live data fills the
+// ids (or that compaction is off and has not been run); compaction, which
+// frees ids by forcing the snapshot that lets retired files go
+// (freeIDsIfShort), makes writes work again.
 const idReserve = 8
+
+// reclaimIDs runs when a write found no segment id it may take: unless
+// background compaction is off, it compacts at the configured threshold
+// and, if that frees no id, every segment with reclaimable bytes, writing
+// the snapshot that frees the retired segments' ids. It reports whether
+// the write should be retried. The caller must hold no lock and no read
+// guard (retiring a segment waits for readers).
+func (db *DB) reclaimIDs() bool {
+	if db.opts.CompactionThreshold < 0 || db.opts.ReadOnly || db.startBg() != nil {
+		return false
+	}
+	defer db.bg.Done()
+	db.compactMu.Lock()
+	defer db.compactMu.Unlock()
+	for _, threshold := range []float64{db.opts.CompactionThreshold, 0} {
+		db.mu.Lock()
+		free := db.freeIDsLocked()
+		db.mu.Unlock()
+		if free > idForPut {
+			return true // another writer's pass freed some
+		}
+		if _, err := db.compactRound(threshold, 0, true); err != nil {
+			db.opts.Logger.Error("marlin: compaction to free segment ids failed", "dir", db.dir, "err", err)
+			return false
+		}
+		db.mu.Lock()
+		awaiting := len(db.awaiting) > 0
+		db.mu.Unlock()
+		if awaiting && !db.opts.DisableSnapshots {
+			if err := db.snapshotLocked(db.stopBg); err != nil {
+				db.opts.Logger.Error("marlin: snapshot to free segment ids failed", "dir", db.dir, "err", err)
+				return false
+			}
+		}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.freeIDsLocked() > idForPut
+}
 
 // Who is asking for a segment id (idFloor values: how many ids must stay
 // free afterwards).

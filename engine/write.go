@@ -51,6 +51,14 @@ func (db *DB) Delete(key []byte) error {
 }
 
 func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
+	err := db.writeOne(kind, key, value, expiry)
+	if errors.Is(err, ErrFull) && db.reclaimIDs() {
+		err = db.writeOne(kind, key, value, expiry)
+	}
+	return err
+}
+
+func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error {
 	if db.opts.ReadOnly {
 		return ErrReadOnly
 	}
