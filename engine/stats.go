@@ -159,6 +159,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.SegmentsRemoved -= prev.SegmentsRemoved
 	d.BytesReclaimed -= prev.BytesReclaimed
 	d.BytesRewritten -= prev.BytesRewritten
+	d.CompactionSkippedBytes -= prev.CompactionSkippedBytes
 	d.Snapshots -= prev.Snapshots
 	d.ExpiredReclaimed -= prev.ExpiredReclaimed
 	return d
