@@ -324,3 +324,40 @@ func TestWrongLiveCountDoesNotBlockCompaction(t *testing.T) {
 	lcRead(t, db, want, nil)
 	require.NoError(t, db.Close())
 }
+
+// TestReclaimInsideOperationDoesNotHang: a write that finds no segment id
+// compacts to free some, and retiring a segment waits for the operations
+// in flight; from inside a View callback (an operation in flight) the
+// write must give up after a bound instead of waiting for itself forever.
+func TestReclaimInsideOperationDoesNotHang(t *testing.T) {
+	fs := vfs.NewMem()
+	o := lcOpts(fs)
+	o.CompactionThreshold = 0.5
+	o.CompactionInterval = time.Hour
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	lcFill(t, db, 300)
+	// Leave only the reserved ids free, as if the log were full.
+	db.mu.Lock()
+	for i, free := 0, db.freeIDsLocked(); free > idForPut; i++ {
+		if db.segs[i].Load() == nil && !db.retiring[i] {
+			db.retiring[i] = true
+			free--
+		}
+	}
+	db.mu.Unlock()
+	old := reclaimWait
+	reclaimWait = 50 * time.Millisecond
+	t.Cleanup(func() { reclaimWait = old })
+	require.NoError(t, db.Sync()) // the value is read from the file, not the write buffer
+	require.NoError(t, db.View([]byte("key-0001"), func([]byte) error {
+		start := time.Now()
+		require.False(t, db.reclaimIDs(), "the pass cannot finish while this operation is open")
+		require.GreaterOrEqual(t, time.Since(start), reclaimWait, "it gave up at the bound")
+		return nil
+	}))
+	require.NoError(t, db.Close()) // waits for the pass, which now finishes
+	db, err = Open("/db", lcOpts(fs))
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"path/filepath"
+	"time"
 
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
@@ -31,17 +32,42 @@ import (
 // (freeIDsIfShort), makes writes work again.
 const idReserve = 8
 
+// reclaimWait bounds how long a write waits for reclaimIDs' pass. The
+// pass retires segments, which waits for every operation in flight; a
+// write made inside another operation (a Put from a ForEach or View
+// callback) holds that operation open, so an unbounded wait could never
+// end. After the bound the write fails with ErrFull and the pass goes on.
+var reclaimWait = 10 * time.Second // a variable for tests
+
 // reclaimIDs runs when a write found no segment id it may take: unless
-// background compaction is off, it compacts at the configured threshold
-// and, if that frees no id, every segment with reclaimable bytes, writing
-// the snapshot that frees the retired segments' ids. It reports whether
-// the write should be retried. The caller must hold no lock and no read
-// guard (retiring a segment waits for readers).
+// background compaction is off, it runs reclaimIDsNow in the background
+// and waits for it (at most reclaimWait). It reports whether the write
+// should be retried. The caller must hold no lock.
 func (db *DB) reclaimIDs() bool {
 	if db.opts.CompactionThreshold < 0 || db.opts.ReadOnly || db.startBg() != nil {
 		return false
 	}
-	defer db.bg.Done()
+	done := make(chan bool, 1)
+	go func() {
+		defer db.bg.Done()
+		done <- db.reclaimIDsNow()
+	}()
+	t := time.NewTimer(reclaimWait)
+	defer t.Stop()
+	select {
+	case ok := <-done:
+		return ok
+	case <-t.C:
+		return false
+	case <-db.stopBg:
+		return false
+	}
+}
+
+// reclaimIDsNow compacts at the configured threshold and, if that frees no
+// id, every segment with reclaimable bytes, writing the snapshot that frees
+// the retired segments' ids. It reports whether a put may find an id now.
+func (db *DB) reclaimIDsNow() bool {
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
 	for _, threshold := range []float64{db.opts.CompactionThreshold, 0} {
