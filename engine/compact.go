@@ -110,11 +110,12 @@ func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 	rounds := 1
 	if explicit {
 		// Deleting the retired files can make tombstones droppable: a
-		// second round reclaims them.
+		// second round reclaims them (only them: everything else was
+		// just rewritten).
 		rounds = 2
 	}
 	for round := 0; round < rounds; round++ {
-		retired, err := db.compactRound(threshold, rate, explicit)
+		retired, err := db.compactRound(threshold, rate, explicit, round > 0)
 		if err != nil {
 			return err
 		}
@@ -134,8 +135,10 @@ func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 }
 
 // compactRound is one pass over the segments; it returns how many it
-// retired. db.compactMu must be held.
-func (db *DB) compactRound(threshold float64, rate int64, sealActive bool) (int, error) {
+// retired. sealActive seals the active segment first if it qualifies;
+// tombsOnly limits the round to segments whose needed tombstones became
+// droppable. db.compactMu must be held.
+func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly bool) (int, error) {
 	if err := db.freeIDsIfShort(); err != nil {
 		return 0, err
 	}
@@ -144,7 +147,14 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive bool) (int,
 		db.mu.Unlock()
 		return 0, db.failed
 	}
-	if sealActive && db.reclaimableLocked(db.active) > 0 {
+	qualifies := func(sf *segFile) bool {
+		r := db.reclaimableLocked(sf)
+		if tombsOnly && r == sf.dead.Load() {
+			return false
+		}
+		return r > 0 && float64(r) >= threshold*float64(sf.flushed.Load()-segment.HeaderSize)
+	}
+	if sealActive && qualifies(db.active) {
 		db.idFloor = idForCompact
 		err := db.rollLocked()
 		db.idFloor = idForPut
@@ -159,8 +169,7 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive bool) (int,
 		if sf == nil || sf == db.active || db.damaged[sf.gen] {
 			continue
 		}
-		records := float64(sf.flushed.Load() - segment.HeaderSize)
-		if d := float64(db.reclaimableLocked(sf)); d > 0 && d >= threshold*records {
+		if qualifies(sf) {
 			todo = append(todo, sf)
 		}
 	}
@@ -418,6 +427,7 @@ func (db *DB) retireSegment(sf *segFile) (bool, error) {
 		db.opts.Logger.Warn("marlin: compaction corrected a segment's live-byte count", "file", sf.name,
 			"counted", n, "recounted", live)
 		sf.live.Store(live)
+		sf.dead.Store(sf.flushed.Load() - segment.HeaderSize - live - sf.tomb.Load())
 		if live != 0 {
 			db.damaged[sf.gen] = true
 			db.mu.Unlock()

@@ -77,7 +77,7 @@ func (db *DB) reclaimIDsNow() bool {
 		if free > idForPut {
 			return true // another writer's pass freed some
 		}
-		if _, err := db.compactRound(threshold, 0, true); err != nil {
+		if _, err := db.compactRound(threshold, 0, true, false); err != nil {
 			db.opts.Logger.Error("marlin: compaction to free segment ids failed", "dir", db.dir, "err", err)
 			return false
 		}
