@@ -150,9 +150,6 @@ func TestFailedCompactionKeepsFiles(t *testing.T) {
 // they work (they may use the reserved ids), and after compaction puts
 // work again.
 func TestSegmentIDsRunOut(t *testing.T) {
-	if testing.Short() && raceEnabled {
-		t.Skip("slow under -race")
-	}
 	fs := vfs.NewMem()
 	db, err := Open("/db", lcOpts(fs))
 	require.NoError(t, err)
