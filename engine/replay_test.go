@@ -44,7 +44,7 @@ func rpCount(t *testing.T, db *DB, key string) int {
 // position: a put of "dup"=v1 in the segment the position is in, a roll,
 // then "dup"=v2 in the new segment.
 func rpRollDuring(t *testing.T, db *DB) {
-	snapshotCopyHook = func() {
+	snapshotCopyHook = func(*DB) {
 		snapshotCopyHook = nil
 		require.NoError(t, db.Put([]byte("dup"), []byte("v1")))
 		db.mu.Lock()
@@ -269,7 +269,7 @@ func TestSnapshotProvesFsyncedData(t *testing.T) {
 		rcPut(t, db, 0, 10)
 		// Records written during the copy land between the replay and
 		// the accounting positions: recovery scans them.
-		snapshotCopyHook = func() { snapshotCopyHook = nil; rcPut(t, db, 10, 20) }
+		snapshotCopyHook = func(*DB) { snapshotCopyHook = nil; rcPut(t, db, 10, 20) }
 		t.Cleanup(func() { snapshotCopyHook = nil })
 		require.NoError(t, db.Snapshot())
 		crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2))) // no Close mark

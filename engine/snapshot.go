@@ -119,7 +119,7 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	written := db.st.records.Load()
 	db.mu.Unlock()
 	if snapshotCopyHook != nil {
-		snapshotCopyHook()
+		snapshotCopyHook(db)
 	}
 
 	tmp := filepath.Join(dir, snapTmpName)
@@ -204,8 +204,9 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 
 // snapshotCopyHook, if set (by tests), runs in writeSnapshot after the
 // replay position is recorded and before the index is copied: writes it
-// makes are the ones a fuzzy copy may or may not catch.
-var snapshotCopyHook func()
+// makes are the ones a fuzzy copy may or may not catch. db is the database
+// writing the snapshot.
+var snapshotCopyHook func(db *DB)
 
 // snapshotTrailerHook, if set (by tests), runs in writeSnapshot after the
 // index is copied and before the trailer's figures are taken.
