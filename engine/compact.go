@@ -365,4 +365,3 @@ func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, exp
 	nsf.live.Add(int64(size))
 	return nil
 }
-

@@ -471,10 +471,13 @@ func (db *DB) replayMatch(key []byte, m *replayed, bad *error) func(uint64) bool
 // sequence comparison settles those. A tombstone therefore never needs an
 // index entry of its own (no older record of its key can come later in the
 // replay): it removes the key's entry if that entry is older, and occupies
-// no slot. The index thus never holds more entries than the write path
-// had at some point, and no acknowledged history can overflow a shard.
+// no slot. An expired put (judged with db.now) is replayed the same way
+// from the accounting position on. The index thus never holds more entries
+// than the write path had at some point, and no acknowledged history (of
+// deletes, or of expiries the expirer reclaimed) can overflow a shard.
 func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64) error {
 	db.st.replayed.Add(int64(len(es)))
+	now := db.now()
 	for i := range es {
 		e := &es[i]
 		r := &e.Rec
@@ -489,7 +492,11 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64) error {
 		var old replayed
 		var bad error
 		var found, replaced bool
-		if r.Kind == segment.KindDelete {
+		// An expired put is replayed like a tombstone (it shadows older
+		// versions and is absent itself), except before the accounting
+		// position, where the snapshot's figures count it as indexed.
+		absent := r.Kind == segment.KindDelete || r.Expiry != 0 && r.Expiry <= now && e.Off >= acct
+		if absent {
 			found = db.ix.Lookup(h, db.replayMatch(r.Key, &old, &bad))
 			if found && r.Seq > old.seq {
 				replaced = db.ix.DeleteExact(h, old.loc)
@@ -521,7 +528,7 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64) error {
 			oid, _ := segment.SplitLoc(old.loc)
 			db.segs[oid].Load().live.Add(-int64(old.size))
 		}
-		if r.Kind != segment.KindDelete {
+		if !absent {
 			sf.live.Add(int64(e.Size))
 		}
 	}

@@ -229,6 +229,31 @@ func TestReplayTombstonesTakeNoSlots(t *testing.T) {
 		rpCheckColliding(t, db)
 		require.NoError(t, db.Close())
 	})
+	t.Run("expired", func(t *testing.T) {
+		// put with a TTL, expiry (reclaimed by the expirer), put: the
+		// expired puts must not take slots in a full replay either.
+		fs := vfs.NewMem()
+		clk := newFakeClock()
+		o := clk.opts(rpCollide(rpOpts(fs)))
+		o.DisableSnapshots, o.ExpiryInterval = true, -1
+		db, err := Open("/db", o)
+		require.NoError(t, err)
+		for i := range 9 {
+			require.NoError(t, db.PutTTL(fmt.Appendf(nil, "c%d", i), []byte("a"), time.Minute))
+		}
+		clk.Advance(2 * time.Minute)
+		require.NoError(t, db.Sync()) // the expirer reads flushed records
+		removed, _ := db.expirePass(map[*segFile]*expiryCursor{}, 100)
+		require.Equal(t, 9, removed)
+		for i := 9; i < 18; i++ {
+			require.NoError(t, db.Put(fmt.Appendf(nil, "c%d", i), []byte("b")))
+		}
+		require.NoError(t, db.Close())
+		db, err = Open("/db", o)
+		require.NoError(t, err)
+		rpCheckColliding(t, db)
+		require.NoError(t, db.Close())
+	})
 	t.Run("snapshot", func(t *testing.T) {
 		fs := vfs.NewMem()
 		o := rpCollide(rpOpts(fs))
