@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
 
@@ -356,5 +357,23 @@ func TestReclaimInsideOperationDoesNotHang(t *testing.T) {
 	require.NoError(t, db.Close()) // waits for the pass, which now finishes
 	db, err = Open("/db", lcOpts(fs))
 	require.NoError(t, err)
+	require.NoError(t, db.Close())
+}
+
+// TestOverwritesNeverFillTheLog: item 2 with compaction on. A writer
+// faster than the background compactor (which here runs only when a roll
+// kicks it) used to get ErrFull on a log of dead segments; a write that
+// finds no segment id now compacts and retries, so ErrFull means live data.
+func TestOverwritesNeverFillTheLog(t *testing.T) {
+	fs := vfs.NewMem()
+	o := lcOpts(fs)
+	o.CompactionThreshold = 0.5
+	o.CompactionInterval = time.Hour
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	val := bytes.Repeat([]byte("v"), 200)
+	for i := range 3 * segment.MaxSegments * 4096 / 240 { // the id space three times over
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i%4), val), "put %d", i)
+	}
 	require.NoError(t, db.Close())
 }
