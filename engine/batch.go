@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,6 +70,14 @@ func (b *Batch) value(op *batchOp) []byte {
 // if any is invalid nothing is written. The whole batch must fit in one
 // segment (ErrBatchTooLarge otherwise).
 func (db *DB) Write(b *Batch) error {
+	err := db.writeBatch(b)
+	if errors.Is(err, ErrFull) && db.reclaimIDs() {
+		err = db.writeBatch(b)
+	}
+	return err
+}
+
+func (db *DB) writeBatch(b *Batch) error {
 	if db.opts.ReadOnly {
 		return ErrReadOnly
 	}
@@ -92,7 +101,11 @@ func (db *DB) Write(b *Batch) error {
 		if err := db.checkKV(b.key(op), b.value(op), db.opts.MaxKeySize); err != nil {
 			return fmt.Errorf("batch op %d: %w", i, err)
 		}
-		total += segment.Size(op.klen, op.vlen, op.expiry != 0)
+		if op.kind == segment.KindDelete {
+			total += segment.Size(op.klen, maxTombValue, false) // an upper bound
+		} else {
+			total += segment.Size(op.klen, op.vlen, op.expiry != 0)
+		}
 	}
 	commit := segment.Record{Kind: segment.KindBatchCommit, Value: segment.EncodeCommit(len(b.ops))}
 	commitSize := segment.Size(0, len(commit.Value), false)
@@ -126,7 +139,17 @@ func (db *DB) Write(b *Batch) error {
 		seen[hashes[i]] = struct{}{}
 	}
 	// Roll first if needed, so that the whole batch lands in one segment.
-	if err := db.ensureRoomLocked(int64(total)); err != nil {
+	// A batch of deletes only may roll into the id reserve, as Delete does.
+	onlyDeletes := true
+	for i := range b.ops {
+		onlyDeletes = onlyDeletes && b.ops[i].kind == segment.KindDelete
+	}
+	if onlyDeletes {
+		db.idFloor = idForDelete
+	}
+	err = db.ensureRoomLocked(int64(total))
+	db.idFloor = idForPut
+	if err != nil {
 		db.mu.Unlock()
 		return err
 	}
@@ -148,7 +171,22 @@ func (db *DB) Write(b *Batch) error {
 		op := &b.ops[i]
 		rec := segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
 			Expiry: op.expiry, Key: b.key(op), Value: b.value(op)}
-		remaining -= segment.Size(op.klen, op.vlen, op.expiry != 0)
+		if op.kind == segment.KindDelete {
+			// What the tombstone shadows (tombstone.go): the key's record
+			// found before the batch, or, when an earlier operation of the
+			// batch may have changed the key, this segment (a safe bound).
+			var shadow uint64
+			switch {
+			case repeated[i]:
+				shadow = db.active.gen
+			case olds[i].found:
+				shadow = db.shadowOfLocked(olds[i].loc)
+			}
+			rec.Value = tombValue(shadow)
+			remaining -= segment.Size(op.klen, maxTombValue, false)
+		} else {
+			remaining -= segment.Size(op.klen, op.vlen, op.expiry != 0)
+		}
 		// Reserving the rest keeps a sync mark from pushing the batch's end
 		// into a new segment.
 		loc, size, err := db.appendLocked(&rec, remaining)

@@ -1,7 +1,7 @@
 package engine
 
 import (
-	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -25,19 +25,35 @@ import (
 // From it follow the rules for records that are not copied:
 //   - A superseded put is dropped: a newer record of its key (a put or a
 //     tombstone) exists in a newer segment.
-//   - A tombstone is dropped when its segment is the oldest one (nothing
-//     older can be resurrected) or when the key is live again (a newer put
-//     exists); otherwise it is re-appended.
-//   - An expired put is dropped; if it was the key's newest record and its
-//     segment is not the oldest, a tombstone replaces it, or else an older
-//     version of the key would come back at the next restart.
+//   - A tombstone is dropped when nothing older can come back: no segment
+//     other than its own, of a generation up to the one it shadows, exists
+//     (tombstone.go; retired segments whose files are still on disk count),
+//     or the key is live again (a newer put exists). Otherwise it is
+//     re-appended, keeping what it shadows, and counts as needed ("tomb")
+//     bytes in its new segment, never as dead: a segment of needed
+//     tombstones does not qualify for compaction until what they shadow is
+//     gone, so a tombstone is copied a bounded number of times.
+//   - An expired put is dropped; if it was the key's newest record and an
+//     older segment exists, a tombstone shadowing the compacted segment
+//     replaces it, or else an older version of the key would come back at
+//     the next restart.
 //
-// The old segment is removed only after the copies are fsynced (so its data
-// is never the only durable copy being deleted), after it left db.segs (so
-// no new reader finds it), and after a grace period (so no reader still
-// holds its mapping). Its id is reused only once the removal is durable.
-// If the process dies midway, the copies and the old records coexist on
-// disk; the copies have higher sequence numbers and win at recovery.
+// A compacted segment leaves db.segs (no new reader finds it) only after
+// the copies are fsynced, but its file is deleted only after a snapshot
+// that does not list it is durable: a segment is never removed while a
+// snapshot that needs it is still the newest (issue 9, item 1). Until then
+// it waits in db.awaiting with its id retiring; snapshotLocked deletes the
+// files, fsyncs the directory and frees the ids. If the process dies
+// midway, the copies and the old records coexist on disk; the copies have
+// higher sequence numbers and win at recovery, and Open removes files the
+// loaded snapshot does not list. A failed or interrupted pass therefore
+// leaves a directory that opens and reads as before.
+//
+// A record that does not decode is never fatal to a pass: its segment is
+// skipped (logged with the file and offset, counted in
+// Stats.CompactionSkippedBytes) and remembered as damaged until reopen, so
+// later passes do not retry it; its bytes stay for reads, Verify and
+// salvage. The other segments are compacted as usual.
 
 // Compact runs a full compaction pass now: the active segment is sealed if
 // it holds dead bytes, then every sealed segment with dead bytes is
@@ -57,7 +73,7 @@ func (db *DB) Compact() error {
 // segments past the threshold every few seconds, or when a roll kicks it.
 func (db *DB) compactor() {
 	defer db.bg.Done()
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(db.opts.CompactionInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -79,72 +95,143 @@ func (db *DB) kickCompactor() {
 	}
 }
 
-// compactPass rewrites the sealed segments whose dead share is at least
-// threshold (and above zero). rate limits the bytes read per second (0: no
-// limit). sealActive seals the active segment first if it has dead bytes.
-func (db *DB) compactPass(threshold float64, rate int64, sealActive bool) error {
+// compactPass rewrites the sealed segments whose reclaimable share is at
+// least threshold (and above zero). rate limits the bytes read per second
+// (0: no limit). explicit (Compact) seals the active segment first if it
+// has reclaimable bytes, and writes the snapshot that lets the retired
+// files go at the end.
+func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
+	rounds := 1
+	if explicit {
+		// Deleting the retired files can make tombstones droppable: a
+		// second round reclaims them (only them: everything else was
+		// just rewritten).
+		rounds = 2
+	}
+	for round := 0; round < rounds; round++ {
+		retired, err := db.compactRound(threshold, rate, explicit, round > 0)
+		if err != nil {
+			return err
+		}
+		if retired == 0 && round > 0 {
+			break
+		}
+		db.mu.Lock()
+		due := len(db.awaiting) > 0 && (explicit || db.retiredDueLocked())
+		db.mu.Unlock()
+		if due && !db.opts.DisableSnapshots {
+			if err := db.snapshotLocked(db.stopBg); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// compactRound is one pass over the segments; it returns how many it
+// retired. sealActive seals the active segment first if it qualifies;
+// tombsOnly limits the round to segments whose needed tombstones became
+// droppable. db.compactMu must be held.
+func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly bool) (int, error) {
+	if err := db.freeIDsIfShort(); err != nil {
+		return 0, err
+	}
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
-		return db.failed
+		return 0, db.failed
 	}
-	if sealActive && db.active.dead.Load() > 0 {
-		if err := db.rollLocked(); err != nil {
+	qualifies := func(sf *segFile) bool {
+		r := db.reclaimableLocked(sf)
+		if tombsOnly && r == sf.dead.Load() {
+			return false
+		}
+		return r > 0 && float64(r) >= threshold*float64(sf.flushed.Load()-segment.HeaderSize)
+	}
+	if sealActive && qualifies(db.active) {
+		db.idFloor = idForCompact
+		err := db.rollLocked()
+		db.idFloor = idForPut
+		if err != nil {
 			db.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	var todo []*segFile
 	for i := range db.segs {
 		sf := db.segs[i].Load()
-		if sf == nil || sf == db.active {
+		if sf == nil || sf == db.active || db.damaged[sf.gen] {
 			continue
 		}
-		records := float64(sf.flushed.Load() - segment.HeaderSize)
-		if d := float64(sf.dead.Load()); d > 0 && d >= threshold*records {
+		if qualifies(sf) {
 			todo = append(todo, sf)
 		}
 	}
 	db.mu.Unlock()
 	sort.Slice(todo, func(i, j int) bool { return todo[i].gen < todo[j].gen })
+	retired := 0
 	for _, sf := range todo {
 		if db.stopping() {
-			return ErrClosed
+			return retired, ErrClosed
 		}
-		if err := db.compactSegment(sf, rate); err != nil {
-			return err
+		ok, err := db.compactSegment(sf, rate)
+		if err != nil {
+			return retired, err
+		}
+		if ok {
+			retired++
+		}
+		if err := db.freeIDsIfShort(); err != nil {
+			return retired, err
 		}
 	}
-	if len(todo) == 0 {
-		return nil
+	if retired > 0 {
+		db.st.compactions.Add(1)
 	}
-	db.st.compactions.Add(1)
-	db.mu.Lock()
-	db.snapValid = false // the last snapshot names removed segments
-	db.mu.Unlock()
-	if db.opts.DisableSnapshots {
-		return nil
+	return retired, nil
+}
+
+// reclaimableLocked returns the bytes compacting sf would reclaim: its dead
+// bytes, plus its tombstones once nothing they shadow can exist any more.
+// db.mu must be held.
+func (db *DB) reclaimableLocked(sf *segFile) int64 {
+	n := sf.dead.Load()
+	if t := sf.tomb.Load(); t > 0 && sf.tombMaxShadow.Load() < db.minOtherGenLocked(sf) {
+		n += t
 	}
-	return db.snapshotLocked(db.stopBg)
+	return n
+}
+
+// minOtherGenLocked returns the oldest generation of any segment other
+// than sf whose file exists (open segments and retired ones awaiting
+// deletion), or MaxUint64 if there is none. db.mu must be held.
+func (db *DB) minOtherGenLocked(sf *segFile) uint64 {
+	m := uint64(math.MaxUint64)
+	for i := range db.segs {
+		if o := db.segs[i].Load(); o != nil && o != sf && o.gen < m {
+			m = o.gen
+		}
+	}
+	for _, r := range db.awaiting {
+		m = min(m, r.gen)
+	}
+	return m
 }
 
 // compactChunk is how many record bytes are handled per hold of db.mu.
 const compactChunk = 64 << 10
 
 // compactSegment moves the live records of sealed segment sf to the head
-// of the log and removes sf.
-func (db *DB) compactSegment(sf *segFile, rate int64) error {
+// of the log and retires sf. It reports whether sf was retired (false: it
+// is damaged and skipped). An error means the pass must stop (I/O, a
+// failed handle, Close).
+func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 	db.mu.Lock()
-	// A segment being retired may still have its file (and its old
-	// records) on disk, so while any is, no segment counts as the oldest.
-	oldest := true
-	for i := range db.segs {
-		if o := db.segs[i].Load(); o != nil && o.gen < sf.gen || db.retiring[i] {
-			oldest = false
-		}
-	}
+	// Tombstones shadowing a generation older than every other existing
+	// segment are dropped; so are expired puts without a replacement.
+	minOther := db.minOtherGenLocked(sf)
 	db.mu.Unlock()
 
 	end := sf.flushed.Load()
@@ -157,7 +244,8 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 		for off < end && off < chunkEnd {
 			r, size, err := segment.Decode(data[off:], sf.gen, off, db.lim)
 			if err != nil {
-				return fmt.Errorf("marlin: compaction: %w", segment.WithFile(err, sf.name))
+				db.skipDamaged(sf, segment.WithFile(err, sf.name))
+				return false, nil
 			}
 			entries = append(entries, segment.Entry{Off: off, Size: size, Rec: r})
 			off += int64(size)
@@ -165,15 +253,17 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 		db.mu.Lock()
 		err := db.failed
 		now := db.now()
+		db.idFloor = idForCompact
 		for i := 0; err == nil && i < len(entries); i++ {
-			err = db.compactRecordLocked(sf, &entries[i], oldest, now)
+			err = db.compactRecordLocked(sf, &entries[i], minOther, now)
 		}
+		db.idFloor = idForPut
 		db.mu.Unlock()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if db.stopping() {
-			return ErrClosed
+			return false, ErrClosed
 		}
 		if rate > 0 {
 			// Sleep until the bytes read so far are within the budget.
@@ -182,7 +272,7 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 				select {
 				case <-time.After(d):
 				case <-db.stopBg:
-					return ErrClosed
+					return false, ErrClosed
 				}
 			}
 		}
@@ -190,9 +280,28 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 	return db.retireSegment(sf)
 }
 
+// skipDamaged remembers sf as damaged until reopen, so that no later pass
+// retries it, and reports it: the bytes of its damaged stretches (found as
+// segment.Check does, resuming at the next record that decodes) are added
+// to Stats.CompactionSkippedBytes. Records already moved stay moved; sf
+// keeps every byte for readers, Verify and salvage.
+func (db *DB) skipDamaged(sf *segFile, err error) {
+	var skipped int64
+	for _, p := range segment.Check(sf.data[:sf.flushed.Load()], sf.gen, db.lim, nil) {
+		skipped += p.Resume - p.Offset
+	}
+	db.st.compactSkipped.Add(skipped)
+	db.mu.Lock()
+	db.damaged[sf.gen] = true
+	db.mu.Unlock()
+	db.opts.Logger.Error("marlin: compaction skips a damaged segment until reopen", "file", sf.name,
+		"damaged_bytes", skipped, "err", err)
+}
+
 // compactRecordLocked decides the fate of one record of a segment being
-// compacted (see the rules above). db.mu must be held.
-func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, oldest bool, now int64) error {
+// compacted (see the rules above). minOther is the oldest generation of
+// any other existing segment. db.mu must be held.
+func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, minOther uint64, now int64) error {
 	r := &e.Rec
 	if r.Kind != segment.KindPut && r.Kind != segment.KindDelete {
 		return nil // batch commits and sync marks are not needed any more
@@ -200,16 +309,17 @@ func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, oldest bool, no
 	loc := segment.Loc(sf.id, e.Off)
 	h := db.hash(r.Key)
 	if r.Kind == segment.KindDelete {
-		if oldest || db.hasKeyLocked(h, r.Key) {
+		shadow := tombShadow(r, sf.gen)
+		if shadow < minOther || db.hasKeyLocked(h, r.Key) {
 			return nil
 		}
-		return db.reappendLocked(segment.KindDelete, h, r.Key, nil, 0, 0)
+		return db.reappendLocked(segment.KindDelete, h, r.Key, tombValue(shadow), 0, 0, shadow)
 	}
 	live := db.ix.Lookup(h, func(l uint64) bool { return l == loc })
 	expired := r.Expiry != 0 && r.Expiry <= now
 	switch {
 	case live && !expired:
-		return db.reappendLocked(segment.KindPut, h, r.Key, r.Value, r.Expiry, loc)
+		return db.reappendLocked(segment.KindPut, h, r.Key, r.Value, r.Expiry, loc, 0)
 	case live: // expired but still indexed
 		if db.ix.DeleteExact(h, loc) {
 			sf.live.Add(-int64(e.Size))
@@ -217,16 +327,18 @@ func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, oldest bool, no
 		}
 		fallthrough
 	case expired:
-		if !oldest && !db.hasKeyLocked(h, r.Key) {
-			return db.reappendLocked(segment.KindDelete, h, r.Key, nil, 0, 0)
+		// Older versions of the key lie in segments up to sf's generation.
+		if sf.gen >= minOther && !db.hasKeyLocked(h, r.Key) {
+			return db.reappendLocked(segment.KindDelete, h, r.Key, tombValue(sf.gen), 0, 0, sf.gen)
 		}
 	}
 	return nil
 }
 
 // reappendLocked appends a copy of a record with a fresh sequence number.
-// For a put it switches the index entry from oldLoc to the copy.
-func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, oldLoc uint64) error {
+// For a put it switches the index entry from oldLoc to the copy; a
+// tombstone's copy shadows generation shadow.
+func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, oldLoc, shadow uint64) error {
 	rec := segment.Record{Kind: kind, Seq: db.nextSeq, Expiry: expiry, Key: key, Value: value}
 	loc, size, err := db.appendLocked(&rec, 0)
 	if err != nil {
@@ -237,7 +349,7 @@ func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, exp
 	id, _ := segment.SplitLoc(loc)
 	nsf := db.segs[id].Load()
 	if kind == segment.KindDelete {
-		nsf.dead.Add(int64(size))
+		nsf.noteTomb(size, shadow)
 		return nil
 	}
 	if !db.ix.CompareAndSwap(h, oldLoc, loc) {
@@ -251,45 +363,5 @@ func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, exp
 	osf.live.Add(-osize)
 	osf.dead.Add(osize)
 	nsf.live.Add(int64(size))
-	return nil
-}
-
-// retireSegment removes a compacted segment: fsync the copies, unpublish
-// the segment, wait out its readers, then delete the file.
-func (db *DB) retireSegment(sf *segFile) error {
-	db.mu.Lock()
-	if err := db.syncActiveLocked(); err != nil {
-		db.mu.Unlock()
-		return err
-	}
-	if n := sf.live.Load(); n != 0 {
-		db.mu.Unlock()
-		return fmt.Errorf("marlin: compaction of %s left %d live bytes", sf.name, n)
-	}
-	db.segs[sf.id].Store(nil)
-	db.retiring[sf.id] = true
-	db.mu.Unlock()
-
-	db.guard.synchronize() // no reader holds sf's mapping after this
-	size := sf.flushed.Load()
-	cerr := sf.close()
-	err := db.fs.Remove(sf.name)
-	if err == nil {
-		err = db.fs.SyncDir(db.dir)
-	}
-	if err != nil {
-		// The id stays retired: the file may still be there after a crash,
-		// and two files must never claim one id. Its records are all older
-		// than their copies, so leaving it is harmless.
-		return fmt.Errorf("marlin: remove %s: %w", sf.name, err)
-	}
-	db.mu.Lock()
-	db.retiring[sf.id] = false
-	db.mu.Unlock()
-	db.st.segmentsRemoved.Add(1)
-	db.st.bytesReclaimed.Add(size)
-	if cerr != nil {
-		db.opts.Logger.Warn("marlin: closing a removed segment", "file", sf.name, "err", cerr)
-	}
 	return nil
 }

@@ -88,6 +88,16 @@ type DB struct {
 	// any more, but not reusable until the removal is durable. Guarded by mu.
 	retiring    [segment.MaxSegments]bool
 	compactKick chan struct{} // wakes the compactor (buffered, 1)
+	// awaiting lists compacted segments whose files are deleted after the
+	// next snapshot (which does not list them) is durable; their ids stay
+	// retiring until then. damaged holds the generations compaction skips
+	// until reopen (a record that does not decode, or live bytes that do
+	// not go away). idFloor is how many segment ids a new segment must
+	// leave free (see idReserve). All guarded by mu; awaiting and damaged
+	// change only with compactMu held too.
+	awaiting []retiredSeg
+	damaged  map[uint64]bool
+	idFloor  int
 
 	// Snapshot bookkeeping, guarded by mu: the newest snapshot's number,
 	// the write count it covers, and when it was taken.
@@ -95,6 +105,13 @@ type DB struct {
 	snapValid   bool // a snapshot on disk matches the segments
 	snapWritten int64
 	snapAt      time.Time
+	// snapRewritten is the compaction byte count the newest snapshot
+	// covers: compaction moves entries without user writes.
+	snapRewritten int64
+
+	// provenSize maps a segment generation to the size the newest index
+	// snapshot proves was fsynced (see proven.go). Set during recovery only.
+	provenSize map[uint64]int64
 
 	// clockFloor is the latest time (Unix ms) DB.now has returned: expiry
 	// never goes backwards with the clock.
@@ -115,7 +132,13 @@ type segFile struct {
 	flushed atomic.Int64 // bytes written to the file (readable through data)
 	durable atomic.Int64 // bytes known to be fsynced
 	live    atomic.Int64 // bytes of records the index points at
-	dead    atomic.Int64 // bytes of superseded records, tombstones, markers
+	dead    atomic.Int64 // bytes of superseded records, dead tombstones, markers
+	// tomb is the bytes of tombstones that may still be needed (they
+	// shadow a record in a segment of generation up to tombMaxShadow);
+	// they become reclaimable once every other segment is newer than
+	// tombMaxShadow (see compact.go). dead + live + tomb + header = size.
+	tomb          atomic.Int64
+	tombMaxShadow atomic.Uint64
 	// ttlMin is the earliest expiry (unix ms) of any record in the segment
 	// not yet known to be reclaimed, or 0 if none; the expirer scans only
 	// segments whose ttlMin has passed.
@@ -174,6 +197,8 @@ func Open(dir string, opts *Options) (*DB, error) {
 		lim:       segment.FormatLimits,
 		nextSeq:   1,
 		nextGen:   1,
+		idFloor:   idForPut,
+		damaged:   map[uint64]bool{},
 		syncKick:  make(chan struct{}, 1),
 		stopFlush: make(chan struct{}),
 		flushDone: make(chan struct{}),

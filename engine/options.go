@@ -90,13 +90,23 @@ type Options struct {
 	// CompactionRate bounds the background compactor's reading, in bytes per
 	// second, so foreground latency stays flat. Default 64 MiB/s.
 	CompactionRate int64
-	// SnapshotInterval and SnapshotRecords say when the background worker
-	// writes an index snapshot: after SnapshotInterval (default 10 minutes)
-	// or after SnapshotRecords writes (default 10 million), whichever comes
-	// first, if anything was written. A snapshot is also written at Close
-	// and after a compaction pass that removed segments.
-	SnapshotInterval time.Duration
-	SnapshotRecords  int64
+	// CompactionInterval is the period of the background compactor's
+	// passes (a segment roll also wakes it). Default 5s.
+	CompactionInterval time.Duration
+	// SnapshotInterval, SnapshotRecords and SnapshotChangeRatio say when
+	// the background worker writes an index snapshot (a snapshot of 10^9
+	// keys is about 8 GB, so only when enough changed): after
+	// SnapshotInterval (default 10 minutes) if anything changed (writes,
+	// compaction), or once the writes since the last snapshot reach both
+	// SnapshotRecords (default 10 million) and SnapshotChangeRatio (default
+	// 0.25) times the number of keys. Compaction also writes one when the
+	// segments it retired hold max(64 MiB, the snapshot's size) or 1/8 of
+	// the segment ids, or when segment ids run short (a compacted
+	// segment's file is deleted only after a snapshot that does not list
+	// it), and Compact and Close write one when anything changed.
+	SnapshotInterval    time.Duration
+	SnapshotRecords     int64
+	SnapshotChangeRatio float64
 	// DisableSnapshots turns index snapshots off: every Open replays the
 	// whole log.
 	DisableSnapshots bool
@@ -185,6 +195,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.CompactionRate == 0 {
 		c.CompactionRate = defaultCompactionRate
 	}
+	if c.CompactionInterval == 0 {
+		c.CompactionInterval = 5 * time.Second
+	}
+	if c.SnapshotChangeRatio == 0 {
+		c.SnapshotChangeRatio = 0.25
+	}
 	if c.SnapshotInterval == 0 {
 		c.SnapshotInterval = 10 * time.Minute
 	}
@@ -234,6 +250,10 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("CompactionRate %d is negative", c.CompactionRate)
 	case c.SnapshotInterval < minWorkerInterval:
 		return bad("SnapshotInterval %v below %v", c.SnapshotInterval, minWorkerInterval)
+	case c.CompactionInterval < minWorkerInterval:
+		return bad("CompactionInterval %v below %v", c.CompactionInterval, minWorkerInterval)
+	case math.IsNaN(c.SnapshotChangeRatio) || math.IsInf(c.SnapshotChangeRatio, 0) || c.SnapshotChangeRatio < 0:
+		return bad("SnapshotChangeRatio %v is not a non-negative number", c.SnapshotChangeRatio)
 	case c.SnapshotRecords < 0:
 		return bad("SnapshotRecords %d is negative", c.SnapshotRecords)
 	case c.ExpiryInterval > 0 && c.ExpiryInterval < minWorkerInterval:

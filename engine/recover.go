@@ -20,9 +20,8 @@ import (
 // (with compaction) a copy of an old record can sit in a newer segment than
 // a fresh overwrite.
 //
-// Tombstones take part in the replay as index entries, so that an older
-// put replayed after its tombstone cannot resurrect the key; they are
-// removed from the index once every segment has been read.
+// Every segment is opened before any record is replayed, and tombstones
+// occupy no index entry (see replayUnit for why both are needed).
 //
 // Damage handling (DESIGN-NOTES rule 7): every segment but the newest was
 // fsynced before its successor was created, so any bad record in it is
@@ -32,9 +31,6 @@ import (
 // truncated there and fsynced before anything is appended, unless a valid
 // sync mark further on proves that the damaged bytes had been fsynced, in
 // which case it is corruption too.
-
-// tomb is a tombstone's index entry, removed at the end of recovery.
-type tomb struct{ h, loc uint64 }
 
 func (db *DB) recover() error {
 	start := time.Now()
@@ -66,6 +62,9 @@ func (db *DB) recover() error {
 	sort.Slice(gens, func(i, j int) bool { return gens[i] < gens[j] })
 	if !db.opts.DisableSnapshots && !db.opts.dropSnapshots {
 		meta, err := db.loadSnapshot(names, onDisk)
+		if perr := db.checkProvenSizes(onDisk); perr != nil {
+			return perr
+		}
 		if err == nil {
 			var ok bool
 			if ok, err = db.recoverFrom(meta, gens, onDisk); err != nil || ok {
@@ -141,11 +140,13 @@ func (db *DB) resetForReplay() error {
 	return nil
 }
 
-// replayAll rebuilds the index from every segment.
+// replayAll rebuilds the index from every segment. Every segment is opened
+// and registered before any record is replayed (see replayUnit: a location
+// in a segment not yet open would look stale).
 func (db *DB) replayAll(gens []uint64, onDisk map[uint64]int64) error {
-	var tombs []tomb
 	var newest *segFile
 	torn := tornTailSegments(gens, onDisk)
+	var opened []*segFile
 	for i, gen := range gens {
 		db.nextGen = max(db.nextGen, gen+1)
 		isNewest := i == len(gens)-1
@@ -156,14 +157,17 @@ func (db *DB) replayAll(gens []uint64, onDisk map[uint64]int64) error {
 		if sf == nil {
 			continue // a torn creation, removed
 		}
-		if _, err := db.replaySegment(sf, torn[gen], segment.HeaderSize, segment.HeaderSize, &tombs); err != nil {
-			return err
-		}
+		opened = append(opened, sf)
 		if isNewest {
 			newest = sf
 		}
 	}
-	return db.finishRecovery(tombs, newest)
+	for _, sf := range opened {
+		if _, err := db.replaySegment(sf, torn[sf.gen], segment.HeaderSize, segment.HeaderSize); err != nil {
+			return err
+		}
+	}
+	return db.finishRecovery(newest)
 }
 
 // recoverFrom opens the segments after loading snapshot meta into the index
@@ -185,7 +189,12 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 		}
 		if !listed && gen < meta.acct.gen {
 			// Removed by compaction before the snapshot; the removal did not
-			// reach the disk. Every live record it had was copied.
+			// reach the disk. Every live record it had was copied. Only a
+			// segment of this database is removed: a file copied in from
+			// elsewhere is refused, never deleted.
+			if err := db.checkOwnSegment(gen); err != nil {
+				return false, err
+			}
 			db.opts.Logger.Warn("marlin: removing a compacted segment left behind", "file", segment.FileName(gen))
 			if err := db.fs.Remove(filepath.Join(db.dir, segment.FileName(gen))); err != nil {
 				return false, fmt.Errorf("marlin: %w", err)
@@ -199,9 +208,14 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 			return false, fmt.Errorf("marlin: %w", err)
 		}
 	}
-	var tombs []tomb
+	// Open and register every segment before replaying any record: the
+	// snapshot's fuzzy copy may hold entries that point into segments after
+	// the replay position, and replayUnit must be able to read them (a
+	// location in a segment not yet open would look stale, and the older
+	// record replayed before it would become a second entry for its key).
 	var newest *segFile
 	torn := tornTailSegments(open, onDisk)
+	var opened []*segFile
 	for i, gen := range open {
 		db.nextGen = max(db.nextGen, gen+1)
 		isNewest := i == len(open)-1
@@ -222,10 +236,16 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 			}
 			sf.live.Store(ts.live)
 			sf.ttlMin.Store(ts.ttlMin)
+			sf.tomb.Store(ts.tomb)
+			sf.tombMaxShadow.Store(ts.tombMaxShadow)
 		}
 		if isNewest {
 			newest = sf
 		}
+		opened = append(opened, sf)
+	}
+	for _, sf := range opened {
+		gen := sf.gen
 		if gen < meta.replay.gen {
 			continue
 		}
@@ -238,7 +258,7 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 		} else if gen == meta.acct.gen {
 			acct = meta.acct.off
 		}
-		end, err := db.replaySegment(sf, torn[gen], from, acct, &tombs)
+		end, err := db.replaySegment(sf, torn[gen], from, acct)
 		if err != nil {
 			return false, err
 		}
@@ -247,21 +267,45 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 		}
 	}
 	db.st.snapshotLoaded.Store(true)
-	return true, db.finishRecovery(tombs, newest)
+	return true, db.finishRecovery(newest)
 }
 
-// finishRecovery drops the tombstones' temporary index entries, derives
-// dead bytes, and starts the active segment.
-func (db *DB) finishRecovery(tombs []tomb, newest *segFile) error {
-	for _, t := range tombs {
-		db.ix.DeleteExact(t.h, t.loc)
-	}
+// finishRecovery derives dead bytes and starts the active segment.
+func (db *DB) finishRecovery(newest *segFile) error {
 	for i := range db.segs {
 		if sf := db.segs[i].Load(); sf != nil {
-			sf.dead.Store(sf.flushed.Load() - segment.HeaderSize - sf.live.Load())
+			sf.dead.Store(sf.flushed.Load() - segment.HeaderSize - sf.live.Load() - sf.tomb.Load())
 		}
 	}
 	return db.startActive(newest)
+}
+
+// checkOwnSegment reads the header of the segment file of generation gen
+// and reports an ErrCorrupt if it is not a segment of this database with
+// that generation.
+func (db *DB) checkOwnSegment(gen uint64) error {
+	name := filepath.Join(db.dir, segment.FileName(gen))
+	f, err := db.fs.Open(name)
+	if err != nil {
+		return fmt.Errorf("marlin: open segment: %w", err)
+	}
+	defer f.Close()
+	hb := make([]byte, segment.HeaderSize)
+	if _, err := f.ReadAt(hb, 0); err != nil {
+		return &segment.CorruptError{File: name, Reason: fmt.Sprintf("cannot read the segment header: %v", err)}
+	}
+	hdr, err := segment.DecodeHeader(hb)
+	switch {
+	case err != nil:
+		return segment.WithFile(err, name)
+	case db.isForeignSegment(hdr):
+		return &segment.CorruptError{File: name, Reason: fmt.Sprintf(
+			"segment belongs to another database (tag %#08x; this database, %s, has tag %#08x): "+
+				"move the file out of the directory", hdr.DBTag, db.meta.id, db.meta.id.Tag())}
+	case hdr.Generation != gen:
+		return &segment.CorruptError{File: name, Reason: fmt.Sprintf("header says generation %d", hdr.Generation)}
+	}
+	return nil
 }
 
 // openSegment opens and maps the segment file of generation gen. For the
@@ -363,13 +407,21 @@ func zeroFrom(f vfs.File, from, size int64) bool {
 // replaySegment feeds a segment's committed records from offset from on to
 // the index, counting live bytes for records at acct or later, and, if its
 // tail may be torn (see tornTailSegments), truncates a torn tail. It
-// returns where the valid log ends.
-func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[]tomb) (int64, error) {
+// returns where the valid log ends. Damage below the size a snapshot
+// recorded for the segment is never a torn tail (see provenSize).
+func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, error) {
 	size := sf.flushed.Load()
 	data := sf.data[:size]
+	var unitErr error // an error applying records, not decoding them
 	end, err := segment.ScanFrom(data, sf.gen, db.lim, from, func(es []segment.Entry) error {
-		return db.replayUnit(sf, es, acct, tombs)
+		unitErr = db.replayUnit(sf, es, acct)
+		return unitErr
 	})
+	if unitErr != nil {
+		// Never a torn tail: the records decoded, and what failed (an
+		// unreadable older record, say) is elsewhere.
+		return end, unitErr
+	}
 	if err != nil && (!newest || !errors.Is(err, ErrCorrupt)) {
 		return end, segment.WithFile(err, sf.name)
 	}
@@ -378,8 +430,12 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[
 			return end, fmt.Errorf("%w (a sync mark shows the data up to offset %d had been fsynced)",
 				segment.WithFile(err, sf.name), claim)
 		}
+		if proven := db.provenSize[sf.gen]; end < proven {
+			return end, fmt.Errorf("%w (the index snapshot shows the data up to offset %d had been fsynced)",
+				segment.WithFile(err, sf.name), proven)
+		}
 		db.opts.Logger.Warn("marlin: truncating torn tail", "file", sf.name,
-			"offset", end, "dropped", size-end, "reason", err)
+			"offset", end, "dropped", size-end, "reason", segment.WithFile(err, sf.name))
 		db.st.truncated.Add(size - end)
 	}
 	if end > size && !newest {
@@ -409,10 +465,59 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[
 	return end, nil
 }
 
+// replayed is what replay found for a key in the index: the entry's
+// location, its record's size and sequence number.
+type replayed struct {
+	loc  uint64
+	size int
+	seq  uint64
+}
+
+// replayMatch returns a match function for key that records the entry it
+// claims in *m, and in *bad the first candidate whose record cannot be read
+// (damage, not a stale location). Such a candidate is never taken for
+// another key: the caller fails the replay if no candidate is the key, as
+// the write path does (probeLocked), since the unreadable record may be the
+// key's and a second entry for one key must never be made.
+func (db *DB) replayMatch(key []byte, m *replayed, bad *error) func(uint64) bool {
+	return func(l uint64) bool {
+		or, locked, err := db.recordAt(l)
+		if locked {
+			db.tailMu.RUnlock() // not during recovery (no tail yet)
+		}
+		if err != nil {
+			if !errors.Is(err, errStale) && *bad == nil {
+				*bad = err
+			}
+			return false
+		}
+		if !bytes.Equal(or.Key, key) {
+			return false
+		}
+		*m = replayed{l, segment.Size(len(or.Key), len(or.Value), or.Expiry != 0), or.Seq}
+		return true
+	}
+}
+
 // replayUnit applies committed records: the highest sequence number wins.
 // Live bytes are counted for records at offset acct or later.
-func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64, tombs *[]tomb) error {
+//
+// Replay runs in log order (segments by generation, records by offset),
+// and the log order is the sequence order: every write takes its sequence
+// number under db.mu as it is appended, and compaction re-appends copies
+// with fresh numbers (see compact.go). So a record replayed after another
+// of its key is always the newer one, except against entries loaded from
+// a snapshot, whose fuzzy copy may already hold a later record; the
+// sequence comparison settles those. A tombstone therefore never needs an
+// index entry of its own (no older record of its key can come later in the
+// replay): it removes the key's entry if that entry is older, and occupies
+// no slot. An expired put (judged with db.now) is replayed the same way
+// from the accounting position on. The index thus never holds more entries
+// than the write path had at some point, and no acknowledged history (of
+// deletes, or of expiries the expirer reclaimed) can overflow a shard.
+func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64) error {
 	db.st.replayed.Add(int64(len(es)))
+	now := db.now()
 	for i := range es {
 		e := &es[i]
 		r := &e.Rec
@@ -424,34 +529,46 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64, tombs *[]t
 		}
 		loc := segment.Loc(sf.id, e.Off)
 		h := db.hash(r.Key)
-		var oldSize int
-		var oldTomb bool
-		old, found, replaced, err := db.ix.Put(h, loc, func(old uint64) (bool, bool) {
-			or, _, err := db.recordAt(old)
-			if err != nil || !bytes.Equal(or.Key, r.Key) {
-				return false, false
+		var old replayed
+		var bad error
+		var found, replaced bool
+		// An expired put is replayed like a tombstone (it shadows older
+		// versions and is absent itself), except before the accounting
+		// position, where the snapshot's figures count it as indexed.
+		absent := r.Kind == segment.KindDelete || r.Expiry != 0 && r.Expiry <= now && e.Off >= acct
+		if absent {
+			found = db.ix.Lookup(h, db.replayMatch(r.Key, &old, &bad))
+			if found && r.Seq > old.seq {
+				replaced = db.ix.DeleteExact(h, old.loc)
 			}
-			oldSize = segment.Size(len(or.Key), len(or.Value), or.Expiry != 0)
-			oldTomb = or.Kind == segment.KindDelete
-			return true, r.Seq > or.Seq
-		})
-		if err != nil {
-			return fmt.Errorf("marlin: index: %w", err)
+		} else {
+			var err error
+			match := db.replayMatch(r.Key, &old, &bad)
+			_, found, replaced, err = db.ix.Put(h, loc, func(l uint64) (bool, bool) {
+				if !match(l) {
+					return false, false
+				}
+				return true, r.Seq > old.seq
+			})
+			if err != nil {
+				return fmt.Errorf("marlin: index: %w", err)
+			}
 		}
-		if found && !replaced {
-			continue
+		if r.Kind == segment.KindDelete && e.Off >= acct {
+			// Needed until what it shadows is gone (tombstone.go).
+			sf.noteTomb(e.Size, tombShadow(r, sf.gen))
 		}
-		if r.Kind == segment.KindDelete {
-			*tombs = append(*tombs, tomb{h, loc})
+		if bad != nil && !found {
+			return fmt.Errorf("marlin: replaying %s at offset %d: an older record of the key cannot be read: %w", sf.name, e.Off, bad)
 		}
-		if e.Off < acct {
-			continue // the snapshot's figures include this record
+		if found && !replaced || e.Off < acct {
+			continue // older than the entry, or the snapshot's figures include it
 		}
-		if found && !oldTomb {
-			oid, _ := segment.SplitLoc(old)
-			db.segs[oid].Load().live.Add(-int64(oldSize))
+		if found {
+			oid, _ := segment.SplitLoc(old.loc)
+			db.segs[oid].Load().live.Add(-int64(old.size))
 		}
-		if r.Kind != segment.KindDelete {
+		if !absent {
 			sf.live.Add(int64(e.Size))
 		}
 	}
@@ -483,7 +600,9 @@ func (db *DB) startActive(newest *segFile) error {
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	db.idFloor = idForCompact // Open may take the last id (see idReserve)
 	sf, err := db.createSegmentLocked()
+	db.idFloor = idForPut
 	if err != nil {
 		return err
 	}

@@ -5,19 +5,135 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"path/filepath"
+	"time"
 
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
 
-// freeIDLocked returns the lowest unused segment id.
-func (db *DB) freeIDLocked() (uint16, error) {
-	for i := range db.segs {
-		if db.segs[i].Load() == nil && !db.retiring[i] {
-			return uint16(i), nil
+// Segment ids are few (segment.MaxSegments), and a compacted segment's id
+// is reused only after its file is deleted, which waits for a snapshot
+// that does not list it (compact.go). So that a log of small segments or a
+// long life cannot leave the database unwritable, the last ids are
+// reserved:
+//
+//   - a new segment for puts (a user roll) leaves idReserve ids free;
+//   - one for deletes leaves idReserve/2 free: a delete is never blocked by
+//     a log full of dead data it would help reclaim;
+//   - one for compaction's copies or for Open's active segment may take
+//     the last id, so compaction can always run and Open always succeeds.
+//
+// A write that finds no id it may take runs a compaction pass itself
+// (reclaimIDs, unless background compaction is off) and retries once: a
+// writer faster than the background compactor is slowed down, not
+// failed. ErrFull from a write therefore means that live data fills the
+// ids (or that compaction is off and has not been run); compaction, which
+// frees ids by forcing the snapshot that lets retired files go
+// (freeIDsIfShort), makes writes work again.
+const idReserve = 8
+
+// reclaimWait bounds how long a write waits for reclaimIDs' pass. The
+// pass retires segments, which waits for every operation in flight; a
+// write made inside another operation (a Put from a ForEach or View
+// callback) holds that operation open, so an unbounded wait could never
+// end. After the bound the write fails with ErrFull and the pass goes on.
+var reclaimWait = 10 * time.Second // a variable for tests
+
+// reclaimIDs runs when a write found no segment id it may take: unless
+// background compaction is off, it runs reclaimIDsNow in the background
+// and waits for it (at most reclaimWait). It reports whether the write
+// should be retried. The caller must hold no lock.
+func (db *DB) reclaimIDs() bool {
+	if db.opts.CompactionThreshold < 0 || db.opts.ReadOnly || db.startBg() != nil {
+		return false
+	}
+	done := make(chan bool, 1)
+	go func() {
+		defer db.bg.Done()
+		done <- db.reclaimIDsNow()
+	}()
+	t := time.NewTimer(reclaimWait)
+	defer t.Stop()
+	select {
+	case ok := <-done:
+		return ok
+	case <-t.C:
+		return false
+	case <-db.stopBg:
+		return false
+	}
+}
+
+// reclaimIDsNow compacts at the configured threshold and, if that frees no
+// id, every segment with reclaimable bytes, writing the snapshot that frees
+// the retired segments' ids. It reports whether a put may find an id now.
+func (db *DB) reclaimIDsNow() bool {
+	db.compactMu.Lock()
+	defer db.compactMu.Unlock()
+	for _, threshold := range []float64{db.opts.CompactionThreshold, 0} {
+		db.mu.Lock()
+		free := db.freeIDsLocked()
+		db.mu.Unlock()
+		if free > idForPut {
+			return true // another writer's pass freed some
+		}
+		if _, err := db.compactRound(threshold, 0, true, false); err != nil {
+			db.opts.Logger.Error("marlin: compaction to free segment ids failed", "dir", db.dir, "err", err)
+			return false
+		}
+		db.mu.Lock()
+		awaiting := len(db.awaiting) > 0
+		db.mu.Unlock()
+		if awaiting && !db.opts.DisableSnapshots {
+			if err := db.snapshotLocked(db.stopBg); err != nil {
+				db.opts.Logger.Error("marlin: snapshot to free segment ids failed", "dir", db.dir, "err", err)
+				return false
+			}
 		}
 	}
-	return 0, ErrFull
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.freeIDsLocked() > idForPut
+}
+
+// Who is asking for a segment id (idFloor values: how many ids must stay
+// free afterwards).
+const (
+	idForPut     = idReserve
+	idForDelete  = idReserve / 2
+	idForCompact = 0
+)
+
+// freeIDLocked returns the lowest unused segment id, keeping db.idFloor ids
+// free (see idReserve). db.mu must be held.
+func (db *DB) freeIDLocked() (uint16, error) {
+	first, free := -1, 0
+	for i := range db.segs {
+		if db.segs[i].Load() == nil && !db.retiring[i] {
+			if first < 0 {
+				first = i
+			}
+			free++
+		}
+	}
+	if first < 0 || free <= db.idFloor {
+		if len(db.awaiting) > 0 {
+			db.kickCompactor() // it frees the retired segments' ids
+		}
+		return 0, ErrFull
+	}
+	return uint16(first), nil
+}
+
+// freeIDsLocked returns how many segment ids are free. db.mu must be held.
+func (db *DB) freeIDsLocked() int {
+	n := 0
+	for i := range db.segs {
+		if db.segs[i].Load() == nil && !db.retiring[i] {
+			n++
+		}
+	}
+	return n
 }
 
 // createSegmentLocked creates, syncs and maps a new empty segment and makes

@@ -65,6 +65,10 @@ type snapSeg struct {
 	size   int64 // bytes in the file at the accounting position
 	live   int64
 	ttlMin int64 // earliest expiry among the segment's records (0: none)
+	// tomb and tombMaxShadow: the segment's needed tombstones (layout 2;
+	// 0 from a layout-1 trailer).
+	tomb          int64
+	tombMaxShadow uint64
 }
 
 // snapMeta is the trailer.
@@ -93,11 +97,19 @@ func (m *snapMeta) encode() []byte {
 		b = binary.LittleEndian.AppendUint64(b, uint64(s.size))
 		b = binary.LittleEndian.AppendUint64(b, uint64(s.live))
 		b = binary.LittleEndian.AppendUint64(b, uint64(s.ttlMin))
+		b = binary.LittleEndian.AppendUint64(b, uint64(s.tomb))
+		b = binary.LittleEndian.AppendUint64(b, s.tombMaxShadow)
 	}
 	return b
 }
 
-const snapSegSize = 2 + 8 + 8 + 8 + 8
+// Segment table entry sizes: layout 1 (id, gen, size, live, ttlMin) and
+// layout 2, which adds tomb and tombMaxShadow. The layout is told by the
+// trailer's length: fixed + n*snapSegSize1 or fixed + n*snapSegSize.
+const (
+	snapSegSize1 = 2 + 8 + 8 + 8 + 8
+	snapSegSize  = snapSegSize1 + 8 + 8
+)
 
 func decodeSnapMeta(b []byte) (*snapMeta, error) {
 	const fixed = 8 + 8 + 4*8 + 8 + 8 + 4
@@ -111,13 +123,21 @@ func decodeSnapMeta(b []byte) (*snapMeta, error) {
 	m.acct = logPos{u64(32), int64(u64(40))}
 	m.nextSeq, m.nextGen = u64(48), u64(56)
 	n := int(binary.LittleEndian.Uint32(b[64:]))
-	if n > segment.MaxSegments || len(b) != fixed+n*snapSegSize {
+	entSize := snapSegSize
+	if n > 0 && len(b) == fixed+n*snapSegSize1 {
+		entSize = snapSegSize1
+	}
+	if n > segment.MaxSegments || len(b) != fixed+n*entSize {
 		return nil, fmt.Errorf("bad segment table (%d segments in %d bytes)", n, len(b))
 	}
-	for i, p := 0, fixed; i < n; i, p = i+1, p+snapSegSize {
+	for i, p := 0, fixed; i < n; i, p = i+1, p+entSize {
 		s := snapSeg{id: binary.LittleEndian.Uint16(b[p:]), gen: u64(p + 2),
 			size: int64(u64(p + 10)), live: int64(u64(p + 18)), ttlMin: int64(u64(p + 26))}
-		if s.id >= segment.MaxSegments || s.size < segment.HeaderSize || s.size > segment.MaxSegmentSize || s.live < 0 {
+		if entSize == snapSegSize {
+			s.tomb, s.tombMaxShadow = int64(u64(p+34)), u64(p+42)
+		}
+		if s.id >= segment.MaxSegments || s.size < segment.HeaderSize || s.size > segment.MaxSegmentSize || s.live < 0 ||
+			s.tomb < 0 || s.live+s.tomb > s.size-segment.HeaderSize {
 			return nil, fmt.Errorf("bad segment table entry %d", i)
 		}
 		m.segs = append(m.segs, s)

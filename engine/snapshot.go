@@ -27,10 +27,17 @@ import (
 // copy caught or missed between R and A), counting live bytes only for
 // records from A on.
 //
-// Compaction and snapshots exclude each other (compactMu), so no segment a
-// snapshot refers to disappears while it is written. A snapshot that names
-// a segment which is gone is stale and ignored; compaction writes a fresh
-// one after removing segments.
+// Compaction, the expirer and snapshots exclude each other (compactMu), so
+// no segment a snapshot refers to disappears and no index entry goes away
+// without a log record while it is written. A compacted segment's file is
+// deleted only after a snapshot that does not list it is durable
+// (deleteRetired), so the newest snapshot never names a missing segment;
+// one that does (damage, a copied-in file) is ignored and the whole log is
+// replayed.
+//
+// Scheduling (a snapshot of 10^9 keys is about 8 GB): a snapshot is written
+// only when something changed since the last one; see snapshotDueLocked,
+// retiredDueLocked and freeIDsIfShort. An idle database writes none.
 
 // Snapshot writes an index snapshot now. Later Opens replay only what is
 // written after it.
@@ -54,6 +61,7 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	db.mu.Lock()
 	n := db.snapSeq + 1
 	db.mu.Unlock()
+	rewritten := db.st.bytesRewritten.Load() // stable: compaction is excluded
 	written, err := db.writeSnapshot(db.dir, snapName(n), stop, nil)
 	if err != nil {
 		return err
@@ -62,12 +70,34 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	db.snapSeq = n
 	db.snapValid = true
 	db.snapWritten = written
+	db.snapRewritten = rewritten
 	db.snapAt = time.Now()
 	db.mu.Unlock()
 	db.removeOldSnapshots(n)
 	db.st.snapshots.Add(1)
 	db.st.snapshotNanos.Store(int64(time.Since(start)))
-	return nil
+	// The new snapshot is durable and lists none of the retired segments:
+	// their files may go now.
+	return db.deleteRetired()
+}
+
+// snapshotDueLocked reports whether the background worker should write a
+// snapshot now (see Options.SnapshotInterval): only if something changed
+// since the last one, and then when the interval passed, when the writes
+// reach both SnapshotRecords and SnapshotChangeRatio of the keys, or when
+// the retired segments awaiting deletion are worth it. db.mu must be held.
+func (db *DB) snapshotDueLocked() bool {
+	written := db.st.records.Load() - db.snapWritten
+	changed := written > 0 || db.st.bytesRewritten.Load() != db.snapRewritten || len(db.awaiting) > 0
+	switch {
+	case !changed:
+		return false
+	case time.Since(db.snapAt) >= db.opts.SnapshotInterval:
+		return true
+	case written >= db.opts.SnapshotRecords && float64(written) >= db.opts.SnapshotChangeRatio*float64(db.ix.Len()):
+		return true
+	}
+	return db.retiredDueLocked()
 }
 
 // writeSnapshot writes the snapshot file name into dir through a temp file.
@@ -88,6 +118,9 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	meta := snapMeta{replay: logPos{db.active.gen, db.active.flushed.Load()}}
 	written := db.st.records.Load()
 	db.mu.Unlock()
+	if snapshotCopyHook != nil {
+		snapshotCopyHook(db)
+	}
 
 	tmp := filepath.Join(dir, snapTmpName)
 	f, err := db.fs.Create(tmp)
@@ -116,6 +149,9 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 		return fail(w.err)
 	}
 
+	if snapshotTrailerHook != nil {
+		snapshotTrailerHook()
+	}
 	db.mu.Lock()
 	if err := db.syncActiveLocked(); err != nil {
 		db.mu.Unlock()
@@ -126,7 +162,8 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	for i := range db.segs {
 		if sf := db.segs[i].Load(); sf != nil {
 			meta.segs = append(meta.segs, snapSeg{id: sf.id, gen: sf.gen, size: sf.flushed.Load(),
-				live: sf.live.Load(), ttlMin: sf.ttlMin.Load()})
+				live: sf.live.Load(), ttlMin: sf.ttlMin.Load(),
+				tomb: sf.tomb.Load(), tombMaxShadow: sf.tombMaxShadow.Load()})
 		}
 	}
 	db.mu.Unlock()
@@ -164,6 +201,16 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	}
 	return written, nil
 }
+
+// snapshotCopyHook, if set (by tests), runs in writeSnapshot after the
+// replay position is recorded and before the index is copied: writes it
+// makes are the ones a fuzzy copy may or may not catch. db is the database
+// writing the snapshot.
+var snapshotCopyHook func(db *DB)
+
+// snapshotTrailerHook, if set (by tests), runs in writeSnapshot after the
+// index is copied and before the trailer's figures are taken.
+var snapshotTrailerHook func()
 
 // removeOldSnapshots deletes snapshot files older than n. Failures only
 // cost disk space.
@@ -230,13 +277,6 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := meta.check(onDisk); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	ids := make(map[uint16]int64, len(meta.segs)) // id -> size
-	for _, s := range meta.segs {
-		ids[s.id] = s.size
-	}
 	r := &frameReader{f: f, end: trailerAt}
 	p, err = r.next()
 	if err != nil {
@@ -249,11 +289,23 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 	if hdr.id != db.meta.id {
 		// A copied-in snapshot of another database: its entries point into
 		// other files, and its fingerprints come from another hash key.
+		// Nothing in it is trusted, not even its segment sizes.
 		return nil, fmt.Errorf("%s belongs to another database (id %s; this database is %s)", name, hdr.id, db.meta.id)
 	}
 	// The snapshot was written at this time of the DB's clock: expiry
 	// judged later never uses an earlier time (see DB.now).
 	db.raiseClockFloor(hdr.createdMs)
+	// The trailer and the header are intact: the segment sizes it records
+	// were fsynced before it was written, whether or not the rest of the
+	// snapshot can be used (see provenSize).
+	db.noteProvenSizes(meta)
+	if err := meta.check(onDisk); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ids := make(map[uint16]int64, len(meta.segs)) // id -> size
+	for _, s := range meta.segs {
+		ids[s.id] = s.size
+	}
 	var loaded uint64
 	prev := -1
 	for {
@@ -312,6 +364,8 @@ func (m *snapMeta) check(onDisk map[uint64]int64) error {
 		case !ok:
 			return fmt.Errorf("segment %s is gone (stale snapshot)", segment.FileName(s.gen))
 		case size < s.size:
+			// recover reports this as corruption (checkProvenSizes); this
+			// check keeps the snapshot from being used when it is not.
 			return fmt.Errorf("segment %s is shorter (%d) than when the snapshot was taken (%d)",
 				segment.FileName(s.gen), size, s.size)
 		}
@@ -333,8 +387,7 @@ func (db *DB) snapshotter() {
 		case <-t.C:
 		}
 		db.mu.Lock()
-		written := db.st.records.Load() - db.snapWritten
-		due := written > 0 && (written >= db.opts.SnapshotRecords || time.Since(db.snapAt) >= db.opts.SnapshotInterval)
+		due := db.snapshotDueLocked()
 		db.mu.Unlock()
 		if !due {
 			continue
@@ -359,9 +412,11 @@ func closed(ch <-chan struct{}) bool {
 }
 
 // needSnapshotLocked reports whether Close should write a snapshot: none
-// is valid, or writes were made since the last one. db.mu must be held.
+// is valid, or writes or compaction happened since the last one (whose
+// retired segments' files then go). db.mu must be held.
 func (db *DB) needSnapshotLocked() bool {
 	written := db.st.records.Load()
 	return !db.opts.DisableSnapshots && !db.opts.ReadOnly && db.failed == nil &&
-		(!db.snapValid || written != db.snapWritten)
+		(!db.snapValid || written != db.snapWritten || db.st.bytesRewritten.Load() != db.snapRewritten ||
+			len(db.awaiting) > 0)
 }

@@ -22,6 +22,7 @@ type counters struct {
 	openNanos                                  atomic.Int64 // duration of Open
 	expired                                    atomic.Int64 // expired entries removed from the index
 	records                                    atomic.Int64 // records written by users (batch operations each count)
+	compactSkipped                             atomic.Int64 // damaged bytes compaction skipped
 }
 
 // SegmentStats describes one segment.
@@ -32,6 +33,7 @@ type SegmentStats struct {
 	Size       int64 // bytes in the file (plus the unflushed tail, for the active one)
 	LiveBytes  int64 // bytes of records the index points at
 	DeadBytes  int64 // superseded records, tombstones and markers
+	TombBytes  int64 // the part of DeadBytes that is tombstones still needed (they shadow older segments)
 	Sealed     bool
 }
 
@@ -59,6 +61,13 @@ type Stats struct {
 	SegmentsRemoved int64 // segments deleted by compaction
 	BytesReclaimed  int64 // bytes of the segments deleted
 	BytesRewritten  int64 // bytes compaction copied forward (part of BytesWritten)
+	// CompactionSkippedBytes counts damaged bytes compaction met (their
+	// segments are skipped, not removed); DamagedSegments is how many
+	// segments it skips until reopen; AwaitingDeletion is how many
+	// compacted segments' files wait for the next snapshot.
+	CompactionSkippedBytes int64
+	DamagedSegments        int
+	AwaitingDeletion       int
 
 	Snapshots          int64         // index snapshots written
 	LastSnapshotTime   time.Duration // how long the last snapshot took to write
@@ -99,12 +108,16 @@ func (db *DB) Stats() (Stats, error) {
 		RecordsReplayed:    db.st.replayed.Load(),
 		OpenTime:           time.Duration(db.st.openNanos.Load()),
 		ExpiredReclaimed:   db.st.expired.Load(),
+
+		CompactionSkippedBytes: db.st.compactSkipped.Load(),
 	}
 	s.Keys = s.Index.Entries
 	s.ArenaBytes = s.Index.ResidentBytes + int64(len(db.tail.buf))
 	db.mu.Lock()
 	tail := db.tail.n.Load()
 	active := db.active
+	s.DamagedSegments = len(db.damaged)
+	s.AwaitingDeletion = len(db.awaiting)
 	db.mu.Unlock()
 	for i := range db.segs {
 		sf := db.segs[i].Load()
@@ -113,8 +126,9 @@ func (db *DB) Stats() (Stats, error) {
 		}
 		ss := SegmentStats{
 			ID: sf.id, Generation: sf.gen, Name: sf.name,
-			Size: sf.flushed.Load(), LiveBytes: sf.live.Load(), DeadBytes: sf.dead.Load(),
-			Sealed: sf != active,
+			Size: sf.flushed.Load(), LiveBytes: sf.live.Load(), DeadBytes: sf.dead.Load() + sf.tomb.Load(),
+			TombBytes: sf.tomb.Load(),
+			Sealed:    sf != active,
 		}
 		s.DiskBytes += ss.Size
 		if sf == active {
@@ -145,6 +159,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.SegmentsRemoved -= prev.SegmentsRemoved
 	d.BytesReclaimed -= prev.BytesReclaimed
 	d.BytesRewritten -= prev.BytesRewritten
+	d.CompactionSkippedBytes -= prev.CompactionSkippedBytes
 	d.Snapshots -= prev.Snapshots
 	d.ExpiredReclaimed -= prev.ExpiredReclaimed
 	return d

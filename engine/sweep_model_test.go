@@ -414,6 +414,8 @@ type swRunner struct {
 	// st sums the counters of every handle, taken before each Close.
 	st    Stats
 	ckpts int // checkpoints made
+	// hookErr is the first error of a write made during a snapshot's copy.
+	hookErr error
 }
 
 // closeDB closes the DB, adding its counters to r.st.
@@ -444,6 +446,7 @@ func (r *swRunner) summary() string {
 }
 
 func newSwRunner(cfg swConfig, fs vfs.FS) *swRunner {
+	snapshotCopyHook = nil
 	return &swRunner{cfg: cfg, fs: fs, m: newSwModel(24), rnd: rand.New(rand.NewPCG(cfg.seed, 0x5eed))}
 }
 
@@ -557,8 +560,16 @@ func (r *swRunner) run() error {
 				r.m.synced()
 			}
 		case p < 91:
+			if ok || r.rnd.IntN(2) == 0 { // always at the milestone
+				r.writeDuringSnapshot()
+			}
 			err = r.db.Snapshot()
+			snapshotCopyHook = nil
 			r.note(err)
+			if err == nil {
+				err = r.hookErr
+			}
+			r.hookErr = nil
 			if err == nil {
 				r.m.synced()
 			}
@@ -582,6 +593,37 @@ func (r *swRunner) run() error {
 	}
 	_ = r.closeDB()
 	return nil
+}
+
+// writeDuringSnapshot makes the next snapshot of r.db write while it
+// copies the index (after its replay position), until the log rolls (at
+// most 40 writes): entries may then point into a segment created after the
+// replay position (issue 9, item 12). The first error is kept in r.hookErr.
+func (r *swRunner) writeDuringSnapshot() {
+	db := r.db
+	snapshotCopyHook = func(sdb *DB) {
+		if sdb != db {
+			return // a database the checker opened
+		}
+		snapshotCopyHook = nil
+		db.mu.Lock()
+		first := db.active
+		db.mu.Unlock()
+		for range 40 {
+			db.mu.Lock()
+			rolled := db.active != first
+			db.mu.Unlock()
+			if rolled {
+				return
+			}
+			w := r.randWrite()
+			w.size = max(w.size, 400)
+			if err := r.single(w); err != nil {
+				r.hookErr = err
+				return
+			}
+		}
+	}
 }
 
 // errModel marks a check's failure (as opposed to an error a call returned).

@@ -58,6 +58,14 @@ func (db *DB) Delete(key []byte) error {
 }
 
 func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
+	err := db.writeOne(kind, key, value, expiry)
+	if errors.Is(err, ErrFull) && db.reclaimIDs() {
+		err = db.writeOne(kind, key, value, expiry)
+	}
+	return err
+}
+
+func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error {
 	if db.opts.ReadOnly {
 		return ErrReadOnly
 	}
@@ -84,9 +92,14 @@ func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
 		db.mu.Unlock()
 		return err // deleting an absent key writes nothing
 	}
+	if kind == segment.KindDelete {
+		value = tombValue(db.shadowOfLocked(old.loc))
+		db.idFloor = idForDelete // a delete may roll into the id reserve
+	}
 	rec := segment.Record{Kind: kind, Seq: db.nextSeq, Expiry: expiry, Key: key, Value: value}
 	size := segment.Size(len(key), len(value), expiry != 0)
 	off, err := db.placeLocked(size, 0)
+	db.idFloor = idForPut
 	if err != nil {
 		db.mu.Unlock()
 		return err
@@ -118,7 +131,11 @@ func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
 		db.st.deletes.Add(1)
 	}
 	db.st.records.Add(1)
-	db.st.userBytes.Add(int64(len(key) + len(value)))
+	if kind == segment.KindPut {
+		db.st.userBytes.Add(int64(len(key) + len(value)))
+	} else {
+		db.st.userBytes.Add(int64(len(key)))
+	}
 	return db.commitLocked(loc, size) // unlocks mu
 }
 
@@ -178,8 +195,8 @@ func (db *DB) applyLocked(h uint64, kind segment.Kind, old entry, loc uint64, si
 	sf := db.segs[id].Load()
 	switch {
 	case kind == segment.KindDelete:
+		sf.noteTomb(size, db.shadowOfLocked(old.loc))
 		db.ix.DeleteExact(h, old.loc)
-		sf.dead.Add(int64(size))
 	case old.found:
 		db.ix.CompareAndSwap(h, old.loc, loc)
 		sf.live.Add(int64(size))
