@@ -148,16 +148,15 @@ func (db *DB) compactSegment(sf *segFile, rate int64) error {
 	db.mu.Unlock()
 
 	end := sf.flushed.Load()
-	data := sf.data[:end]
 	start := time.Now()
 	var entries []segment.Entry
 	for off := int64(segment.HeaderSize); off < end; {
 		entries = entries[:0]
 		chunkEnd := off + compactChunk
 		for off < end && off < chunkEnd {
-			r, size, err := segment.Decode(data[off:], sf.gen, off, db.lim)
+			r, size, err := db.decodeMapped(sf, off, end) // a read fault is an error, not a crash
 			if err != nil {
-				return fmt.Errorf("marlin: compaction: %w", segment.WithFile(err, sf.name))
+				return fmt.Errorf("marlin: compaction: %w", err)
 			}
 			entries = append(entries, segment.Entry{Off: off, Size: size, Rec: r})
 			off += int64(size)

@@ -153,7 +153,7 @@ func (db *DB) replayAll(gens []uint64, onDisk map[uint64]int64) error {
 		if sf == nil {
 			continue // a torn creation, removed
 		}
-		if _, err := db.replaySegment(sf, torn[gen], segment.HeaderSize, segment.HeaderSize, &tombs); err != nil {
+		if _, err := db.replaySegmentSafe(sf, torn[gen], segment.HeaderSize, segment.HeaderSize, &tombs); err != nil {
 			return err
 		}
 		if isNewest {
@@ -235,7 +235,7 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 		} else if gen == meta.acct.gen {
 			acct = meta.acct.off
 		}
-		end, err := db.replaySegment(sf, torn[gen], from, acct, &tombs)
+		end, err := db.replaySegmentSafe(sf, torn[gen], from, acct, &tombs)
 		if err != nil {
 			return false, err
 		}
