@@ -482,7 +482,20 @@ func (db *DB) flusher() {
 
 // groupSync writes out the tail and fsyncs the active segment, holding
 // db.mu only for the write so that writers keep appending during the fsync.
+//
+// Invariant: a segment's file is never closed while an fsync of it is
+// pending or in progress. The flusher pins itself in the operation guard
+// before it takes db.mu to pick the segment, and unpins after the fsync.
+// Compaction retires a segment by unpublishing it under db.mu and then
+// waiting in guard.synchronize before closing the file; a segment the
+// flusher picked was still published when it was picked (under db.mu,
+// after the pin), so that wait covers the fsync. Close stops the flusher
+// before release closes any file. (Without this, a roll then a compaction
+// could close the file first and the fsync would fail with "file already
+// closed", failing the handle for good.)
 func (db *DB) groupSync() {
+	pin := db.guard.pin()
+	defer db.guard.exit(pin)
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
@@ -498,8 +511,11 @@ func (db *DB) groupSync() {
 	if sf.durable.Load() >= target {
 		return
 	}
-	// The file stays open while sf is in db.segs; a roll that seals sf
-	// fsyncs it itself, and an fsync racing with it is harmless.
+	if groupSyncHook != nil {
+		groupSyncHook(sf)
+	}
+	// A roll that seals sf fsyncs it itself; an fsync racing with it is
+	// harmless.
 	if err := sf.f.Sync(); err != nil {
 		db.mu.Lock()
 		db.failLocked(fmt.Errorf("marlin: fsync %s: %w", sf.name, err))
@@ -509,3 +525,7 @@ func (db *DB) groupSync() {
 	db.st.syncs.Add(1)
 	db.setDurable(sf, target)
 }
+
+// groupSyncHook, if set (by tests), runs in groupSync between picking the
+// segment and its fsync.
+var groupSyncHook func(sf *segFile)
