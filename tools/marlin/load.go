@@ -173,8 +173,8 @@ type loader struct {
 	work     chan pendingBatch
 	free     chan *engine.Batch
 	done     chan struct{}
-	werr     error       // the first write error; read after done is closed
-	failed   atomic.Bool // werr is set
+	werr     error        // the first write error; read after done is closed
+	failed   atomic.Bool  // werr is set
 	written  atomic.Int64 // pairs written to the engine (maybe not fsynced)
 	durable  atomic.Int64 // pairs covered by a successful Sync
 	unsynced int          // record bytes written since the last Sync (writer goroutine)
