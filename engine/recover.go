@@ -363,6 +363,9 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64, tombs *[
 	end, err := segment.ScanFrom(data, sf.gen, db.lim, from, func(es []segment.Entry) error {
 		return db.replayUnit(sf, es, acct, tombs)
 	})
+	if db.opts.Salvage && err != nil {
+		end, err = db.salvageScan(sf, data, end, err, acct, tombs) // read-only salvage: skip damage (salvage.go)
+	}
 	if err != nil && (!newest || !errors.Is(err, ErrCorrupt)) {
 		return end, segment.WithFile(err, sf.name)
 	}

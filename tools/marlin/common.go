@@ -112,6 +112,19 @@ func openReadOnly(dir string, stderr io.Writer) (*engine.DB, error) {
 	return db, err
 }
 
+// openSalvage opens dir read-only in salvage mode (dump --skip-corrupt):
+// damage that makes a normal open fail is skipped and reported.
+func openSalvage(dir string, stderr io.Writer) (*engine.DB, error) {
+	if err := checkDataDir(dir); err != nil {
+		return nil, err
+	}
+	db, err := engine.Open(dir, &engine.Options{ReadOnly: true, Salvage: true, Logger: warnLogger(stderr)})
+	if errors.Is(err, engine.ErrLocked) {
+		return nil, fmt.Errorf("%s is open for writing by another process; stop it first", dir)
+	}
+	return db, err
+}
+
 // openWritable opens dir for the commands that write, creating it if
 // create is set.
 func openWritable(dir string, create bool, o engine.Options, stderr io.Writer) (*engine.DB, error) {
