@@ -133,3 +133,18 @@ func TestViewFaultInCallback(t *testing.T) {
 	})
 	_ = db.Close()
 }
+
+// TestCompactionReadFault: compaction reading a segment whose pages are
+// gone returns an ErrIO error instead of killing the process (before the
+// fix: SIGBUS), and reads of other keys go on.
+func TestCompactionReadFault(t *testing.T) {
+	db, seg, before, _ := faultFixture(t, false)
+	defer db.Close()
+	require.NoError(t, db.Put(before, []byte("new"))) // dead bytes in the damaged segment
+	err := db.Compact()
+	require.ErrorIs(t, err, ErrIO)
+	require.ErrorContains(t, err, seg)
+	v, err := db.Get(before)
+	require.NoError(t, err)
+	require.Equal(t, "new", string(v))
+}
