@@ -485,17 +485,14 @@ func (db *DB) flusher() {
 //
 // Invariant: a segment's file is never closed while an fsync of it is
 // pending or in progress. The flusher pins itself in the operation guard
-// before it takes db.mu to pick the segment, and unpins after the fsync.
-// Compaction retires a segment by unpublishing it under db.mu and then
-// waiting in guard.synchronize before closing the file; a segment the
-// flusher picked was still published when it was picked (under db.mu,
-// after the pin), so that wait covers the fsync. Close stops the flusher
+// while it holds db.mu and the segment it picked is published, and unpins
+// after the fsync. Compaction retires a segment by unpublishing it under
+// db.mu and then waiting in guard.synchronize before closing the file, so
+// that wait covers the fsync. Close stops the flusher
 // before release closes any file. (Without this, a roll then a compaction
 // could close the file first and the fsync would fail with "file already
 // closed", failing the handle for good.)
 func (db *DB) groupSync() {
-	pin := db.guard.pin()
-	defer db.guard.exit(pin)
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
@@ -507,8 +504,14 @@ func (db *DB) groupSync() {
 	}
 	sf := db.active
 	target := sf.flushed.Load()
+	// Pinned while sf is still published (under db.mu): a retirement of sf
+	// unpublishes it later, under db.mu, and then waits for this pin. The
+	// pin is never held while waiting for db.mu, so a synchronize called
+	// with db.mu held cannot deadlock with the flusher.
+	pin := db.guard.pin()
 	db.mu.Unlock()
 	if sf.durable.Load() >= target {
+		db.guard.exit(pin)
 		return
 	}
 	if groupSyncHook != nil {
@@ -516,7 +519,9 @@ func (db *DB) groupSync() {
 	}
 	// A roll that seals sf fsyncs it itself; an fsync racing with it is
 	// harmless.
-	if err := sf.f.Sync(); err != nil {
+	err := sf.f.Sync()
+	db.guard.exit(pin)
+	if err != nil {
 		db.mu.Lock()
 		db.failLocked(fmt.Errorf("marlin: fsync %s: %w", sf.name, err))
 		db.mu.Unlock()
