@@ -22,22 +22,47 @@ import (
 // active segment is fsynced there, and the snapshot's fuzzy index copy is
 // completed by replaying the copied log up to it.
 func (db *DB) Checkpoint(destDir string) error {
+	_, err := db.CheckpointWith(destDir, CheckpointOptions{})
+	return err
+}
+
+// CheckpointOptions configure CheckpointWith.
+type CheckpointOptions struct {
+	// Copy copies every segment instead of hard-linking the sealed ones. A
+	// hard link shares the file's blocks with the database: on the same
+	// filesystem it guards against deleting or overwriting files, not
+	// against bit rot or a failing disk. A copy does (at the cost of the
+	// space and the time to copy).
+	Copy bool
+}
+
+// CheckpointResult says how a checkpoint's segments were made.
+type CheckpointResult struct {
+	Linked int   // sealed segments hard-linked (sharing blocks with the database)
+	Copied int   // segments copied
+	Bytes  int64 // bytes copied
+}
+
+// CheckpointWith is Checkpoint with options; it reports how many segments
+// were hard-linked and how many copied.
+func (db *DB) CheckpointWith(destDir string, co CheckpointOptions) (CheckpointResult, error) {
+	var res CheckpointResult
 	if db.opts.ReadOnly {
-		return ErrReadOnly
+		return res, ErrReadOnly
 	}
 	if err := db.startBg(); err != nil {
-		return err
+		return res, err
 	}
 	defer db.bg.Done()
 	if err := mkdirDurable(db.fs, destDir); err != nil {
-		return fmt.Errorf("marlin: checkpoint: %w", err)
+		return res, fmt.Errorf("marlin: checkpoint: %w", err)
 	}
 	names, err := db.fs.List(destDir)
 	if err != nil {
-		return fmt.Errorf("marlin: checkpoint: %w", err)
+		return res, fmt.Errorf("marlin: checkpoint: %w", err)
 	}
 	if len(names) > 0 {
-		return fmt.Errorf("marlin: checkpoint: %s is not empty", destDir)
+		return res, fmt.Errorf("marlin: checkpoint: %s is not empty", destDir)
 	}
 	// compactMu keeps every segment the snapshot names in place until the
 	// copies are made.
@@ -50,7 +75,7 @@ func (db *DB) Checkpoint(destDir string) error {
 			return fmt.Errorf("marlin: checkpoint: %w", err)
 		}
 		for _, s := range meta.segs {
-			if err := db.copySegment(s, s.gen == meta.acct.gen, destDir); err != nil {
+			if err := db.copySegment(s, s.gen == meta.acct.gen || co.Copy, destDir, &res); err != nil {
 				return fmt.Errorf("marlin: checkpoint: %w", err)
 			}
 		}
@@ -65,24 +90,31 @@ func (db *DB) Checkpoint(destDir string) error {
 		}
 		return db.fs.SyncDir(destDir)
 	})
-	return err
+	return res, err
 }
 
 // copySegment puts segment s, as the snapshot saw it, into dir. A segment
-// sealed before the cut never changes again and is hard-linked. The one
-// that was active at the cut (wasActive) is always copied, even if a roll
-// has sealed it since: it becomes the checkpoint's newest segment, which a
-// writable open of the checkpoint appends to, and appends through a shared
-// inode would land in this database too.
-func (db *DB) copySegment(s snapSeg, wasActive bool, dir string) error {
+// sealed before the cut never changes again and is hard-linked unless copy
+// is set. The one that was active at the cut is always copied (the caller
+// sets copy), even if a roll has sealed it since: it becomes the
+// checkpoint's newest segment, which a writable open of the checkpoint
+// appends to, and appends through a shared inode would land in this
+// database too.
+func (db *DB) copySegment(s snapSeg, copy bool, dir string, res *CheckpointResult) error {
 	src := filepath.Join(db.dir, segment.FileName(s.gen))
 	dst := filepath.Join(dir, segment.FileName(s.gen))
-	if !wasActive {
+	if !copy {
 		if err := db.fs.Link(src, dst); err == nil {
+			res.Linked++
 			return nil
 		}
 	}
-	return db.copyFile(src, dst, s.size)
+	if err := db.copyFile(src, dst, s.size); err != nil {
+		return err
+	}
+	res.Copied++
+	res.Bytes += s.size
+	return nil
 }
 
 // copyFile copies the first n bytes of src to a new file dst and fsyncs it.

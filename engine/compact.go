@@ -235,14 +235,13 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 	db.mu.Unlock()
 
 	end := sf.flushed.Load()
-	data := sf.data[:end]
 	start := time.Now()
 	var entries []segment.Entry
 	for off := int64(segment.HeaderSize); off < end; {
 		entries = entries[:0]
 		chunkEnd := off + compactChunk
 		for off < end && off < chunkEnd {
-			r, size, err := segment.Decode(data[off:], sf.gen, off, db.lim)
+			r, size, err := db.decodeMapped(sf, off, end) // a read fault is an error, not a crash
 			if err != nil {
 				db.skipDamaged(sf, segment.WithFile(err, sf.name))
 				return false, nil

@@ -117,6 +117,10 @@ type DB struct {
 	// never goes backwards with the clock.
 	clockFloor atomic.Int64
 
+	// salvaged lists the damage a salvaging Open skipped (Options.Salvage);
+	// written only during Open.
+	salvaged []SalvageSkip
+
 	st counters
 }
 

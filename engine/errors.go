@@ -40,4 +40,8 @@ var (
 	ErrReadOnly = errors.New("marlin: db is read-only")
 	// ErrBadOptions: an option is out of range.
 	ErrBadOptions = errors.New("marlin: bad options")
+	// ErrIO: a segment's bytes could not be read (the disk returned an I/O
+	// error, or the file was truncated underneath its mapping). The error
+	// names the file and offset; the DB keeps serving other keys.
+	ErrIO = errors.New("marlin: read error")
 )

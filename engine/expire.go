@@ -131,9 +131,9 @@ func (db *DB) expireSegment(sf *segFile, c *expiryCursor, now int64, budget int)
 	end := sf.flushed.Load()
 	var victims []victim
 	for c.off < end && read < budget {
-		r, size, err := segment.Decode(sf.data[c.off:end], sf.gen, c.off, db.lim)
+		r, size, err := db.decodeMapped(sf, c.off, end) // a read fault is an error, not a crash
 		if err != nil {
-			db.opts.Logger.Error("marlin: expiry sweep stopped at damaged record", "err", segment.WithFile(err, sf.name))
+			db.opts.Logger.Error("marlin: expiry sweep stopped at damaged record", "err", err)
 			return removed, read + 1, false
 		}
 		read++

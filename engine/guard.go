@@ -65,6 +65,24 @@ func (g *opGuard) enter() (t token, ok bool) {
 
 func (g *opGuard) exit(t token) { g.stripes[t.set][t.i].n.Add(-1) }
 
+// pin registers work that must hold off synchronize (and close) even after
+// the DB started closing: the group-commit flusher's fsync, which writers
+// inside their own operation wait for, so it must not be refused by close.
+// Release it with exit.
+func (g *opGuard) pin() token {
+	var probe byte
+	t := token{i: int(uintptr(unsafe.Pointer(&probe))>>13) % len(g.stripes[0])}
+	for {
+		e := g.epoch.Load()
+		t.set = int(e & 1)
+		g.stripes[t.set][t.i].n.Add(1)
+		if g.epoch.Load() == e {
+			return t
+		}
+		g.stripes[t.set][t.i].n.Add(-1)
+	}
+}
+
 // synchronize waits until every operation that was in flight when it was
 // called has finished. The caller must not be inside an operation.
 func (g *opGuard) synchronize() {

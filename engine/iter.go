@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"runtime/debug"
 
 	"github.com/marlinkv/marlin/index"
 	"github.com/marlinkv/marlin/segment"
@@ -34,11 +35,65 @@ type Iterator struct {
 	shardKeys []byte          // keys returned from the current shard, back to back
 	keyEnds   []int           // end offset of each of them in shardKeys
 	skip      map[string]bool // after a re-cut: keys already returned
+
+	opts    IterOptions
+	skipped SkipReport
+}
+
+// IterOptions configure an Iterator.
+type IterOptions struct {
+	// SkipCorrupt makes the iterator step over records it cannot read (a
+	// failed checksum, a bad length, an I/O error) instead of ending the
+	// walk with the error; Skipped reports them. For salvaging what is
+	// readable from a damaged database; the default stops at the first
+	// unreadable record, so that damage is never missed silently.
+	SkipCorrupt bool
+}
+
+// SkippedRecord is one index entry an iterator with SkipCorrupt could not
+// read.
+type SkippedRecord struct {
+	File   string // segment file
+	Offset int64  // offset of the record in File
+	Err    error  // why it could not be read (wraps ErrCorrupt or ErrIO)
+}
+
+// MaxSkippedListed bounds SkipReport.Records; Count counts all of them.
+const MaxSkippedListed = 1000
+
+// SkipReport says what an iterator with SkipCorrupt skipped.
+type SkipReport struct {
+	Count   int64           // index entries whose record could not be read
+	Records []SkippedRecord // the first MaxSkippedListed of them
 }
 
 // NewIterator returns an iterator positioned before the first pair.
 func (db *DB) NewIterator() *Iterator {
-	return &Iterator{db: db, shard: -1}
+	return db.NewIteratorWith(IterOptions{})
+}
+
+// NewIteratorWith returns an iterator with options, positioned before the
+// first pair.
+func (db *DB) NewIteratorWith(o IterOptions) *Iterator {
+	return &Iterator{db: db, shard: -1, opts: o}
+}
+
+// Skipped returns what the iterator skipped so far (with SkipCorrupt). The
+// report is the iterator's; it is valid until the next call to Next.
+func (it *Iterator) Skipped() SkipReport { return it.skipped }
+
+// skipRecord notes that the record at loc could not be read.
+func (it *Iterator) skipRecord(loc uint64, err error) {
+	it.skipped.Count++
+	if len(it.skipped.Records) >= MaxSkippedListed {
+		return
+	}
+	id, off := segment.SplitLoc(loc)
+	file := ""
+	if sf := it.db.segs[id].Load(); sf != nil {
+		file = sf.name
+	}
+	it.skipped.Records = append(it.skipped.Records, SkippedRecord{File: file, Offset: off, Err: err})
 }
 
 // Next advances to the next pair and reports whether there is one. After it
@@ -72,20 +127,26 @@ func (it *Iterator) Next() bool {
 				it.recut()
 				continue
 			}
+			var ok bool
+			if err == nil {
+				ok = r.Kind == segment.KindPut && (r.Expiry == 0 || r.Expiry > now) && !it.skip[string(r.Key)]
+				if ok {
+					err = it.take(&r, locked)
+				}
+				if locked {
+					db.tailMu.RUnlock()
+				}
+			}
+			if err != nil && it.opts.SkipCorrupt {
+				it.skipRecord(loc, err)
+				continue
+			}
 			if err != nil {
 				return it.stop(err)
 			}
-			ok := r.Kind == segment.KindPut && (r.Expiry == 0 || r.Expiry > now) && !it.skip[string(r.Key)]
 			if ok {
-				it.key = append(it.key[:0], r.Key...)
-				it.value = append(it.value[:0], r.Value...)
-				it.shardKeys = append(it.shardKeys, r.Key...)
+				it.shardKeys = append(it.shardKeys, it.key...)
 				it.keyEnds = append(it.keyEnds, len(it.shardKeys))
-			}
-			if locked {
-				db.tailMu.RUnlock()
-			}
-			if ok {
 				return true
 			}
 		}
@@ -96,6 +157,18 @@ func (it *Iterator) Next() bool {
 		it.shardKeys, it.keyEnds, it.skip = it.shardKeys[:0], it.keyEnds[:0], nil
 		it.cut()
 	}
+}
+
+// take copies r's key and value into the iterator. Copying from a mapping
+// reads it again, so a memory fault is caught and returned (inTail: the
+// bytes are in the tail buffer, which cannot fault).
+func (it *Iterator) take(r *segment.Record, inTail bool) (err error) {
+	if !inTail {
+		defer it.db.catchFault(debug.SetPanicOnFault(true), &err)
+	}
+	it.key = append(it.key[:0], r.Key...)
+	it.value = append(it.value[:0], r.Value...)
+	return nil
 }
 
 // cut takes a consistent cut of the current shard's locations and notes

@@ -123,6 +123,14 @@ type Options struct {
 	// every write returns ErrReadOnly. Meant for closed databases and
 	// checkpoints.
 	ReadOnly bool
+	// Salvage (only with ReadOnly) makes Open succeed on a damaged log: a
+	// replay that meets a record it cannot read skips to the next record
+	// that decodes instead of failing with ErrCorrupt, and DB.Salvaged
+	// lists what was skipped. The index then holds every readable record;
+	// a key whose newest record was in a skipped range reads as its newest
+	// readable version (or a deleted key as present), so salvage is for
+	// copying data out (marlin dump --skip-corrupt), never for serving.
+	Salvage bool
 	// Logger receives warnings (torn tails truncated at Open, and the like).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -223,6 +231,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadOptions}, args...)...)
 	}
 	switch {
+	case c.Salvage && !c.ReadOnly:
+		return bad("Salvage needs ReadOnly")
 	case math.IsNaN(c.CompactionThreshold) || math.IsInf(c.CompactionThreshold, 0):
 		return bad("CompactionThreshold %v is not a number in [-1, 1]", c.CompactionThreshold)
 	case c.SegmentSize < minSegmentSize || c.SegmentSize > segment.MaxSegmentSize:

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"runtime/debug"
+	"sync"
 
 	"github.com/marlinkv/marlin/segment"
 )
@@ -14,8 +16,12 @@ var errStale = errors.New("marlin: stale location")
 
 // recordAt decodes the record at loc. If tailLocked is true the record's
 // bytes are in the tail buffer and the caller must call db.tailMu.RUnlock
-// when done with them; otherwise they are in a read-only mapping and stay
-// valid while the DB is open.
+// when done with them, without blocking in between (a flush waits for it,
+// holding db.mu); otherwise they are in a read-only mapping and stay valid
+// while the DB is open and the caller is inside an operation (db.enter).
+// Decoding a mapped record cannot kill the process: a memory fault is
+// returned as ErrIO. Reading the returned key or value again later (a
+// copy) must itself be guarded with catchFault.
 func (db *DB) recordAt(loc uint64) (r segment.Record, tailLocked bool, err error) {
 	id, off := segment.SplitLoc(loc)
 	sf := db.segs[id].Load()
@@ -23,16 +29,16 @@ func (db *DB) recordAt(loc uint64) (r segment.Record, tailLocked bool, err error
 		return r, false, errStale
 	}
 	if fl := sf.flushed.Load(); off < fl {
-		r, _, err = segment.Decode(sf.data[off:fl], sf.gen, off, db.lim)
-		return r, false, segment.WithFile(err, sf.name)
+		r, _, err = db.decodeMapped(sf, off, fl)
+		return r, false, err
 	}
 	db.tailMu.RLock()
 	// Under tailMu the tail's start cannot move; re-check which side of it
 	// the record is on (a flush may have happened since).
 	if fl := sf.flushed.Load(); off < fl {
 		db.tailMu.RUnlock()
-		r, _, err = segment.Decode(sf.data[off:fl], sf.gen, off, db.lim)
-		return r, false, segment.WithFile(err, sf.name)
+		r, _, err = db.decodeMapped(sf, off, fl)
+		return r, false, err
 	}
 	rel := off - db.tail.start
 	if db.active != sf || rel < 0 || rel >= db.tail.n.Load() {
@@ -117,13 +123,22 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 // AppendValue appends the value stored for key to dst and returns the
 // extended slice; with a dst of enough capacity it does not allocate. On
 // error dst is returned unchanged.
-func (db *DB) AppendValue(dst, key []byte) ([]byte, error) {
+func (db *DB) AppendValue(dst, key []byte) (out []byte, err error) {
 	g, err := db.enter()
 	if err != nil {
 		return dst, err
 	}
 	defer db.exit(g)
 	db.st.gets.Add(1)
+	n := len(dst)
+	// The copy reads the mapping again (after the decode checked it): a
+	// fault there is an error too, and dst is returned unchanged.
+	defer func() {
+		if err != nil {
+			out = dst[:n]
+		}
+	}()
+	defer db.catchFault(debug.SetPanicOnFault(true), &err)
 	rec, locked, err := db.lookup(key)
 	if err != nil {
 		return dst, err
@@ -135,26 +150,55 @@ func (db *DB) AppendValue(dst, key []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// View calls fn with the value stored for key, without copying it. The
-// slice aliases the DB's memory (a read-only mapping or the write buffer):
-// it is valid only until fn returns and must not be modified. fn must not
-// call methods of db that write. View returns ErrNotFound if the key is
-// absent, or fn's error.
-func (db *DB) View(key []byte, fn func(value []byte) error) error {
+// viewBufs holds the buffers View copies a value of the unflushed tail
+// into; buffers larger than viewBufMax are not kept.
+var viewBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const viewBufMax = 64 << 10
+
+// View calls fn with the value stored for key, without copying it when the
+// record is in a sealed or flushed segment. The slice is owned by the DB
+// and is valid only until fn returns; fn must not modify or retain it.
+//
+// Where it points: a record in a segment file is read through the
+// segment's read-only mapping (no lock is held; the segment cannot be
+// unmapped before View returns). A record still in the unflushed write
+// buffer is first copied into a buffer private to this call (the tail
+// holds only the newest writes, at most WriteBufferSize bytes), and the
+// buffer's lock is released before fn runs: so fn may take as long as it
+// likes and may call Get, Has or View (even of the same key) without
+// delaying any writer or deadlocking. fn must not call methods of db that
+// write or Close.
+//
+// View returns ErrNotFound if the key is absent, fn's error, or an ErrIO
+// error if the mapped value cannot be read (a fault while fn reads it is
+// caught too; any other panic in fn is passed on unchanged).
+func (db *DB) View(key []byte, fn func(value []byte) error) (err error) {
 	g, err := db.enter()
 	if err != nil {
 		return err
 	}
 	defer db.exit(g)
 	db.st.gets.Add(1)
+	defer db.catchFault(debug.SetPanicOnFault(true), &err)
 	rec, locked, err := db.lookup(key)
 	if err != nil {
 		return err
 	}
+	v := rec.Value
 	if locked {
-		defer db.tailMu.RUnlock()
+		bp := viewBufs.Get().(*[]byte)
+		buf := append((*bp)[:0], v...)
+		db.tailMu.RUnlock()
+		defer func() {
+			if cap(buf) <= viewBufMax {
+				*bp = buf[:0]
+				viewBufs.Put(bp)
+			}
+		}()
+		v = buf
 	}
-	return fn(rec.Value)
+	return fn(v)
 }
 
 // Has reports whether key is present (and not expired).

@@ -163,7 +163,7 @@ func (db *DB) replayAll(gens []uint64, onDisk map[uint64]int64) error {
 		}
 	}
 	for _, sf := range opened {
-		if _, err := db.replaySegment(sf, torn[sf.gen], segment.HeaderSize, segment.HeaderSize); err != nil {
+		if _, err := db.replaySegmentSafe(sf, torn[sf.gen], segment.HeaderSize, segment.HeaderSize); err != nil {
 			return err
 		}
 	}
@@ -258,7 +258,7 @@ func (db *DB) recoverFrom(meta *snapMeta, gens []uint64, onDisk map[uint64]int64
 		} else if gen == meta.acct.gen {
 			acct = meta.acct.off
 		}
-		end, err := db.replaySegment(sf, torn[gen], from, acct)
+		end, err := db.replaySegmentSafe(sf, torn[gen], from, acct)
 		if err != nil {
 			return false, err
 		}
@@ -421,6 +421,9 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, 
 		// Never a torn tail: the records decoded, and what failed (an
 		// unreadable older record, say) is elsewhere.
 		return end, unitErr
+	}
+	if db.opts.Salvage && err != nil {
+		end, err = db.salvageScan(sf, data, end, err, acct) // read-only salvage: skip damage (salvage.go)
 	}
 	if err != nil && (!newest || !errors.Is(err, ErrCorrupt)) {
 		return end, segment.WithFile(err, sf.name)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"time"
@@ -146,7 +147,12 @@ func verifySegments(dir string, o *Options, rep *VerifyReport) error {
 		case h.Generation != gen:
 			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: fmt.Sprintf("header says generation %d", h.Generation)})
 		}
-		probs := segment.Check(data, gen, lim, func(int64, *segment.Record, int) { rep.Records++ })
+		probs, ferr := checkMapped(name, data, gen, lim, func(int64, *segment.Record, int) { rep.Records++ })
+		if ferr != nil {
+			// The file could not be read (an I/O error, or truncated while
+			// mapped): report it like damage and go on with the others.
+			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: -1, What: ferr.Error()})
+		}
 		for j, p := range probs {
 			torn := i == len(gens)-1 && j == len(probs)-1 && p.Resume == int64(len(data)) &&
 				segment.SyncedClaim(data, gen, lim, p.Offset) <= p.Offset
@@ -159,6 +165,14 @@ func verifySegments(dir string, o *Options, rep *VerifyReport) error {
 		closeFn()
 	}
 	return nil
+}
+
+// checkMapped is segment.Check on a mapping of file name, with a memory
+// fault (an unreadable page) returned as an ErrIO error instead of
+// killing the process.
+func checkMapped(name string, data []byte, gen uint64, lim segment.Limits, fn func(int64, *segment.Record, int)) (probs []segment.Problem, err error) {
+	defer catchMappedFault(debug.SetPanicOnFault(true), name, data, &err)
+	return segment.Check(data, gen, lim, fn), nil
 }
 
 // readWhole maps a whole file read-only.

@@ -221,7 +221,7 @@ func TestCheckpointNeverSharesItsNewestSegment(t *testing.T) {
 				}
 				require.NoError(t, fs.MkdirAll(dest, 0o755))
 				for _, s := range m.segs {
-					if err := db.copySegment(s, s.gen == m.acct.gen, dest); err != nil {
+					if err := db.copySegment(s, s.gen == m.acct.gen, dest, &CheckpointResult{}); err != nil {
 						return err
 					}
 				}

@@ -519,6 +519,16 @@ func (db *DB) flusher() {
 
 // groupSync writes out the tail and fsyncs the active segment, holding
 // db.mu only for the write so that writers keep appending during the fsync.
+//
+// Invariant: a segment's file is never closed while an fsync of it is
+// pending or in progress. The flusher pins itself in the operation guard
+// while it holds db.mu and the segment it picked is published, and unpins
+// after the fsync. Compaction retires a segment by unpublishing it under
+// db.mu and then waiting in guard.synchronize before closing the file, so
+// that wait covers the fsync. Close stops the flusher
+// before release closes any file. (Without this, a roll then a compaction
+// could close the file first and the fsync would fail with "file already
+// closed", failing the handle for good.)
 func (db *DB) groupSync() {
 	db.mu.Lock()
 	if db.failed != nil {
@@ -531,13 +541,24 @@ func (db *DB) groupSync() {
 	}
 	sf := db.active
 	target := sf.flushed.Load()
+	// Pinned while sf is still published (under db.mu): a retirement of sf
+	// unpublishes it later, under db.mu, and then waits for this pin. The
+	// pin is never held while waiting for db.mu, so a synchronize called
+	// with db.mu held cannot deadlock with the flusher.
+	pin := db.guard.pin()
 	db.mu.Unlock()
 	if sf.durable.Load() >= target {
+		db.guard.exit(pin)
 		return
 	}
-	// The file stays open while sf is in db.segs; a roll that seals sf
-	// fsyncs it itself, and an fsync racing with it is harmless.
-	if err := sf.f.Sync(); err != nil {
+	if groupSyncHook != nil {
+		groupSyncHook(sf)
+	}
+	// A roll that seals sf fsyncs it itself; an fsync racing with it is
+	// harmless.
+	err := sf.f.Sync()
+	db.guard.exit(pin)
+	if err != nil {
 		db.mu.Lock()
 		db.failLocked(fmt.Errorf("marlin: fsync %s: %w", sf.name, err))
 		db.mu.Unlock()
@@ -546,3 +567,7 @@ func (db *DB) groupSync() {
 	db.st.syncs.Add(1)
 	db.setDurable(sf, target)
 }
+
+// groupSyncHook, if set (by tests), runs in groupSync between picking the
+// segment and its fsync.
+var groupSyncHook func(sf *segFile)

@@ -61,13 +61,18 @@ func runCompact(args []string, stdout, stderr io.Writer) (err error) {
 }
 
 func runCheckpoint(args []string, stdout, stderr io.Writer) (err error) {
-	fs := newFlagSet("checkpoint", "DIR DEST\n\nWrites a consistent copy of DIR into DEST (which must not exist or be empty):\n"+
+	fs := newFlagSet("checkpoint", "[flags] DIR DEST\n\nWrites a consistent copy of DIR into DEST (which must not exist or be empty):\n"+
 		"sealed segments are hard-linked when DEST is on the same filesystem, the\n"+
 		"active one is copied, and an index snapshot is written so that DEST opens\n"+
-		"fast. DIR is opened for writing (the engine's checkpoint needs a writable\n"+
-		"handle), so no other process may have it open; a running program makes\n"+
-		"checkpoints of its own directory with DB.Checkpoint.",
-		"marlin checkpoint /var/lib/app/db /backup/db-2026-01-31", stderr)
+		"fast. A hard link shares the data blocks with DIR: it protects against\n"+
+		"deleting or overwriting DIR's files, NOT against bit rot or a failing\n"+
+		"disk (damage to DIR's blocks is damage to DEST's). For a backup, use\n"+
+		"--copy, or put DEST on another filesystem. DIR is opened for writing (the\n"+
+		"engine's checkpoint needs a writable handle), so no other process may have\n"+
+		"it open; a running program makes checkpoints of its own directory with\n"+
+		"DB.Checkpoint or DB.CheckpointWith.",
+		"marlin checkpoint --copy /var/lib/app/db /backup/db-2026-01-31", stderr)
+	copyAll := fs.Bool("copy", false, "copy every segment instead of hard-linking the sealed ones (a real backup on the same filesystem)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -84,8 +89,9 @@ func runCheckpoint(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	st, err := db.Stats()
+	var res engine.CheckpointResult
 	if err == nil {
-		err = db.Checkpoint(dest)
+		res, err = db.CheckpointWith(dest, engine.CheckpointOptions{Copy: *copyAll})
 	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -98,6 +104,14 @@ func runCheckpoint(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	fmt.Fprintf(stdout, "checkpoint of %s written to %s: %s keys, %s\n", dir, dest, comma(st.Keys), ibytes(n))
+	fmt.Fprintf(stdout, "segments: %s copied (%s)", plural(int64(res.Copied), "segment", "segments"), ibytes(res.Bytes))
+	if res.Linked > 0 {
+		fmt.Fprintf(stdout, ", %s HARD-LINKED: they share their disk blocks with %s, so this\n"+
+			"checkpoint does not protect against bit rot or a failing disk; use --copy (or another\n"+
+			"filesystem) for a backup\n", plural(int64(res.Linked), "segment", "segments"), dir)
+	} else {
+		fmt.Fprintln(stdout, "; nothing hard-linked: no block is shared with the database")
+	}
 	return nil
 }
 

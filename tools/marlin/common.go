@@ -106,7 +106,21 @@ func openReadOnly(dir string, stderr io.Writer) (*engine.DB, error) {
 			"(DB.Checkpoint) and point this command at the checkpoint", dir)
 	}
 	if errors.Is(err, engine.ErrCorrupt) {
-		return nil, fmt.Errorf("%w (run 'marlin verify %s' for every problem and what can be repaired)", err, dir)
+		return nil, fmt.Errorf("%w (run 'marlin verify %s' for every problem; 'marlin dump --skip-corrupt %s' "+
+			"salvages the readable pairs; 'marlin verify --repair %s' shows what a repair would cut)", err, dir, dir, dir)
+	}
+	return db, err
+}
+
+// openSalvage opens dir read-only in salvage mode (dump --skip-corrupt):
+// damage that makes a normal open fail is skipped and reported.
+func openSalvage(dir string, stderr io.Writer) (*engine.DB, error) {
+	if err := checkDataDir(dir); err != nil {
+		return nil, err
+	}
+	db, err := engine.Open(dir, &engine.Options{ReadOnly: true, Salvage: true, Logger: warnLogger(stderr)})
+	if errors.Is(err, engine.ErrLocked) {
+		return nil, fmt.Errorf("%s is open for writing by another process; stop it first", dir)
 	}
 	return db, err
 }
@@ -126,6 +140,12 @@ func openWritable(dir string, create bool, o engine.Options, stderr io.Writer) (
 	if errors.Is(err, engine.ErrLocked) {
 		return nil, fmt.Errorf("%s is in use by another process (a writer, or a reader such as "+
 			"'marlin dump'); stop it and retry", dir)
+	}
+	if errors.Is(err, engine.ErrCorrupt) {
+		// Nothing was cut: Open refuses damage to data that had been
+		// fsynced. Only an explicit repair cuts it.
+		return nil, fmt.Errorf("%w; nothing was changed (run 'marlin verify --repair %s' to see what a repair "+
+			"would cut and save, and carry it out)", err, dir)
 	}
 	return db, err
 }

@@ -23,6 +23,15 @@ Formats (all load back with 'marlin load' to the same pairs):
          base64) when the bytes are not valid UTF-8, or always with --base64
   hex    hexkey<TAB>hexvalue
 
+With --skip-corrupt, dump salvages a damaged directory: records that
+cannot be read (a bad checksum, an I/O error) are skipped instead of
+stopping the dump, and a directory whose damage makes a normal open fail is
+opened in salvage mode (the replay skips damaged ranges). Every readable
+pair is printed; a summary of what was skipped goes to stderr, and the exit
+status is 1 if anything was skipped (0 if nothing was). A key whose newest
+record is unreadable is printed with its newest readable value, if any (or
+not at all), so check the summary before trusting the output.
+
 With --records, SEGMENT is one segment file, and dump lists its raw records
 instead (for debugging): offset, kind, sequence number, flags, key and value
 lengths, expiry, checksum status and the key; damaged stretches are shown
@@ -37,6 +46,7 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 	b64 := fs.Bool("base64", false, "jsonl: always write key_b64 and value_b64")
 	sorted := fs.Bool("sort", false, "print in key order (holds the selected pairs in memory)")
 	records := fs.Bool("records", false, "list the raw records of one segment file")
+	skipCorrupt := fs.Bool("skip-corrupt", false, "salvage: skip unreadable records and damaged ranges, report them on stderr (exit 1 if any)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -58,40 +68,97 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("--prefix: %w", err)
 	}
-	db, err := openReadOnly(pos[0], stderr)
+	var db *engine.DB
+	if *skipCorrupt {
+		db, err = openSalvage(pos[0], stderr)
+	} else {
+		db, err = openReadOnly(pos[0], stderr)
+	}
 	if err != nil {
 		return err
 	}
 	defer closeDB(db, &err)
+	walk := db.ForEach
+	var skipped engine.SkipReport
+	if *skipCorrupt {
+		walk = func(fn func(k, v []byte) error) error {
+			it := db.NewIteratorWith(engine.IterOptions{SkipCorrupt: true})
+			defer it.Close()
+			for it.Next() {
+				if err := fn(it.Key(), it.Value()); err != nil {
+					return err
+				}
+			}
+			skipped = it.Skipped()
+			return it.Err()
+		}
+	}
 	out := bufferedOut(stdout)
 	var line []byte
+	var n int64
+	emit := func(k, v []byte) error {
+		n++
+		line = enc(line[:0], k, v)
+		_, err := out.Write(line)
+		return err
+	}
 	if *sorted {
-		err = dumpSorted(db, pfx, func(k, v []byte) error {
-			line = enc(line[:0], k, v)
-			_, err := out.Write(line)
-			return err
-		})
+		err = dumpSorted(walk, pfx, emit)
 	} else {
-		err = db.ForEach(func(k, v []byte) error {
+		err = walk(func(k, v []byte) error {
 			if !bytes.HasPrefix(k, pfx) {
 				return nil
 			}
-			line = enc(line[:0], k, v)
-			_, err := out.Write(line)
-			return err
+			return emit(k, v)
 		})
 	}
 	if ferr := out.Flush(); err == nil {
 		err = ferr
 	}
+	if err == nil && *skipCorrupt {
+		err = salvageSummary(stderr, db, skipped, n)
+	}
 	return err
 }
 
-// dumpSorted collects the pairs under pfx and calls fn in key order.
-func dumpSorted(db *engine.DB, pfx []byte, fn func(k, v []byte) error) error {
+// shownSkips is how many skipped records or ranges the summary lists.
+const shownSkips = 20
+
+// salvageSummary reports on stderr what a --skip-corrupt dump skipped, and
+// returns an error (exit status 1) if anything was.
+func salvageSummary(w io.Writer, db *engine.DB, sk engine.SkipReport, n int64) error {
+	ranges := db.Salvaged()
+	if sk.Count == 0 && len(ranges) == 0 {
+		fmt.Fprintf(w, "dump: salvage: %s printed; nothing was unreadable\n", plural(n, "pair", "pairs"))
+		return nil
+	}
+	fmt.Fprintf(w, "dump: salvage: %s printed; skipped %s and %s:\n", plural(n, "pair", "pairs"),
+		plural(sk.Count, "unreadable indexed record", "unreadable indexed records"),
+		plural(int64(len(ranges)), "damaged range of the log (at open)", "damaged ranges of the log (at open)"))
+	for i, r := range ranges {
+		if i == shownSkips {
+			fmt.Fprintf(w, "  ... and %d more damaged ranges\n", len(ranges)-i)
+			break
+		}
+		fmt.Fprintf(w, "  %s offsets %d to %d: %s\n", r.File, r.Offset, r.Resume, r.Reason)
+	}
+	for i, r := range sk.Records {
+		if i == shownSkips {
+			fmt.Fprintf(w, "  ... and %d more unreadable records\n", sk.Count-int64(i))
+			break
+		}
+		fmt.Fprintf(w, "  %s at offset %d: %v\n", r.File, r.Offset, r.Err)
+	}
+	return fmt.Errorf("salvaged what was readable; %s skipped (see above): the output lacks them",
+		plural(sk.Count+int64(len(ranges)), "damaged record or range", "damaged records or ranges"))
+}
+
+// dumpSorted collects the pairs under pfx from walk and calls fn in key
+// order.
+func dumpSorted(walk func(func(k, v []byte) error) error, pfx []byte, fn func(k, v []byte) error) error {
 	type pair struct{ k, v []byte }
 	var pairs []pair
-	err := db.ForEach(func(k, v []byte) error {
+	err := walk(func(k, v []byte) error {
 		if bytes.HasPrefix(k, pfx) {
 			pairs = append(pairs, pair{bytes.Clone(k), bytes.Clone(v)})
 		}

@@ -102,6 +102,11 @@ func TestGoldenWrites(t *testing.T) {
 			{"verify", "DEST"},
 			{"dump", "--sort", "--prefix", "user:", "DEST"},
 			{"checkpoint", "DIR", "DEST"},
+			{"checkpoint", "--copy", "DIR", "DEST2"},
+			{"verify", "DEST2"},
+		}},
+		{"dump-skip-corrupt", [][]string{
+			{"dump", "--skip-corrupt", "--sort", "--prefix", "user:", "DIR"},
 		}},
 		{"load", [][]string{
 			{"load", "--quiet", "DIR", "INPUT"},
@@ -118,6 +123,7 @@ func TestGoldenWrites(t *testing.T) {
 			dir := makeFixture(t)
 			root := filepath.Dir(dir)
 			dest := filepath.Join(root, "dest")
+			dest2 := filepath.Join(root, "dest2")
 			input := filepath.Join(root, "input.tsv")
 			require.NoError(t, os.WriteFile(input, []byte("loaded:1\tone\nbeta\tfrom load\n\n{not json but tsv\tfine\n"), 0o644))
 			bad := filepath.Join(root, "bad.tsv")
@@ -131,6 +137,8 @@ func TestGoldenWrites(t *testing.T) {
 						a = dir
 					case "DEST":
 						a = dest
+					case "DEST2":
+						a = dest2
 					case "INPUT":
 						a = input
 					case "BAD":

@@ -174,10 +174,13 @@ var (
 
 // normalize replaces what changes from run to run: the temp dir, times,
 // ages, durations and rates.
+var reRepairStamp = regexp.MustCompile(`\.repair-\d{8}T\d{6}Z\.`)
+
 func normalize(s, dir string) string {
 	if dir != "" {
 		s = strings.ReplaceAll(s, dir, "DIR")
 	}
+	s = reRepairStamp.ReplaceAllString(s, ".repair-STAMP.")
 	s = reTime.ReplaceAllString(s, "TIME")
 	s = reAgo.ReplaceAllString(s, "(AGE ago)")
 	s = reDuration.ReplaceAllString(s, "in DURATION")

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 const loadHelp = `Imports pairs into DIR (created if needed) from FILEs, or from stdin when
@@ -22,8 +25,10 @@ non-empty line ('{' starts JSON Lines, anything else is tsv; hex must be
 asked for). Empty lines are skipped. When a key appears more than once, the
 last one wins. Existing keys in DIR are overwritten, others kept.
 
-Pairs are written in batches with fsync deferred; before load returns, DIR
-is fsynced and closed, so everything it reports loaded is durable.
+Pairs are written in batches (sized to fit the segments) with fsync
+deferred to every 64 MiB and the end; before load returns, DIR is fsynced
+and closed, and every count it prints, on success or on an error, is of
+pairs that are durable (fsynced).
 
 A malformed line (or a key or value over the size limits) stops the load
 with "FILE:LINE: reason" and exit status 1. Every line before it has been
@@ -72,9 +77,11 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 			}
 		}
 	}
-	l := &loader{opts: o}
+	wbuf := fitToSegment(fs, &o.lim, *segSize)
+	l := &loader{opts: o, maxBatch: batchBound(*segSize)}
 	if !*dry {
-		eo := engine.Options{Sync: engine.SyncNone, MaxKeySize: o.lim.maxKey, MaxValueSize: o.lim.maxValue, SegmentSize: *segSize}
+		eo := engine.Options{FS: loadFS, Sync: engine.SyncNone, MaxKeySize: o.lim.maxKey, MaxValueSize: o.lim.maxValue,
+			SegmentSize: *segSize, WriteBufferSize: wbuf}
 		if l.db, err = openWritable(dir, true, eo, stderr); err != nil {
 			return err
 		}
@@ -106,25 +113,34 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 	werr := l.finish()
 	var keys int64
 	if l.db != nil {
-		if werr == nil {
-			werr = l.db.Sync()
+		// Sync even after a write error: what was written before it becomes
+		// durable if the handle still can (a refused batch does not fail
+		// the handle; a failed write or fsync does, and then only the pairs
+		// of the last successful Sync are durable).
+		if serr := l.db.Sync(); serr == nil {
+			l.durable.Store(l.written.Load())
+		} else if werr == nil {
+			werr = serr
 		}
 		if st, serr := l.db.Stats(); serr == nil {
 			keys = st.Keys
 		}
-		cerr := l.db.Close()
-		l.db = nil
-		if werr == nil {
-			werr = cerr
+		if cerr := l.db.Close(); cerr != nil && werr == nil {
+			werr = fmt.Errorf("closing: %w", cerr)
+		} else if cerr != nil && cerr.Error() != werr.Error() && !strings.Contains(cerr.Error(), werr.Error()) {
+			werr = fmt.Errorf("%w; then closing: %v", werr, cerr)
 		}
+		l.db = nil
 	}
 	elapsed := time.Since(start)
 	stopProgress()
-	n := l.written.Load()
+	// n counts only pairs that are durable: covered by a successful Sync.
+	n := l.durable.Load()
 	var le *lineError
 	switch {
 	case werr != nil:
-		return fmt.Errorf("writing to %s: %w (%s loaded before the error)", dir, werr, plural(n, "pair", "pairs"))
+		return fmt.Errorf("writing to %s: %w (%s durable: the pairs before them in the input, fsynced before the error; "+
+			"later ones may be missing)", dir, werr, plural(n, "pair", "pairs"))
 	case lerr != nil && *dry:
 		return fmt.Errorf("%w (%s checked before it)", lerr, plural(n, "pair", "pairs"))
 	case errors.As(lerr, &le):
@@ -154,12 +170,15 @@ type loader struct {
 
 	cur      *engine.Batch
 	curBytes int
-	work     chan *engine.Batch
+	work     chan pendingBatch
 	free     chan *engine.Batch
 	done     chan struct{}
-	werr     error       // the first write error; read after done is closed
-	failed   atomic.Bool // werr is set
-	written  atomic.Int64
+	werr     error        // the first write error; read after done is closed
+	failed   atomic.Bool  // werr is set
+	written  atomic.Int64 // pairs written to the engine (maybe not fsynced)
+	durable  atomic.Int64 // pairs covered by a successful Sync
+	unsynced int          // record bytes written since the last Sync (writer goroutine)
+	maxBatch int          // bound on a batch's encoded record bytes
 	read     atomic.Int64 // input bytes, updated per batch
 	unread   int64        // input bytes not yet added to read
 	kb, vb   []byte
@@ -167,13 +186,55 @@ type loader struct {
 	longLine []byte
 }
 
-// batchBytes bounds a batch's keys and values, so that a batch always fits
-// in a segment.
-const batchBytes = 4 << 20
+// A batch must fit in one segment (the engine refuses a larger one with
+// ErrBatchTooLarge), so its encoded records are bounded by half the usable
+// segment size (half, so that a segment holds at least two batches and a
+// roll wastes at most half of one), and by maxBatchBytes. The write buffer
+// is no constraint: the engine flushes it while appending a batch.
+const maxBatchBytes = 4 << 20
+
+// batchBound returns the bound on a batch's encoded bytes for segments of
+// segSize bytes (0: the engine's default).
+func batchBound(segSize int64) int {
+	if segSize == 0 {
+		segSize = defaultSegmentSize
+	}
+	usable := segSize - segment.HeaderSize - int64(segment.Size(0, 10, false)) /* commit */ - int64(segment.Size(0, 10, false)) /* sync mark */
+	return int(max(min(usable/2, maxBatchBytes), 1))
+}
+
+// fitToSegment lowers the default value size limit (unless
+// --max-value-size was given) so that a record of the largest key and value
+// fits in a segment of segSize bytes, which the engine requires, and
+// returns the write buffer size to use (0: the engine's default, or the
+// segment size if that is smaller).
+func fitToSegment(fs *flag.FlagSet, lim *limitFlags, segSize int64) int {
+	if segSize == 0 {
+		return 0
+	}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "max-value-size" })
+	if !given {
+		v := int(segSize) - segment.HeaderSize - segment.Size(lim.maxKey, 0, true)
+		for v > 0 && int64(segment.HeaderSize+segment.Size(lim.maxKey, v, true)) > segSize {
+			v--
+		}
+		lim.maxValue = max(min(lim.maxValue, v), 0)
+	}
+	return int(min(segSize, 1<<20))
+}
+
+// defaultSegmentSize is the engine's default SegmentSize.
+const defaultSegmentSize = 128 << 20
+
+// syncEvery is how many record bytes the writer writes between fsyncs; the
+// pairs before the last fsync are the ones reported durable if a later
+// write fails.
+var syncEvery = 64 << 20 // a variable for tests
 
 func (l *loader) start() {
 	const nbuf = 3
-	l.work = make(chan *engine.Batch, nbuf)
+	l.work = make(chan pendingBatch, nbuf)
 	l.free = make(chan *engine.Batch, nbuf)
 	for range nbuf - 1 {
 		l.free <- new(engine.Batch)
@@ -182,17 +243,28 @@ func (l *loader) start() {
 	l.done = make(chan struct{})
 	go func() {
 		defer close(l.done)
-		for b := range l.work {
+		for p := range l.work {
+			b := p.b
 			if l.werr == nil {
 				var err error
 				if l.db != nil {
 					err = l.db.Write(b)
 				}
+				if err == nil {
+					l.written.Add(int64(b.Len()))
+					l.unsynced += p.bytes
+					if l.db == nil {
+						l.durable.Store(l.written.Load())
+					} else if l.unsynced >= syncEvery {
+						if err = l.db.Sync(); err == nil {
+							l.durable.Store(l.written.Load())
+							l.unsynced = 0
+						}
+					}
+				}
 				if err != nil {
 					l.werr = err
 					l.failed.Store(true)
-				} else {
-					l.written.Add(int64(b.Len()))
 				}
 			}
 			b.Reset()
@@ -208,7 +280,7 @@ func (l *loader) flush() {
 	if l.cur.Len() == 0 {
 		return
 	}
-	l.work <- l.cur
+	l.work <- pendingBatch{l.cur, l.curBytes}
 	l.cur = <-l.free
 	l.curBytes = 0
 }
@@ -222,11 +294,22 @@ func (l *loader) finish() error {
 }
 
 func (l *loader) add(k, v []byte) {
-	if l.cur.Len() > 0 && (l.cur.Len() >= l.opts.batch || l.curBytes+len(k)+len(v) > batchBytes) {
+	size := segment.Size(len(k), len(v), false)
+	if l.cur.Len() > 0 && (l.cur.Len() >= l.opts.batch || l.curBytes+size > l.maxBatch) {
 		l.flush()
 	}
 	l.cur.Put(k, v)
-	l.curBytes += len(k) + len(v)
+	l.curBytes += size
+}
+
+// loadFS is the filesystem load writes through (nil: the OS's); tests
+// inject write errors with it.
+var loadFS vfs.FS
+
+// pendingBatch is a batch handed to the writer with its encoded size.
+type pendingBatch struct {
+	b     *engine.Batch
+	bytes int
 }
 
 // lineError is a malformed input line.

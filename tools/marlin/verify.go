@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/segment"
 )
 
 const verifyHelp = `Checks DIR thoroughly: every record of every segment decodes and matches
@@ -15,16 +19,27 @@ every index entry points at a record of a key with that hash. Each problem
 is printed as "FILE at offset N: what"; the exit status is 1 if there is
 any. DIR is opened read-only and not modified.
 
-With --repair, verify first says what it will do, then does it and checks
-again: a torn tail (never-fsynced bytes at the end of the newest segment,
-left by a crash) is truncated, and the index snapshots are deleted and the
-index rebuilt from the log. Damage inside fsynced data cannot be repaired
-this way; verify --repair then changes nothing and says so (restore that
-data from a checkpoint or a backup).`
+With --repair, verify plans a repair and shows it before changing
+anything: for each damaged segment, the exact offset where it will be cut
+(where the valid log ends: the first bad record, or the start of a batch
+whose commit record is lost), and every record it drops from there on
+(count, and the keys: the first 20, all with --verbose). Records that still
+decode after the damage are dropped too (offsets cannot move); to keep
+them, first salvage with 'marlin dump --skip-corrupt DIR'. The dropped bytes
+are saved to a side file before anything is cut (--save, default
+DIR.repair-TIMESTAMP.dropped next to DIR, never inside it). Then verify asks
+for confirmation on a terminal; without a terminal it refuses unless --yes
+is given. The segment is cut exactly at the planned offset, the index
+snapshots are deleted and the index rebuilt from the log, and DIR is
+checked again. A plan that drops nothing (only the index needs a rebuild)
+is carried out without asking.`
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify", "[flags] DIR\n\n"+verifyHelp, "marlin verify /var/lib/app/db || marlin verify --repair /var/lib/app/db", stderr)
-	repair := fs.Bool("repair", false, "repair a torn tail and the index (see above)")
+	repair := fs.Bool("repair", false, "plan a repair, show it, and carry it out after confirmation (see above)")
+	yes := fs.Bool("yes", false, "with --repair: carry out the plan without asking")
+	save := fs.String("save", "", "with --repair: side file for the dropped bytes (default DIR.repair-TIMESTAMP.dropped next to DIR)")
+	verbose := fs.Bool("verbose", false, "with --repair: list every dropped key, not only the first 20")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -45,24 +60,44 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s found in %s (run 'marlin verify --repair %s' to see what can be repaired)",
 			plural(int64(len(rep.Problems)), "problem", "problems"), dir, dir)
 	}
-	plan, bad := repairPlan(rep)
-	if len(bad) > 0 {
-		fmt.Fprintln(stdout, "\ncannot repair automatically: damage in data that had been fsynced:")
-		for _, p := range bad {
+	plan, err := engine.PlanRepair(dir, nil)
+	if err != nil {
+		return err
+	}
+	if *save != "" {
+		plan.SaveTo = *save
+	}
+	if len(plan.Unrepairable) > 0 {
+		fmt.Fprintln(stdout, "\ncannot repair automatically: damage a cut cannot fix:")
+		for _, p := range plan.Unrepairable {
 			fmt.Fprintf(stdout, "  %s\n", p)
 		}
 		return fmt.Errorf("nothing changed: %s cannot be repaired by verify --repair; restore the damaged data from a checkpoint or a backup", dir)
 	}
-	fmt.Fprintln(stdout, "\nrepair plan:")
-	for _, s := range plan {
-		fmt.Fprintf(stdout, "  will %s\n", s)
+	writePlan(stdout, plan, *verbose)
+	if plan.DroppedBytes() > 0 && !*yes {
+		if !stdinIsTerminal() {
+			return fmt.Errorf("nothing changed: the repair drops data and stdin is not a terminal to confirm it; "+
+				"rerun with --yes to carry out this plan (marlin verify --repair --yes %s)", dir)
+		}
+		records, _ := plan.DroppedRecords()
+		fmt.Fprintf(stdout, "cut %s (%s) as planned above? [y/N] ", ibytes(plan.DroppedBytes()), plural(int64(records), "record", "records"))
+		if !confirmed(stdin) {
+			return fmt.Errorf("nothing changed: repair not confirmed")
+		}
 	}
 	fmt.Fprintln(stdout, "repairing...")
-	if err := engine.Repair(dir, &engine.Options{Logger: warnLogger(stderr)}); err != nil {
+	if err := engine.ApplyRepair(plan, &engine.Options{Logger: warnLogger(stderr)}); err != nil {
 		if errors.Is(err, engine.ErrLocked) {
 			return fmt.Errorf("%s is in use by another process; stop it and retry the repair", dir)
 		}
 		return fmt.Errorf("repair failed: %w", err)
+	}
+	if plan.DroppedBytes() > 0 {
+		fmt.Fprintf(stdout, "saved the %s dropped to %s\n", ibytes(plan.DroppedBytes()), plan.SaveTo)
+	}
+	for _, c := range plan.Cuts {
+		fmt.Fprintf(stdout, "cut %s at offset %d\n", c.File, c.Offset)
 	}
 	rep, err = verifyDir(dir, stderr)
 	if err != nil {
@@ -74,6 +109,71 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s still has %s after the repair", dir, plural(int64(len(rep.Problems)), "problem", "problems"))
 	}
 	return nil
+}
+
+// shownKeys is how many dropped keys a plan lists without --verbose.
+const shownKeys = 20
+
+// writePlan prints what ApplyRepair will do.
+func writePlan(w io.Writer, plan *engine.RepairPlan, verbose bool) {
+	fmt.Fprintln(w, "\nrepair plan:")
+	for _, c := range plan.Cuts {
+		keyed := 0
+		for _, r := range c.Dropped {
+			if r.Key != nil {
+				keyed++
+			}
+		}
+		fmt.Fprintf(w, "  cut %s at offset %d (the file has %d bytes): drops %s from offset %d on: %s, %s\n",
+			c.File, c.Offset, c.Size, plural(c.DroppedBytes(), "byte", "bytes"), c.Offset,
+			plural(int64(len(c.Dropped)), "readable record", "readable records"),
+			plural(int64(keyed), "of a key", "of keys"))
+		fmt.Fprintf(w, "    damage at offset %d: %s\n", c.Damage, c.Reason)
+		shown := 0
+		for _, r := range c.Dropped {
+			if r.Key == nil {
+				continue
+			}
+			if shown == shownKeys && !verbose {
+				fmt.Fprintf(w, "    ... and %s more (--verbose lists them all; all are in the side file)\n",
+					plural(int64(keyed-shown), "key", "keys"))
+				break
+			}
+			shown++
+			what := "put"
+			if r.Kind != segment.KindPut {
+				what = "delete"
+			}
+			if r.Batch {
+				what += ", in a batch without its commit"
+			}
+			fmt.Fprintf(w, "    drops offset %d seq %d %s %s\n", r.Offset, r.Seq, what, appendEscaped(nil, r.Key))
+		}
+	}
+	if plan.DroppedBytes() > 0 {
+		fmt.Fprintf(w, "  save the %s dropped to %s first\n", plural(plan.DroppedBytes(), "byte", "bytes"), plan.SaveTo)
+	}
+	fmt.Fprintln(w, "  delete the index snapshots and rebuild the index from the log (a full replay), then write a fresh snapshot")
+	if len(plan.Cuts) > 0 {
+		fmt.Fprintln(w, "  (a key whose newest record is dropped then reads as its newest remaining version, if any)")
+	}
+}
+
+// stdinIsTerminal reports whether stdin is a terminal (a person can
+// confirm); tests replace it.
+var stdinIsTerminal = func() bool {
+	f, ok := stdin.(*os.File)
+	return ok && isTerminalFile(f)
+}
+
+// confirmed reads one line from r and reports whether it says yes.
+func confirmed(r io.Reader) bool {
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true
+	}
+	return false
 }
 
 func verifyDir(dir string, stderr io.Writer) (*engine.VerifyReport, error) {
@@ -128,24 +228,4 @@ func hasLogDamage(rep *engine.VerifyReport) bool {
 		}
 	}
 	return false
-}
-
-// repairPlan says what Repair will do about the problems, and which ones
-// it cannot repair.
-func repairPlan(rep *engine.VerifyReport) (plan []string, bad []engine.VerifyProblem) {
-	index := false
-	for _, p := range rep.Problems {
-		switch {
-		case p.TornTail:
-			plan = append(plan, fmt.Sprintf("truncate the torn tail of %s at offset %d (never-fsynced bytes after the last complete record)", p.File, p.Offset))
-		case isIndexProblem(p):
-			index = true
-		default:
-			bad = append(bad, p)
-		}
-	}
-	if index || len(plan) > 0 {
-		plan = append(plan, "delete the index snapshots and rebuild the index from the log (a full replay), then write a fresh snapshot")
-	}
-	return plan, bad
 }

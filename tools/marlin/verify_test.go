@@ -106,7 +106,11 @@ func TestVerifyDamage(t *testing.T) {
 			require.Contains(t, r.stderr, "found in "+dir)
 
 			before := dirState(t, dir)
-			transcriptText := transcript(t, root, "verify", dir) + transcript(t, root, "verify", "--repair", dir)
+			repairArgs := []string{"verify", "--repair", dir}
+			if c.repairs {
+				repairArgs = []string{"verify", "--repair", "--yes", "--save", filepath.Join(root, "dropped"), dir}
+			}
+			transcriptText := transcript(t, root, "verify", dir) + transcript(t, root, repairArgs...)
 			after := marlin(t, "verify", dir)
 			if c.repairs {
 				require.Equal(t, 0, after.code, "after repair:\n%s%s", after.stdout, after.stderr)
@@ -127,7 +131,7 @@ func TestVerifyDamage(t *testing.T) {
 				}
 				require.Equal(t, 1, after.code)
 				require.Equal(t, before, dirState(t, dir), "a refused repair changed the directory")
-				require.Contains(t, transcriptText, "cannot repair automatically")
+				require.Contains(t, transcriptText, "rerun with --yes")
 			}
 			golden(t, "verify-"+c.name, transcriptText)
 		})

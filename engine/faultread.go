@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"unsafe"
+
+	"github.com/marlinkv/marlin/segment"
+)
+
+// Fault-safe reads of mapped segments.
+//
+// Sealed segments (and the flushed part of the active one) are read through
+// a read-only mmap. When the kernel cannot supply a page (a disk returning
+// EIO, or the file truncated underneath the mapping) the access raises
+// SIGBUS, which by default kills the process. Every read of mapped segment
+// bytes therefore runs with debug.SetPanicOnFault(true): the runtime turns
+// the fault into a panic carrying a runtime.Error with an Addr method, and a
+// deferred catchFault converts that panic (and only that panic) into an
+// error wrapping ErrIO that names the segment file and the offset. Any
+// other panic is re-raised unchanged.
+//
+// The pattern, in a function with a named error result err:
+//
+//	defer db.catchFault(debug.SetPanicOnFault(true), &err)
+//
+// SetPanicOnFault is per goroutine and cheap (it swaps a flag on the
+// goroutine); catchFault restores the previous value, so nesting is safe
+// and callers that set it themselves keep their setting.
+//
+// What must not be held across a guarded read: a fault unwinds the stack,
+// so locks taken without defer between the guard and the read would stay
+// held. Guarded regions therefore either hold no lock or release theirs
+// with defer (index.Put does).
+
+// catchFault restores the goroutine's panic-on-fault setting to old and, if
+// the function it is deferred in panicked with a memory fault, stores an
+// ErrIO error naming the faulting file and offset in *err. Other panics are
+// re-raised. It must be called directly by defer (recover only works
+// there).
+func (db *DB) catchFault(old bool, err *error) {
+	debug.SetPanicOnFault(old)
+	r := recover()
+	if r == nil {
+		return
+	}
+	if ferr := faultError(r, db.locateAddr); ferr != nil {
+		*err = ferr
+		return
+	}
+	panic(r)
+}
+
+// faultError returns the error for a recovered panic value r if r is a
+// memory fault, or nil. locate names the file and offset of the faulting
+// address (or returns "" if it knows none).
+func faultError(r any, locate func(addr uintptr) (string, int64)) error {
+	re, ok := r.(runtime.Error)
+	if !ok {
+		return nil
+	}
+	a, ok := re.(interface{ Addr() uintptr })
+	if !ok {
+		return nil
+	}
+	addr := a.Addr()
+	file, off := "", int64(-1)
+	if locate != nil {
+		file, off = locate(addr)
+	}
+	if file == "" {
+		return fmt.Errorf("%w: memory fault at address %#x reading a mapped segment: %v", ErrIO, addr, re)
+	}
+	return fmt.Errorf("%w: %s at offset %d: the mapped file could not be read (I/O error, or truncated underneath): %v",
+		ErrIO, file, off, re)
+}
+
+// locateAddr finds the open segment whose mapping holds addr. It runs only
+// after a fault, so a linear scan of the segment table is fine.
+func (db *DB) locateAddr(addr uintptr) (string, int64) {
+	for i := range db.segs {
+		sf := db.segs[i].Load()
+		if sf == nil {
+			continue
+		}
+		if off, ok := addrIn(sf.data, addr); ok {
+			return sf.name, off
+		}
+	}
+	return "", -1
+}
+
+// addrIn reports whether addr lies in the backing array of b (up to its
+// capacity) and at which offset.
+func addrIn(b []byte, addr uintptr) (int64, bool) {
+	if cap(b) == 0 {
+		return 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if addr < base || addr >= base+uintptr(cap(b)) {
+		return 0, false
+	}
+	return int64(addr - base), true
+}
+
+// decodeMapped decodes the record at off of sf's mapping, whose readable
+// part ends at end, converting a memory fault into an error. The record's
+// key and value alias the mapping.
+func (db *DB) decodeMapped(sf *segFile, off, end int64) (r segment.Record, size int, err error) {
+	defer db.catchFault(debug.SetPanicOnFault(true), &err)
+	r, size, err = segment.Decode(sf.data[off:end], sf.gen, off, db.lim)
+	return r, size, segment.WithFile(err, sf.name)
+}
+
+// replaySegmentSafe is replaySegment with memory faults (a segment that
+// cannot be read) returned as errors instead of killing the process.
+func (db *DB) replaySegmentSafe(sf *segFile, newest bool, from, acct int64) (end int64, err error) {
+	defer db.catchFault(debug.SetPanicOnFault(true), &err)
+	return db.replaySegment(sf, newest, from, acct)
+}

@@ -1,0 +1,408 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	iofs "io/fs"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// Repair that says what it drops.
+//
+// Recovery never cuts data that had been fsynced (it refuses such damage as
+// ErrCorrupt); the explicit repair below is the only way to cut it, in two
+// steps so that a person (or a program) can look before anything changes:
+//
+//   - PlanRepair scans every segment with segment.Check and, per damaged
+//     segment, names the exact offset where it would be cut (where the
+//     valid, committed log ends: the start of the first bad record, or of a
+//     batch whose commit record is lost), and every record from there to
+//     the end of the file: offset, kind, sequence number and key. Nothing
+//     is modified.
+//   - ApplyRepair takes the directory's lock, checks that the files still
+//     are exactly as planned (size and a CRC of the bytes to be dropped),
+//     saves the dropped bytes to a side file outside the directory (fsynced
+//     before anything is cut), deletes the index snapshots, truncates each
+//     segment exactly at the planned offset, and opens the directory once
+//     to rebuild the index from the log.
+
+// RepairPlan is what ApplyRepair will do to a directory, made by
+// PlanRepair.
+type RepairPlan struct {
+	Dir string
+	// Cuts lists the damaged segments, oldest first.
+	Cuts []SegmentCut
+	// Unrepairable lists damage a cut cannot fix (a segment's header); a
+	// plan with any is refused by ApplyRepair.
+	Unrepairable []VerifyProblem
+	// SaveTo is the side file the dropped bytes are saved to. PlanRepair
+	// sets a default next to the directory (DIR.repair-TIMESTAMP.dropped,
+	// in DIR's parent); callers may change it. It must not be inside Dir.
+	SaveTo string
+}
+
+// SegmentCut is the repair of one damaged segment: the file is cut to
+// Offset bytes, dropping every record at or after it.
+type SegmentCut struct {
+	File       string // path of the segment file
+	Generation uint64
+	Size       int64  // the file's size when planned
+	Offset     int64  // the file is truncated to this size
+	Damage     int64  // offset of the first bad record (>= Offset)
+	Reason     string // why the scan stopped there
+	// CRC is a CRC-32C of bytes [Offset, Size) when planned: ApplyRepair
+	// refuses to cut if they changed.
+	CRC uint32
+	// Dropped lists the records at or after Offset that still decode, in
+	// file order (damaged stretches between them are not records).
+	Dropped []DroppedRecord
+}
+
+// DroppedBytes is how many bytes the cut removes.
+func (c *SegmentCut) DroppedBytes() int64 { return max(c.Size-c.Offset, 0) }
+
+// DroppedRecord is one decodable record a cut drops.
+type DroppedRecord struct {
+	Offset int64
+	Kind   segment.Kind
+	Batch  bool // part of a batch (dropped whole when its commit is lost)
+	Seq    uint64
+	Key    []byte // a copy (nil for batch commits and sync marks)
+}
+
+// DroppedRecords counts the records the plan drops, and how many of them
+// are puts or deletes of keys (the others are batch commits and sync
+// marks, which hold no data).
+func (p *RepairPlan) DroppedRecords() (records, keyed int) {
+	for i := range p.Cuts {
+		for _, r := range p.Cuts[i].Dropped {
+			records++
+			if r.Kind == segment.KindPut || r.Kind == segment.KindDelete {
+				keyed++
+			}
+		}
+	}
+	return records, keyed
+}
+
+// DroppedBytes is how many bytes the plan removes from the log.
+func (p *RepairPlan) DroppedBytes() int64 {
+	var n int64
+	for i := range p.Cuts {
+		n += p.Cuts[i].DroppedBytes()
+	}
+	return n
+}
+
+// PlanRepair scans the segments of dir and returns what ApplyRepair would
+// cut. It reads without a lock and modifies nothing. opts may be nil; only
+// its FS matters.
+func PlanRepair(dir string, opts *Options) (*RepairPlan, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	names, err := o.FS.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("marlin: plan repair: %w", err)
+	}
+	var gens []uint64
+	for _, n := range names {
+		if g, ok := segment.ParseFileName(n); ok {
+			gens = append(gens, g)
+		}
+	}
+	slices.Sort(gens)
+	plan := &RepairPlan{Dir: dir, SaveTo: defaultSidePath(dir, time.Now())}
+	for i, gen := range gens {
+		if err := planSegment(o.FS, filepath.Join(dir, segment.FileName(gen)), gen, i == len(gens)-1, plan); err != nil {
+			return nil, err
+		}
+	}
+	return plan, nil
+}
+
+// defaultSidePath is DIR.repair-TIMESTAMP.dropped in DIR's parent.
+func defaultSidePath(dir string, now time.Time) string {
+	clean := filepath.Clean(dir)
+	return filepath.Join(filepath.Dir(clean), filepath.Base(clean)+".repair-"+now.UTC().Format("20060102T150405Z")+".dropped")
+}
+
+// planSegment adds the cut (or the unrepairable problem) for one segment.
+func planSegment(fs vfs.FS, name string, gen uint64, newest bool, plan *RepairPlan) (err error) {
+	data, closeFn, err := readWhole(fs, name)
+	if err != nil {
+		return fmt.Errorf("marlin: plan repair: %w", err)
+	}
+	defer closeFn()
+	defer catchMappedFault(debug.SetPanicOnFault(true), name, data, &err)
+	size := int64(len(data))
+	h, herr := segment.DecodeHeader(data)
+	switch {
+	case herr != nil && newest && (size < segment.HeaderSize || isZero(data)):
+		return nil // a segment torn at creation: Open removes it
+	case herr != nil:
+		plan.Unrepairable = append(plan.Unrepairable, VerifyProblem{File: name, Offset: 0,
+			What: "segment header: " + herr.(*segment.CorruptError).Reason + " (the segment's records cannot be trusted; restore it from a backup)"})
+		return nil
+	case h.Generation != gen:
+		plan.Unrepairable = append(plan.Unrepairable, VerifyProblem{File: name, Offset: 0,
+			What: fmt.Sprintf("header says generation %d", h.Generation)})
+		return nil
+	}
+	lim := segment.Limits{MaxKey: segment.MaxKeyLen, MaxValue: segment.MaxSegmentSize}
+	end, serr := segment.Scan(data, gen, lim, func([]segment.Entry) error { return nil })
+	var ce *segment.CorruptError
+	switch {
+	case serr == nil && end <= size:
+		return nil // clean
+	case serr == nil:
+		// The file ends inside the zero padding of its last record: the
+		// cut restores the padding (extends the file) and drops nothing.
+		plan.Cuts = append(plan.Cuts, SegmentCut{File: name, Generation: gen, Size: size, Offset: end, Damage: size,
+			Reason: "the file ends inside the padding of its last record"})
+		return nil
+	case !errors.As(serr, &ce):
+		return fmt.Errorf("marlin: plan repair: %s: %w", name, serr)
+	}
+	cut := SegmentCut{File: name, Generation: gen, Size: size, Offset: end, Damage: ce.Offset, Reason: ce.Reason,
+		CRC: crc32.Checksum(data[end:], crcTable)}
+	probs := segment.Check(data, gen, lim, func(off int64, r *segment.Record, _ int) {
+		if off < end {
+			return
+		}
+		d := DroppedRecord{Offset: off, Kind: r.Kind, Batch: r.Flags&segment.FlagBatch != 0, Seq: r.Seq}
+		if r.Kind == segment.KindPut || r.Kind == segment.KindDelete {
+			d.Key = slices.Clone(r.Key)
+		}
+		cut.Dropped = append(cut.Dropped, d)
+	})
+	for _, p := range probs {
+		if p.Offset >= end {
+			cut.Damage = min(cut.Damage, p.Offset)
+			break
+		}
+	}
+	plan.Cuts = append(plan.Cuts, cut)
+	return nil
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// catchMappedFault restores the panic-on-fault setting to old and converts
+// a memory fault while reading data (a mapping of file name) into an ErrIO
+// error; other panics are re-raised. Deferred directly.
+func catchMappedFault(old bool, name string, data []byte, err *error) {
+	debug.SetPanicOnFault(old)
+	r := recover()
+	if r == nil {
+		return
+	}
+	ferr := faultError(r, func(addr uintptr) (string, int64) {
+		if off, ok := addrIn(data, addr); ok {
+			return name, off
+		}
+		return "", -1
+	})
+	if ferr == nil {
+		panic(r)
+	}
+	*err = ferr
+}
+
+// ApplyRepair carries out plan: under the directory's lock it checks that
+// every segment to cut is still as planned, saves the bytes to be dropped to
+// plan.SaveTo (a new file, fsynced, with its directory, before anything is
+// cut), deletes the index snapshots, truncates each segment at exactly
+// its planned offset (fsynced), then opens the directory once to rebuild
+// the index from the log and closes it. opts may be nil.
+//
+// Side file format (for a person with dd, or a future salvage tool): a text
+// line "MARLIN-REPAIR-DROPPED 1", then per cut a line
+// "segment NAME generation G offset OFF length N crc32c HEX" followed by the
+// N dropped bytes and a newline.
+func ApplyRepair(plan *RepairPlan, opts *Options) error {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	if o.ReadOnly {
+		return ErrReadOnly
+	}
+	if len(plan.Unrepairable) > 0 {
+		return fmt.Errorf("%w: the plan has damage a cut cannot repair: %s", ErrCorrupt, plan.Unrepairable[0])
+	}
+	dir := plan.Dir
+	if plan.DroppedBytes() > 0 {
+		if err := checkSidePath(dir, plan.SaveTo); err != nil {
+			return err
+		}
+	}
+	lock, err := o.FS.Lock(filepath.Join(dir, LockFileName))
+	if err != nil {
+		return fmt.Errorf("marlin: repair %s: %w", dir, err)
+	}
+	err = applyLocked(o.FS, plan)
+	if cerr := lock.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("marlin: repair: %w", cerr)
+	}
+	if err != nil {
+		return err
+	}
+	// Rebuild the index by a full replay, and write a fresh snapshot.
+	o.dropSnapshots = true
+	db, err := Open(dir, &o)
+	if err != nil {
+		return fmt.Errorf("marlin: repair: reopening after the cut: %w", err)
+	}
+	return db.Close()
+}
+
+// checkSidePath refuses a side file inside dir (recovery must never read
+// it, and it must survive the directory) or one that already exists.
+func checkSidePath(dir, side string) error {
+	if side == "" {
+		return fmt.Errorf("%w: repair: no side file to save the dropped bytes to", ErrBadOptions)
+	}
+	absDir, err1 := filepath.Abs(dir)
+	absSide, err2 := filepath.Abs(side)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("marlin: repair: %w", err)
+	}
+	if rel, err := filepath.Rel(absDir, absSide); err == nil && !strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("%w: repair: the side file %s must not be inside the database directory %s", ErrBadOptions, side, dir)
+	}
+	return nil
+}
+
+func applyLocked(fs vfs.FS, plan *RepairPlan) error {
+	fresh, err := PlanRepair(plan.Dir, &Options{FS: fs})
+	if err != nil {
+		return err
+	}
+	if !sameCuts(plan.Cuts, fresh.Cuts) || len(fresh.Unrepairable) > 0 {
+		return fmt.Errorf("marlin: repair: %s changed since the plan was made (plan again)", plan.Dir)
+	}
+	if plan.DroppedBytes() > 0 {
+		if err := saveDropped(fs, plan); err != nil {
+			return fmt.Errorf("marlin: repair: saving the dropped bytes to %s: %w (nothing was cut)", plan.SaveTo, err)
+		}
+	}
+	// The snapshots may name positions past a cut; they go first, so that
+	// a crash midway leaves a directory that replays from the log.
+	names, err := fs.List(plan.Dir)
+	if err != nil {
+		return fmt.Errorf("marlin: repair: %w", err)
+	}
+	for _, n := range names {
+		if _, ok := parseSnapName(n); ok || n == snapTmpName {
+			if err := fs.Remove(filepath.Join(plan.Dir, n)); err != nil {
+				return fmt.Errorf("marlin: repair: %w", err)
+			}
+		}
+	}
+	if err := fs.SyncDir(plan.Dir); err != nil {
+		return fmt.Errorf("marlin: repair: %w", err)
+	}
+	for _, c := range plan.Cuts {
+		if err := cutFile(fs, c.File, c.Offset); err != nil {
+			return fmt.Errorf("marlin: repair: cutting %s at offset %d: %w", c.File, c.Offset, err)
+		}
+	}
+	return nil
+}
+
+func sameCuts(a, b []SegmentCut) bool {
+	return slices.EqualFunc(a, b, func(x, y SegmentCut) bool {
+		return x.File == y.File && x.Size == y.Size && x.Offset == y.Offset && x.CRC == y.CRC
+	})
+}
+
+// saveDropped writes the bytes each cut drops to plan.SaveTo, a new file,
+// and fsyncs it and its directory.
+func saveDropped(fs vfs.FS, plan *RepairPlan) (err error) {
+	if _, err := fs.Stat(plan.SaveTo); err == nil {
+		return fmt.Errorf("%s already exists", plan.SaveTo)
+	} else if !errors.Is(err, iofs.ErrNotExist) {
+		return err
+	}
+	out, err := fs.Create(plan.SaveTo)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if _, err := io.WriteString(out, "MARLIN-REPAIR-DROPPED 1\n"); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for _, c := range plan.Cuts {
+		if c.DroppedBytes() == 0 {
+			continue
+		}
+		hdr := fmt.Sprintf("segment %s generation %d offset %d length %d crc32c %08x\n",
+			filepath.Base(c.File), c.Generation, c.Offset, c.DroppedBytes(), c.CRC)
+		if _, err := io.WriteString(out, hdr); err != nil {
+			return err
+		}
+		if err := copyRange(fs, c.File, c.Offset, c.Size, out, buf); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(out, "\n"); err != nil {
+			return err
+		}
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return fs.SyncDir(filepath.Dir(plan.SaveTo))
+}
+
+// copyRange appends bytes [from, to) of file name to out.
+func copyRange(fs vfs.FS, name string, from, to int64, out vfs.File, buf []byte) error {
+	in, err := fs.Open(name)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	for off := from; off < to; {
+		k := min(int64(len(buf)), to-off)
+		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == to) {
+			return err
+		}
+		if _, err := out.Write(buf[:k]); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}
+
+// cutFile truncates name to size and fsyncs it.
+func cutFile(fs vfs.FS, name string, size int64) error {
+	f, err := fs.OpenReadWrite(name)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
