@@ -285,9 +285,16 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 // to Stats.CompactionSkippedBytes. Records already moved stay moved; sf
 // keeps every byte for readers, Verify and salvage.
 func (db *DB) skipDamaged(sf *segFile, err error) {
+	probs, cerr := db.checkMapped(sf)
 	var skipped int64
-	for _, p := range segment.Check(sf.data[:sf.flushed.Load()], sf.gen, db.lim, nil) {
+	for _, p := range probs {
 		skipped += p.Resume - p.Offset
+	}
+	if cerr != nil {
+		// The mapping itself cannot be read (a read fault): all of it
+		// counts as damaged.
+		skipped = sf.flushed.Load() - segment.HeaderSize
+		err = cerr
 	}
 	db.st.compactSkipped.Add(skipped)
 	db.mu.Lock()

@@ -113,6 +113,13 @@ func (db *DB) decodeMapped(sf *segFile, off, end int64) (r segment.Record, size 
 	return r, size, segment.WithFile(err, sf.name)
 }
 
+// checkMapped runs segment.Check over sf's flushed bytes, converting a
+// memory fault into an error.
+func (db *DB) checkMapped(sf *segFile) (probs []segment.Problem, err error) {
+	defer db.catchFault(debug.SetPanicOnFault(true), &err)
+	return segment.Check(sf.data[:sf.flushed.Load()], sf.gen, db.lim, nil), nil
+}
+
 // replaySegmentSafe is replaySegment with memory faults (a segment that
 // cannot be read) returned as errors instead of killing the process.
 func (db *DB) replaySegmentSafe(sf *segFile, newest bool, from, acct int64) (end int64, err error) {
