@@ -121,6 +121,25 @@ func (r *soakRunner) recount() error {
 // key once, with its value, and nothing else.
 func (r *soakRunner) iterate() error {
 	r.note("iterate")
+	return r.iterateWith(func(how, k string, ok bool, v []byte) error { return r.checkRead(how, k, ok, v) })
+}
+
+// iterateObs checks ForEach and an Iterator against Gets (obs).
+func (r *soakRunner) iterateObs(obs map[string]int) error {
+	return r.iterateWith(func(how, k string, ok bool, v []byte) error {
+		switch w := obs[k]; {
+		case ok != (w >= 0):
+			return fmt.Errorf("%s: key %s present %v, but Get reads write %d", how, k, ok, w)
+		case ok:
+			if got, err := parseSwVal(k, v); err != nil || got != w {
+				return fmt.Errorf("%s: key %s reads write %d (%v), Get write %d", how, k, got, err, w)
+			}
+		}
+		return nil
+	})
+}
+
+func (r *soakRunner) iterateWith(check func(how, k string, ok bool, v []byte) error) error {
 	for _, how := range []string{"ForEach", "Iterator"} {
 		got := map[string][]byte{}
 		add := func(k, v []byte) error {
@@ -145,7 +164,7 @@ func (r *soakRunner) iterate() error {
 		}
 		for _, k := range r.m.keys {
 			v, ok := got[k]
-			if err := r.checkRead(how, k, ok, v); err != nil {
+			if err := check(how, k, ok, v); err != nil {
 				return err
 			}
 			delete(got, k)

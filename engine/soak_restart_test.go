@@ -111,7 +111,7 @@ func (r *soakRunner) open(o *Options) error {
 func (r *soakRunner) checkExact(what string) error {
 	s := r.m.snap()
 	r.markExpired(s)
-	obs, err := swObserve(r.db, s.keys, s.writes, false)
+	obs, err := soakObserve(r.db, s.keys, s.writes)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -187,7 +187,10 @@ func (r *soakRunner) crashRestart(c *soakCrash) error {
 	}
 	r.db = db
 	r.markExpired(c.snap)
-	obs, err := swObserve(db, c.snap.keys, c.snap.writes, true)
+	obs, err := soakObserve(db, c.snap.keys, c.snap.writes)
+	if err == nil {
+		err = r.iterateObs(obs)
+	}
 	if err == nil {
 		_, err = c.snap.check(obs)
 	}
@@ -216,3 +219,48 @@ func (r *soakRunner) crashRestart(c *soakCrash) error {
 
 // errHung marks a call that never returned.
 var errHung = errors.New("the call never returned")
+
+// soakObserve is swObserve for a DB whose background workers run: it reads
+// every key (key -> write read, -1 absent; garbage is an error), and
+// counts the keys' index entries and the index's length under db.mu, so
+// that neither the expirer nor compaction removes one between the two
+// (each entry belongs to exactly one key, once).
+func soakObserve(db *DB, keys []string, writes []swWrite) (map[string]int, error) {
+	db.mu.Lock()
+	entries := int64(0)
+	for _, k := range keys {
+		e, err := db.probeLocked(db.hash([]byte(k)), []byte(k))
+		if err != nil {
+			db.mu.Unlock()
+			return nil, fmt.Errorf("probe %q: %w", k, err)
+		}
+		if e.found {
+			entries++
+		}
+	}
+	n := db.ix.Len()
+	db.mu.Unlock()
+	if n != entries {
+		return nil, fmt.Errorf("the index holds %d entries, the model's keys %d", n, entries)
+	}
+	obs := make(map[string]int, len(keys))
+	for _, k := range keys {
+		v, err := db.Get([]byte(k))
+		switch {
+		case errors.Is(err, ErrNotFound):
+			obs[k] = -1
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("get %q: %w", k, err)
+		}
+		w, err := parseSwVal(k, v)
+		if err != nil {
+			return nil, err
+		}
+		if w >= len(writes) || writes[w].key != k || writes[w].del || writes[w].size != len(v) {
+			return nil, fmt.Errorf("key %q reads write %d, which never put that value", k, w)
+		}
+		obs[k] = w
+	}
+	return obs, nil
+}

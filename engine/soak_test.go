@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
 
@@ -111,6 +112,8 @@ var soakSeeds = []uint64{1, 2, 3}
 // soak named here fail on the current code; the feature is off until the
 // item is removed from this set (as its fix is merged).
 var soakKnownBugs = map[int]string{
+	2:  "a log filled to every segment id: Open fails with ErrFull",
+	4:  "the background expirer (with snapshots and crashes): live bytes below what the index points at after recovery",
 	5:  "View with a Get and a Has nested in the callback while another goroutine writes: View never returns",
 	12: "snapshots and checkpoints taken during writes and rolls: duplicate index entries after recovery",
 }
@@ -184,11 +187,17 @@ func (r *soakRunner) run(steps int) (err error) {
 		return err
 	}
 	quietAt := map[int]bool{steps / 2: true}
+	fillAt := map[int]bool{steps / 3: true}
 	if r.tot.long {
 		quietAt[steps/4] = true
 		quietAt[3*steps/4] = true
+		fillAt[2*steps/3] = true
 	}
-	for r.step = 0; r.step < steps; r.step++ {
+	last := steps
+	if n, err := strconv.Atoi(os.Getenv("MARLIN_SOAK_STOP")); err == nil {
+		last = min(n, steps) // stop early, keeping the schedule of steps
+	}
+	for r.step = 0; r.step < last; r.step++ {
 		r.tot.steps++
 		if c := r.inj.take(); c != nil {
 			if err := r.crashRestart(c); err != nil {
@@ -198,6 +207,11 @@ func (r *soakRunner) run(steps int) (err error) {
 		r.advance()
 		if err := r.doStep(quietAt[r.step]); err != nil {
 			return err
+		}
+		if fillAt[r.step] {
+			if err := r.fill(); err != nil {
+				return err
+			}
 		}
 		if r.step%25 == 0 {
 			if err := r.recount(); err != nil {
@@ -289,6 +303,8 @@ func (r *soakRunner) doStep(quiet bool) error {
 		return nil
 	case p < 900:
 		return r.killNow()
+	case p < 940:
+		return r.burst()
 	}
 	r.tot.reads++
 	k := r.key(r.rnd)
@@ -297,24 +313,126 @@ func (r *soakRunner) doStep(quiet bool) error {
 }
 
 // relieve compacts when the log uses most segment ids, as a user would
-// (background compaction may be off): ErrFull must mean that live data
-// fills the log, and here it never does.
+// (background compaction may be off). Once item 2 is fixed, the log may
+// fill every id: a put may then be refused with ErrFull (a delete never),
+// and Compact must succeed and make writes work again.
 func (r *soakRunner) relieve() error {
 	limit := 600
 	if r.gate(2) {
-		limit = 1000
+		limit = segment.MaxSegments + 1 // only after ErrFull
 	}
 	st, err := r.db.Stats()
 	if err != nil {
 		return err
 	}
 	r.noteGen(st)
-	if len(st.Segments) < limit {
+	full := r.full.Swap(false)
+	if len(st.Segments) < limit && !full {
 		return nil
 	}
-	r.note("compact (%d segments)", len(st.Segments))
+	r.note("compact (%d segments, a write refused as full: %v)", len(st.Segments), full)
 	if err := r.db.Compact(); err != nil {
 		return fmt.Errorf("compact with %d segments in use: %w", len(st.Segments), err)
+	}
+	if full {
+		// Freeing space makes writes work again.
+		k := r.key(r.rnd)
+		r.note("write %s after the compaction", k)
+		if err := r.apply(r.db, []soakOp{{w: swWrite{key: k, size: 100}}}, false); err != nil {
+			return err
+		}
+		if r.full.Load() {
+			return fmt.Errorf("a put was refused with ErrFull right after Compact freed %d segments", len(st.Segments))
+		}
+	}
+	return nil
+}
+
+// fill reopens with 4 KiB segments and no compaction and writes large
+// values until the log has used every segment id (item 2): a put may then
+// be refused with ErrFull, but a delete must work, the directory must
+// reopen, and Compact must free ids so that writes work again.
+func (r *soakRunner) fill() error {
+	if !r.gate(2) {
+		return nil
+	}
+	o := r.drawOpts(false)
+	o.SegmentSize, o.WriteBufferSize, o.CompactionThreshold = 4<<10, 4096, -1
+	if err := r.cleanRestart(o); err != nil {
+		return err
+	}
+	r.note("fill: write until the log is full")
+	n := 0
+	for ; n < 3*segment.MaxSegments && !r.full.Load(); n++ {
+		k := fmt.Sprintf("k%04d", r.rnd.IntN(soakHotKeys))
+		if err := r.apply(r.db, []soakOp{{w: swWrite{key: k, size: 1500 + r.rnd.IntN(300)}}}, false); err != nil {
+			return fmt.Errorf("fill, write %d: %w", n, err)
+		}
+	}
+	st, err := r.db.Stats()
+	if err != nil {
+		return err
+	}
+	r.note("fill: %d writes, %d segments, full: %v", n, len(st.Segments), r.full.Load())
+	if !r.full.Load() {
+		return nil // the engine kept the log from filling
+	}
+	r.mu.Lock()
+	var victim string
+	for _, k := range r.m.keys {
+		if r.cur[k] >= 0 {
+			victim = k
+			break
+		}
+	}
+	r.mu.Unlock()
+	if victim != "" {
+		r.note("fill: delete %s in the full log", victim)
+		if err := r.apply(r.db, []soakOp{{w: swWrite{key: victim, del: true}}}, false); err != nil {
+			return fmt.Errorf("delete in a full log: %w", err)
+		}
+	}
+	if err := r.cleanRestart(o); err != nil {
+		return fmt.Errorf("restart with a full log: %w", err)
+	}
+	r.full.Store(true)
+	return r.relieve()
+}
+
+// burst writes many units in a row (a load), so that small segments roll
+// and ids wrap; half of the time it deletes a third of the present keys
+// instead, leaving tombstones for compaction to carry.
+func (r *soakRunner) burst() error {
+	if r.rnd.IntN(2) == 0 {
+		var dels []string
+		r.mu.Lock()
+		for _, k := range r.m.keys {
+			if r.cur[k] >= 0 && r.rnd.IntN(3) == 0 {
+				dels = append(dels, k)
+			}
+		}
+		r.mu.Unlock()
+		r.note("burst: delete %d keys", len(dels))
+		for _, k := range dels {
+			if err := r.apply(r.db, []soakOp{{w: swWrite{key: k, del: true}}}, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	n := 50 + r.rnd.IntN(350)
+	r.note("burst: %d writes", n)
+	for range n {
+		op := r.randOp(r.rnd, false)
+		if !op.w.del && r.rnd.IntN(3) == 0 {
+			op.w.size = 400 + r.rnd.IntN(1400)
+		}
+		if err := r.apply(r.db, []soakOp{op}, false); err != nil {
+			return err
+		}
+		if r.full.Load() {
+			return r.relieve()
+		}
 	}
 	return nil
 }
