@@ -136,8 +136,10 @@ func (r *soakRunner) cleanRestart(o *Options) error {
 	}
 	r.m.synced()
 	r.tot.clean++
-	if err := r.verify("after close"); err != nil {
-		return err
+	if r.tot.clean%r.tot.verifyEvery == 0 {
+		if err := r.verify("after close"); err != nil {
+			return err
+		}
 	}
 	return r.open(o)
 }
