@@ -70,6 +70,7 @@ type soakRunner struct {
 	gate    func(item int) bool
 	hung    bool        // a call never returned: do not touch the DB again
 	full    atomic.Bool // a write was refused with ErrFull
+	segSize int64       // the segment size of the last open that worked
 	lastGen uint64
 }
 
@@ -128,6 +129,11 @@ func soakKeys() []string {
 // size draws a value size; big values roll small segments quickly, so
 // segment ids wrap.
 func (r *soakRunner) size(rnd *rand.Rand, batch bool) int {
+	if seg := int(r.opts.SegmentSize); r.gate(13) && !batch && seg >= 16<<10 && rnd.IntN(60) == 0 {
+		// A value too large for a 4 KiB segment: later opens with smaller
+		// segments must still read it (item 13).
+		return 4000 + rnd.IntN(seg/2-4200)
+	}
 	switch p := rnd.IntN(40); {
 	case p == 0 && !batch:
 		return 1000 + rnd.IntN(800)

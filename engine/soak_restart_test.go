@@ -92,13 +92,31 @@ func (r *soakRunner) addStats() {
 	r.tot.snapshots += st.Snapshots
 }
 
+// openDB opens the directory with o. Options the data recorded in the
+// directory is incompatible with (a segment size too small for a value
+// stored) may be refused with ErrBadOptions; then it opens with the
+// segment size of the last open that worked. r.opts is the options used.
+func (r *soakRunner) openDB(o *Options) (*DB, error) {
+	r.note("open %s", o.soakString())
+	db, err := Open(r.dir, o)
+	if errors.Is(err, ErrBadOptions) && r.segSize != 0 && o.SegmentSize != r.segSize {
+		r.note("refused (%v): open with %d-byte segments", err, r.segSize)
+		o.SegmentSize = r.segSize
+		o.WriteBufferSize = int(min(int64(o.WriteBufferSize), o.SegmentSize))
+		db, err = Open(r.dir, o)
+	}
+	r.opts = o
+	if err == nil {
+		r.segSize = o.SegmentSize
+	}
+	return db, err
+}
+
 // open opens the directory with o and checks it against the model, which
 // must hold exactly (everything before was acknowledged and closed or
 // synced).
 func (r *soakRunner) open(o *Options) error {
-	r.opts = o
-	r.note("open %s", o.soakString())
-	db, err := Open(r.dir, o)
+	db, err := r.openDB(o)
 	if err != nil {
 		return fmt.Errorf("open (%s): %w", o.soakString(), err)
 	}
@@ -182,8 +200,7 @@ func (r *soakRunner) crashRestart(c *soakCrash) error {
 	r.mem = c.fs
 	r.tot.crashes++
 	o := r.drawOpts(false)
-	r.opts = o
-	db, err := Open(r.dir, o)
+	db, err := r.openDB(o)
 	if err != nil {
 		return fmt.Errorf("open after a %s (%s): %w", c.what, o.soakString(), err)
 	}

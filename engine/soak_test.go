@@ -129,6 +129,7 @@ var soakKnownBugs = map[int]string{
 	2:  "a log filled to every segment id: Open fails with ErrFull",
 	4:  "the background expirer (with snapshots and crashes): live bytes below what the index points at after recovery",
 	5:  "View with a Get and a Has nested in the callback while another goroutine writes: View never returns",
+	13: "values larger than a 4 KiB segment's half, written with larger segments: an open with 4 KiB segments calls them corrupt",
 	12: "snapshots and checkpoints taken during writes and rolls: duplicate index entries after recovery",
 }
 
@@ -167,16 +168,20 @@ type soakTotals struct {
 	compactions int64 // compaction passes (background and Compact)
 	snapshots   int64 // index snapshots written
 	checkpoints int64
-	quiet       int64 // idle periods checked for quiet
-	wraps       int64 // segment ids wrapped (generations / MaxSegments), summed over seeds
+	quiet       int64         // idle periods checked for quiet
+	quietBytes  int64         // bytes the background workers wrote in them
+	quietWait   time.Duration // the longest time they took to settle
+	wraps       int64         // segment ids wrapped (generations / MaxSegments), summed over seeds
 }
 
 func (s *soakTotals) String() string {
 	return fmt.Sprintf("%d seeds, %d steps, %.1f simulated hours, %d writes (%d refused), %d reads, "+
-		"%d restarts (%d after a crash, %d clean), %d compactions, %d snapshots, %d checkpoints, %d quiet checks, "+
+		"%d restarts (%d after a crash, %d clean), %d compactions, %d snapshots, %d checkpoints, "+
+		"%d quiet checks (%d bytes written before settling, in %v at most), "+
 		"segment ids wrapped %d times",
 		s.seeds, s.steps, s.simulated.Hours(), s.ops.Load(), s.refused.Load(), s.reads,
-		s.crashes+s.clean, s.crashes, s.clean, s.compactions, s.snapshots, s.checkpoints, s.quiet, s.wraps)
+		s.crashes+s.clean, s.crashes, s.clean, s.compactions, s.snapshots, s.checkpoints,
+		s.quiet, s.quietBytes, s.quietWait.Round(time.Millisecond), s.wraps)
 }
 
 func newSoakRunner(seed uint64, tot *soakTotals) *soakRunner {
@@ -519,6 +524,11 @@ func (r *soakRunner) drawOpts(quiet bool) *Options {
 		o.SnapshotRecords = 1
 	}
 	o.DisableSnapshots = !quiet && r.rnd.IntN(10) == 0
+	if r.epoch.bg && !quiet && !r.gate(12) {
+		// The background snapshotter, and the snapshot after each
+		// background compaction pass, would run while the test writes.
+		o.DisableSnapshots = true
+	}
 	return o
 }
 
