@@ -176,16 +176,16 @@ func (r *soakRunner) durable() bool {
 }
 
 // refused reports whether err, returned for ops, is a refusal that wrote
-// nothing: a crafted collision the index cannot hold, or (before item 2's
-// fix is merged) a full log for a unit that puts, which the next step
-// relieves with Compact. A unit of deletes only is never refused: a full
+// nothing: a crafted collision the index cannot hold, or (with item 2's
+// feature on, where the log may fill) a full log for a unit that puts,
+// which the next step relieves with Compact. A unit of deletes only is never refused: a full
 // log must not block deletes.
 func (r *soakRunner) refused(ops []soakOp, err error) bool {
 	if errors.Is(err, index.ErrCollision) || errors.Is(err, ErrBatchTooLarge) {
 		return true
 	}
-	if !errors.Is(err, ErrFull) {
-		return false
+	if !errors.Is(err, ErrFull) || !r.gate(2) {
+		return false // the log is compacted long before it fills
 	}
 	for _, op := range ops {
 		if !op.w.del {

@@ -126,11 +126,19 @@ var soakSeeds = []uint64{1, 2, 3}
 // soak named here fail on the current code; the feature is off until the
 // item is removed from this set (as its fix is merged).
 var soakKnownBugs = map[int]string{
-	2:  "a log filled to every segment id: Open fails with ErrFull",
-	4:  "the background expirer (with snapshots and crashes): live bytes below what the index points at after recovery",
-	5:  "View with a Get and a Has nested in the callback while another goroutine writes: View never returns",
-	13: "values larger than a 4 KiB segment's half, written with larger segments: an open with 4 KiB segments calls them corrupt",
-	12: "snapshots and checkpoints taken during writes and rolls: duplicate index entries after recovery",
+	// fill: 4 KiB segments, no compaction, until every id is used.
+	2: "a log filled to every segment id: Open fails with ErrFull",
+	// the background expirer in epochs with background workers.
+	4: "the expirer with snapshots and crashes: live bytes below what the index points at after recovery",
+	// View's callback reads other keys while a second goroutine writes.
+	5: "View with a Get nested in the callback while another goroutine writes: View never returns",
+	// Checkpoints and Snapshots while a second goroutine writes; the
+	// background snapshotter (and compaction's snapshot) while the test
+	// writes.
+	12: "snapshots taken during writes and rolls: duplicate index entries, deleted keys back after recovery",
+	// values of 4000 bytes to half a segment when segments are 16 KiB or
+	// more, then opens with 4 KiB segments.
+	13: "values larger than half a 4 KiB segment, written with larger segments: an open with 4 KiB segments calls them corrupt",
 }
 
 // soakGate reports whether the feature that exposes item's bug runs:
