@@ -139,4 +139,3 @@ func (r *soakRunner) noteGen(st Stats) {
 		r.lastGen = max(r.lastGen, s.Generation)
 	}
 }
-
