@@ -96,8 +96,14 @@ func TestSoak(t *testing.T) {
 	run := func(seed uint64) {
 		r := newSoakRunner(seed, tot)
 		if err := r.run(steps); err != nil {
-			t.Fatalf("soak: seed %d, step %d: %v\nlast operations:\n%s\nreproduce: MARLIN_SOAK_SEED=%d MARLIN_SOAK_STEPS=%d go test -count=1 -run 'TestSoak$' ./engine/",
-				seed, r.step, err, r.history(), seed, steps)
+			env := ""
+			for _, v := range []string{"MARLIN_SOAK_ALL", "MARLIN_SOAK_ENABLE"} {
+				if os.Getenv(v) != "" {
+					env += fmt.Sprintf("%s=%s ", v, os.Getenv(v))
+				}
+			}
+			t.Fatalf("soak: seed %d, step %d: %v\nlast operations:\n%s\nreproduce: %sMARLIN_SOAK_SEED=%d MARLIN_SOAK_STEPS=%d go test -count=1 -run 'TestSoak$' ./engine/",
+				seed, r.step, err, r.history(), env, seed, steps)
 		}
 	}
 	for _, seed := range seeds {
