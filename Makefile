@@ -4,7 +4,7 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) 
 STATICCHECK_VERSION ?= v0.8.2
 BIN         ?= bin
 
-.PHONY: all build test race short lint tools bench bench-10m bench-quick clean fuzz crash
+.PHONY: all build test race short lint tools bench bench-10m bench-quick clean fuzz crash soak
 
 all: build test
 
@@ -44,6 +44,17 @@ crash:
 		-run '^(TestCrashSweep|TestErrorSweep|TestCorruptionSweep|TestCorruptionSweepOpen|TestKillLoop)$$' ./engine/ >crash.log 2>&1; \
 	then grep -E '^(--- |ok)|crash points|errors injected|damaged|kill loop' crash.log; \
 	else grep -E '^(--- |FAIL)|Error|Messages|panic' crash.log | head -n 60; echo "see crash.log"; exit 1; fi
+
+# The long soak test (issue 9): random seeds of the randomized,
+# model-checked run of simulated hours (engine/soak_test.go) until SOAK has
+# passed (a Go duration). The full output is kept in soak.log; the last line
+# gives the simulated hours, operations, restarts, compactions, snapshots,
+# checkpoints, segment id wraps and seeds run.
+SOAK ?= 1h
+soak:
+	@if MARLIN_SOAK=$(SOAK) $(GO) test -count=1 -timeout 48h -v -run '^TestSoak$$' ./engine/ >soak.log 2>&1; \
+	then grep -E '^(--- |ok)|soak summary' soak.log; \
+	else grep -E -A60 '^(--- FAIL|FAIL|panic)|soak_test.go|soak: seed' soak.log | head -n 90; echo "see soak.log"; exit 1; fi
 
 # Without the race detector (faster).
 short:
