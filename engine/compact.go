@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"math"
 	"sort"
 	"time"
@@ -150,7 +151,9 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 		}
 		return r > 0 && float64(r) >= threshold*float64(sf.flushed.Load()-segment.HeaderSize)
 	}
-	if sealActive && qualifies(db.active) {
+	// Sealing the active segment is optional: it is left for a later pass
+	// when ids are short, so that compaction's copies keep the last ones.
+	if sealActive && qualifies(db.active) && db.freeIDsLocked() > idForPut {
 		db.idFloor = idForCompact
 		err := db.rollLocked()
 		db.idFloor = idForPut
@@ -169,14 +172,34 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 			todo = append(todo, sf)
 		}
 	}
+	// Oldest first, as a rule. When ids are short, the segments that free
+	// the most bytes go first instead: a segment of mostly live records
+	// can take more room to copy than it frees (sync marks, alignment),
+	// and copying those first could use up the last ids before anything
+	// is freed.
+	short := db.freeIDsLocked() <= 2*idReserve
+	gain := make(map[*segFile]int64, len(todo))
+	for _, sf := range todo {
+		gain[sf] = db.reclaimableLocked(sf)
+	}
 	db.mu.Unlock()
-	sort.Slice(todo, func(i, j int) bool { return todo[i].gen < todo[j].gen })
+	sort.Slice(todo, func(i, j int) bool {
+		if short && gain[todo[i]] != gain[todo[j]] {
+			return gain[todo[i]] > gain[todo[j]]
+		}
+		return todo[i].gen < todo[j].gen
+	})
 	retired := 0
 	for _, sf := range todo {
 		if db.stopping() {
 			return retired, ErrClosed
 		}
 		ok, err := db.compactSegment(sf, rate)
+		if errors.Is(err, ErrFull) && retired > 0 {
+			// Out of ids for copies after freeing some: what is left waits
+			// for the next pass, after the snapshot that frees them.
+			break
+		}
 		if err != nil {
 			return retired, err
 		}

@@ -603,9 +603,19 @@ func (db *DB) startActive(newest *segFile) error {
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	db.idFloor = idForCompact // Open may take the last id (see idReserve)
+	db.idFloor = idForOpen // compaction keeps the last id (see idReserve)
 	sf, err := db.createSegmentLocked()
 	db.idFloor = idForPut
+	if errors.Is(err, ErrFull) && newest != nil {
+		// Every id but compaction's is in use: append to the newest
+		// segment while it has room; a write that does not fit rolls and
+		// is refused or reclaims space.
+		newest.sealed.Store(false)
+		db.active = newest
+		db.tail.start = newest.flushed.Load()
+		db.opts.Logger.Warn("marlin: the log is full: the newest segment stays active; compact to reclaim space", "dir", db.dir)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -20,8 +20,15 @@ import (
 //   - a new segment for puts (a user roll) leaves idReserve ids free;
 //   - one for deletes leaves idReserve/2 free: a delete is never blocked by
 //     a log full of dead data it would help reclaim;
-//   - one for compaction's copies or for Open's active segment may take
-//     the last id, so compaction can always run and Open always succeeds.
+//   - Open's active segment leaves one id free; if it cannot, Open makes
+//     the newest segment active even though it may lack room (a write that
+//     does not fit then rolls, and is refused or reclaims), so Open always
+//     succeeds and never takes compaction's last id;
+//   - one for compaction's copies may take the last id. Copying one
+//     segment needs at most the active segment's room plus one new
+//     segment, and after each segment compaction frees the retired ids
+//     (freeIDsIfShort), so one free id is enough for it to make progress.
+//     Compact seals the active segment first only when ids are plentiful.
 //
 // A write that finds no id it may take runs a compaction pass itself
 // (reclaimIDs, unless background compaction is off) and retries once: a
@@ -101,6 +108,7 @@ func (db *DB) reclaimIDsNow() bool {
 const (
 	idForPut     = idReserve
 	idForDelete  = idReserve / 2
+	idForOpen    = 1
 	idForCompact = 0
 )
 

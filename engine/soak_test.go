@@ -130,23 +130,7 @@ var soakSeeds = []uint64{1, 2, 3}
 // soakKnownBugs are the issue 9 items whose bugs make the feature of the
 // soak named here fail on the current code; the feature is off until the
 // item is removed from this set (as its fix is merged).
-var soakKnownBugs = map[int]string{
-	// fill: 4 KiB segments, no compaction, until every id is used.
-	2: "a log filled to every segment id: Open fails with ErrFull",
-	// the quiet check: idle, background workers on short intervals.
-	3: "an idle database with many tombstones: compaction and snapshots never stop (19513 passes in 30 s)",
-	// the background expirer in epochs with background workers.
-	4: "the expirer with snapshots and crashes: live bytes below what the index points at after recovery",
-	// View's callback reads other keys while a second goroutine writes.
-	5: "View with a Get nested in the callback while another goroutine writes: View never returns",
-	// Checkpoints and Snapshots while a second goroutine writes; the
-	// background snapshotter (and compaction's snapshot) while the test
-	// writes.
-	12: "snapshots taken during writes and rolls: duplicate index entries, deleted keys back after recovery",
-	// values of 4000 bytes to half a segment when segments are 16 KiB or
-	// more, then opens with 4 KiB segments.
-	13: "values larger than half a 4 KiB segment, written with larger segments: an open with 4 KiB segments calls them corrupt",
-}
+var soakKnownBugs = map[int]string{}
 
 // soakGate reports whether the feature that exposes item's bug runs:
 // always if the item is not in soakKnownBugs, else only if MARLIN_SOAK_ALL
