@@ -202,9 +202,9 @@ func (db *DB) writeBatch(b *Batch) error {
 	// far are taken out and nothing was written. Until its record lands, a
 	// reader finds a new entry's location past the tail and treats the key
 	// as absent, which it still is. A key absent before the batch enters
-	// with its first put.
+	// with its first put (entered maps it to that operation).
 	inserted := make([]bool, len(b.ops))
-	entered := make(map[string]struct{})
+	entered := make(map[string]int)
 	for i := range b.ops {
 		op := &b.ops[i]
 		if op.kind != segment.KindPut || olds[i].found {
@@ -223,7 +223,7 @@ func (db *DB) writeBatch(b *Batch) error {
 			return fmt.Errorf("batch op %d: marlin: index: %w", i, err)
 		}
 		inserted[i] = true
-		entered[string(b.key(op))] = struct{}{}
+		entered[string(b.key(op))] = i
 	}
 	for i := range b.ops {
 		if err := db.appendBatchLocked(&recs[i], sizes[i], locs[i]); err != nil {
@@ -246,8 +246,13 @@ func (db *DB) writeBatch(b *Batch) error {
 	for i := range b.ops {
 		op := &b.ops[i]
 		old := olds[i]
-		switch {
+		switch at, ok := entered[string(b.key(op))]; {
 		case inserted[i]: // its entry is in place already
+			old = entry{}
+		case ok && at > i:
+			// A delete of a key absent before the batch, ahead of the key's
+			// first put: the key is absent here, though the put's entry is
+			// in the index already.
 			old = entry{}
 		case repeated[i]: // an earlier operation of the batch may have changed it
 			old, _ = db.probeLocked(hashes[i], b.key(op))

@@ -176,10 +176,13 @@ func TestBatchRepeatedNewKeys(t *testing.T) {
 	b.Put([]byte("d"), []byte("d1"))
 	b.Delete([]byte("d"))
 	b.Put([]byte("d"), []byte("d2"))
+	b.Delete([]byte("e")) // absent, deleted twice before its first put
+	b.Delete([]byte("e"))
+	b.Put([]byte("e"), []byte("e1"))
 	require.NoError(t, db.Write(&b))
 	check := func(db *DB) {
 		t.Helper()
-		for k, want := range map[string]string{"a": "a1", "b": "b2", "d": "d2"} {
+		for k, want := range map[string]string{"a": "a1", "b": "b2", "d": "d2", "e": "e1"} {
 			v, err := db.Get([]byte(k))
 			require.NoError(t, err, k)
 			require.Equal(t, want, string(v))
@@ -187,9 +190,9 @@ func TestBatchRepeatedNewKeys(t *testing.T) {
 		_, err := db.Get([]byte("c"))
 		require.ErrorIs(t, err, ErrNotFound)
 		st := statsOrFail(t, db)
-		require.Equal(t, int64(3), st.Keys)
+		require.Equal(t, int64(4), st.Keys)
 		var live int64
-		for _, k := range []string{"a", "b", "d"} {
+		for _, k := range []string{"a", "b", "d", "e"} {
 			v, _ := db.Get([]byte(k))
 			live += int64(segment.Size(len(k), len(v), false))
 		}
