@@ -220,7 +220,7 @@ func (db *DB) writeBatch(b *Batch) error {
 				}
 			}
 			db.mu.Unlock()
-			return fmt.Errorf("batch op %d: marlin: index: %w", i, err)
+			return fmt.Errorf("batch op %d: marlin: %w", i, err)
 		}
 		inserted[i] = true
 		entered[string(b.key(op))] = i
