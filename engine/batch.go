@@ -108,8 +108,7 @@ func (db *DB) writeBatch(b *Batch) error {
 		}
 	}
 	commit := segment.Record{Kind: segment.KindBatchCommit, Value: segment.EncodeCommit(len(b.ops))}
-	commitSize := segment.Size(0, len(commit.Value), false)
-	total += commitSize
+	total += segment.Size(0, len(commit.Value), false)
 
 	hashes := make([]uint64, len(b.ops))
 	for i := range b.ops {
@@ -164,12 +163,20 @@ func (db *DB) writeBatch(b *Batch) error {
 			return err
 		}
 	}
+	// The records go back to back from the tail's end: the room is made
+	// (above), and the only sync mark the batch may carry is written now,
+	// before them (appendBatchLocked writes none), so their locations are
+	// known before anything is appended.
+	if db.tail.n.Load() == 0 {
+		db.markLocked(int64(total))
+	}
+	recs := make([]segment.Record, len(b.ops))
 	locs := make([]uint64, len(b.ops))
 	sizes := make([]int, len(b.ops))
-	remaining := total // bytes of the batch not yet appended
+	off := db.tail.start + db.tail.n.Load()
 	for i := range b.ops {
 		op := &b.ops[i]
-		rec := segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
+		recs[i] = segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
 			Expiry: op.expiry, Key: b.key(op), Value: b.value(op)}
 		if op.kind == segment.KindDelete {
 			// What the tombstone shadows (tombstone.go): the key's record
@@ -182,24 +189,52 @@ func (db *DB) writeBatch(b *Batch) error {
 			case olds[i].found:
 				shadow = db.shadowOfLocked(olds[i].loc)
 			}
-			rec.Value = tombValue(shadow)
-			remaining -= segment.Size(op.klen, maxTombValue, false)
-		} else {
-			remaining -= segment.Size(op.klen, op.vlen, op.expiry != 0)
+			recs[i].Value = tombValue(shadow)
 		}
-		// Reserving the rest keeps a sync mark from pushing the batch's end
-		// into a new segment.
-		loc, size, err := db.appendLocked(&rec, remaining)
-		if err != nil {
+		sizes[i] = segment.Size(op.klen, len(recs[i].Value), op.expiry != 0)
+		locs[i] = segment.Loc(db.active.id, off)
+		off += int64(sizes[i])
+	}
+	commit.Seq = db.nextSeq + uint64(len(b.ops)) - 1
+	// The batch's new keys enter the index before anything is appended, as
+	// a single Put's does, so that an index error (a full reservation,
+	// crafted colliding keys) fails this batch alone: the entries made so
+	// far are taken out and nothing was written. Until its record lands, a
+	// reader finds a new entry's location past the tail and treats the key
+	// as absent, which it still is. A key absent before the batch enters
+	// with its first put (entered maps it to that operation).
+	inserted := make([]bool, len(b.ops))
+	entered := make(map[string]int)
+	for i := range b.ops {
+		op := &b.ops[i]
+		if op.kind != segment.KindPut || olds[i].found {
+			continue
+		}
+		if _, ok := entered[string(b.key(op))]; ok {
+			continue
+		}
+		if _, _, _, err := db.ix.Put(hashes[i], locs[i], noMatch); err != nil {
+			for j := range i {
+				if inserted[j] {
+					db.ix.DeleteExact(hashes[j], locs[j])
+				}
+			}
+			db.mu.Unlock()
+			return fmt.Errorf("batch op %d: marlin: %w", i, err)
+		}
+		inserted[i] = true
+		entered[string(b.key(op))] = i
+	}
+	for i := range b.ops {
+		if err := db.appendBatchLocked(&recs[i], sizes[i], locs[i]); err != nil {
 			db.failLocked(err) // a half-written batch must not be followed by more writes
 			db.mu.Unlock()
 			return err
 		}
-		locs[i], sizes[i] = loc, size
 	}
-	commit.Seq = db.nextSeq + uint64(len(b.ops)) - 1
-	loc, size, err := db.appendLocked(&commit, 0)
-	if err != nil {
+	size := segment.Size(0, len(commit.Value), false)
+	loc := segment.Loc(db.active.id, off)
+	if err := db.appendBatchLocked(&commit, size, loc); err != nil {
 		db.failLocked(err)
 		db.mu.Unlock()
 		return err
@@ -211,7 +246,15 @@ func (db *DB) writeBatch(b *Batch) error {
 	for i := range b.ops {
 		op := &b.ops[i]
 		old := olds[i]
-		if repeated[i] { // an earlier operation of the batch may have changed it
+		switch at, ok := entered[string(b.key(op))]; {
+		case inserted[i]: // its entry is in place already
+			old = entry{}
+		case ok && at > i:
+			// A delete of a key absent before the batch, ahead of the key's
+			// first put: the key is absent here, though the put's entry is
+			// in the index already.
+			old = entry{}
+		case repeated[i]: // an earlier operation of the batch may have changed it
 			old, _ = db.probeLocked(hashes[i], b.key(op))
 		}
 		db.st.userBytes.Add(int64(op.klen + op.vlen))
@@ -219,22 +262,44 @@ func (db *DB) writeBatch(b *Batch) error {
 			db.segs[id].Load().dead.Add(int64(sizes[i]))
 			continue
 		}
-		inserted := false
-		if op.kind == segment.KindPut && !old.found {
-			// The records are already in the log, so an index error here
-			// (crafted colliding keys, a full reservation) leaves the batch
-			// half applied: the handle must fail; reopening replays it.
+		ins := inserted[i]
+		if op.kind == segment.KindPut && !old.found && !ins {
+			// The key's entry was deleted by an earlier operation of this
+			// batch, so re-inserting it cannot make its shard grow: the
+			// shard's fingerprints are a subset of those it held after the
+			// inserts above, at the same capacity. It cannot fail; if it
+			// did, the batch would be half applied and the handle must fail
+			// (reopening replays it).
 			if _, _, _, err := db.ix.Put(hashes[i], locs[i], noMatch); err != nil {
 				err = fmt.Errorf("marlin: index: %w", err)
 				db.failLocked(err)
 				db.mu.Unlock()
 				return err
 			}
-			inserted = true
+			ins = true
 		}
-		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], inserted)
+		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], ins)
 	}
 	db.st.batches.Add(1)
 	db.st.records.Add(int64(len(b.ops)))
 	return db.commitLocked(loc, size)
+}
+
+// appendBatchLocked appends a record of a batch at loc, which must be the
+// end of the active segment: the batch's room was made and its sync mark
+// written before its locations were computed. Unlike appendLocked it never
+// writes a sync mark, which would move the records after it. It flushes
+// the buffer first when the record does not fit its free room. db.mu must
+// be held.
+func (db *DB) appendBatchLocked(rec *segment.Record, size int, loc uint64) error {
+	if _, off := segment.SplitLoc(loc); off != db.tail.start+db.tail.n.Load() {
+		return fmt.Errorf("marlin: batch record planned at offset %d, tail at %d", off, db.tail.start+db.tail.n.Load())
+	}
+	if int(db.tail.n.Load())+size > len(db.tail.buf) {
+		if err := db.flushLocked(); err != nil {
+			return err
+		}
+	}
+	_, off := segment.SplitLoc(loc)
+	return db.putRecordLocked(rec, size, off)
 }

@@ -29,7 +29,7 @@ import (
 // well under a second, because the unkeyed hash can be computed offline.
 var farmCollisions = sync.OnceValue(func() [][]byte {
 	const n = 10
-	const topBits = 7 // of the 30-bit fingerprint, all ones
+	const topBits = 7 // of the fingerprint, all ones
 	byShard := map[int][][]byte{}
 	buf := []byte("https://x.example/")
 	for i := uint64(0); ; i++ {

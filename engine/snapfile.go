@@ -148,7 +148,7 @@ func decodeSnapMeta(b []byte) (*snapMeta, error) {
 func snapHeader(createdMs int64, id DBID) []byte {
 	b := []byte(snapMagic)
 	b = binary.LittleEndian.AppendUint16(b, snapVersion)
-	b = append(b, 16, 30, 0, 0) // shard bits, fingerprint bits (index layout)
+	b = append(b, index.ShardBits, index.FPBits, 0, 0) // index layout: a snapshot of another layout is ignored
 	b = binary.LittleEndian.AppendUint64(b, uint64(createdMs))
 	b = append(b, id[:]...)
 	return b

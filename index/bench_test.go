@@ -1,6 +1,7 @@
 package index
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,3 +147,48 @@ func BenchmarkLookupHit(b *testing.B) { benchLookup(b, true) }
 
 // BenchmarkLookupMiss looks up absent keys of a 4M-key index from all Ps.
 func BenchmarkLookupMiss(b *testing.B) { benchLookup(b, false) }
+
+// BenchmarkAddressSpace inserts N random hashes into an index with the
+// engine's default 256 GiB reservation and reports the address space the
+// slab allocator carved, the resident and live bytes per key, the block
+// classes in use, and how many shards sit above the rung their count alone
+// gives (capacity_test.go). Run it once per size:
+//
+//	go test -run '^$' -bench 'AddressSpace' -benchtime 1x ./index/
+func BenchmarkAddressSpace(b *testing.B) {
+	for _, n := range []int{10_000_000, 100_000_000} {
+		b.Run(fmt.Sprintf("keys=%.0e", float64(n)), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				ix, err := New(defaultReserve)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var peakAddr int64
+				for id := uint64(0); id < uint64(n); id++ {
+					benchPut(b, ix, id)
+					if id%(uint64(n)/10) == 0 {
+						peakAddr = max(peakAddr, ix.Stats().AddressBytes)
+					}
+				}
+				b.StopTimer()
+				st := ix.Stats()
+				peakAddr = max(peakAddr, st.AddressBytes)
+				above := map[int]int{}
+				for sn := range ix.shards {
+					if c := shardCap(ix, sn); c > 0 {
+						above[rungOf(c)-loadRung(int(ix.shards[sn].count))]++
+					}
+				}
+				b.Logf("%d keys: address %.2f GiB of %.0f GiB reserved, resident %.2f B/key, live %.2f B/key, load %.3f, %d classes in use; shards by rungs above their count's: %v",
+					n, float64(peakAddr)/(1<<30), float64(st.ReserveBytes)/(1<<30), float64(st.ResidentBytes)/float64(n),
+					float64(st.LiveBytes)/float64(n), st.LoadFactor, st.Classes, above)
+				b.ReportMetric(float64(peakAddr)/(1<<30), "address-GiB")
+				b.ReportMetric(float64(peakAddr)/float64(n), "address-B/key")
+				b.ReportMetric(float64(st.ResidentBytes)/float64(n), "resident-B/key")
+				b.ReportMetric(float64(st.Classes), "classes")
+				ix.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}

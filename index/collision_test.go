@@ -20,7 +20,7 @@ func TestNoCollisionErrorByChance(t *testing.T) {
 	// Grow the shard large, then empty it: capacity stays, count drops.
 	var hs []uint64
 	for i := 0; i < 2000; i++ {
-		h := mkHash(sn, uint64(i)<<16, 0)
+		h := mkHash(sn, uint64(i)<<(FPBits-14), 0)
 		hs = append(hs, h)
 		require.NoError(t, put(h, locOf(i, 1)))
 	}

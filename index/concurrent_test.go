@@ -36,7 +36,7 @@ func TestConcurrentReaders(t *testing.T) {
 	hot := []int{17, 4000, 4001, 9999, 20000, 33333, 50000, NumShards - 2}
 	rng := rand.New(rand.NewPCG(11, 12))
 	hash := make([]uint64, n)
-	shared := mkHash(hot[0], 1<<29+12345, 0) // a full hash shared by stable and churning keys
+	shared := mkHash(hot[0], 1<<(FPBits-1)+12345, 0) // a full hash shared by stable and churning keys
 	for id := 0; id < n; id++ {
 		switch r := rng.IntN(10); {
 		case id < stableN && id%500 == 0, id >= stableN && (id-stableN)%churnPer < 8:
@@ -323,7 +323,7 @@ func testMoves(t *testing.T, cycles int, growVictims bool) {
 	victim := func(i int) int { return 2*i + 2 }
 	churner := func(i int) int { return 2*i + 1 }
 	// Victim i's group is keys [i*group, (i+1)*group).
-	groupHash := func(i int) uint64 { return mkHash(victim(i), 1<<29+uint64(i), 0) }
+	groupHash := func(i int) uint64 { return mkHash(victim(i), 1<<(FPBits-1)+uint64(i), 0) }
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var lookups, slowLookups atomic.Int64
@@ -432,7 +432,7 @@ func TestMoveVsWriter(t *testing.T) {
 	ix := newIndex(t, testReserve)
 	victim := func(i int) int { return 2*i + 2 }
 	churner := func(i int) int { return 2*i + 1 }
-	hashOf := func(i, k int) uint64 { return mkHash(victim(i), uint64(k+1)<<26, 0) }
+	hashOf := func(i, k int) uint64 { return mkHash(victim(i), uint64(k+1)<<(FPBits-4), 0) }
 	var target atomic.Int64
 	target.Store(-1)
 	var stop atomic.Bool

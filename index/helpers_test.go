@@ -27,6 +27,9 @@ func splitmix64(x uint64) uint64 {
 // mkHash builds a hash with the given shard and fingerprint; low fills the
 // bits Split ignores.
 func mkHash(shard int, fp, low uint64) uint64 {
+	if fp >= 1<<FPBits {
+		panic("mkHash: fingerprint wider than FPBits")
+	}
 	return uint64(shard)<<(64-ShardBits) | fp<<(64-ShardBits-FPBits) | low&(1<<(64-ShardBits-FPBits)-1)
 }
 

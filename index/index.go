@@ -5,13 +5,13 @@
 //
 // # Slot layout
 //
-//	 63                            34 33                                0
-//	+--------------------------------+----------------------------------+
-//	|    fingerprint (FPBits = 30)   |   location (LocBits = 34)        |
-//	+--------------------------------+----------------------------------+
+//	 63                         37 36                                   0
+//	+-----------------------------+-------------------------------------+
+//	|   fingerprint (FPBits = 27) |   location (LocBits = 37)           |
+//	+-----------------------------+-------------------------------------+
 //
 // The 64-bit hash h picks a shard with its top ShardBits (16) bits; the next
-// 30 bits are the fingerprint. The location is opaque to this package (the
+// 27 bits are the fingerprint. The location is opaque to this package (the
 // engine packs a segment number and an 8-byte-aligned offset into it) but
 // must be non-zero, so that a zero slot means empty.
 //
@@ -25,8 +25,9 @@
 // starts at the home slot and stops at the first empty slot or the first
 // larger fingerprint, so misses are as cheap as hits. Growth needs no keys:
 // new homes are computed from the stored fingerprints alone, and the
-// capacity grows by about 15% at a time (fastrange homes allow any
-// capacity), which keeps the load between MaxLoad/GrowFactor and MaxLoad.
+// capacity grows by about 15% at a time, from one rung of a fixed ladder
+// of capacities to the next (fastrange homes allow any capacity), which
+// keeps the load between MaxLoad/1.15 and MaxLoad.
 //
 // # Concurrency
 //
@@ -39,7 +40,7 @@
 // carried the entry past it. Changing only an entry's location is a single
 // atomic store and needs no counter bump.
 //
-// Slot arrays live outside the Go heap, in per-size-class regions of one
+// Slot arrays live outside the Go heap, in per-size-class chunks of one
 // address-space reservation (slab.go). A block freed by growth, or moved by
 // the slab allocator, stays mapped, so a reader still scanning it reads
 // harmless stale slots (possibly another shard's, possibly half-written
@@ -64,7 +65,7 @@ import (
 // Bit budget of a slot and of the hash.
 const (
 	ShardBits = 16
-	FPBits    = 30
+	FPBits    = 27
 	LocBits   = 64 - FPBits
 	LocMask   = 1<<LocBits - 1
 	NumShards = 1 << ShardBits
@@ -74,9 +75,10 @@ const (
 	Overflow = 8
 	// minCap is the capacity a shard starts with when its first key arrives.
 	minCap = 16
-	// A shard grows when an insert would push its load past MaxLoad.
+	// A shard grows when an insert would push its load past MaxLoad,
 	maxLoadNum, maxLoadDen = 9, 10
-	// and it grows by a factor of growNum/growDen.
+	// to the next rung of a ladder whose rungs are a factor of about
+	// growNum/growDen apart (classes.go).
 	growNum, growDen = 23, 20
 
 	slotsPerUnit = arena.UnitSize / 8
@@ -85,8 +87,11 @@ const (
 // MaxLoad is the load factor at which a shard grows.
 const MaxLoad = float64(maxLoadNum) / maxLoadDen
 
-// ErrFull is returned when the index's address-space reservation is used up.
-var ErrFull = errors.New("index: memory reservation exhausted")
+// ErrFull is returned by Put when the index cannot grow a shard: its
+// address-space reservation has no chunk left for the new block, or the
+// shard would pass the largest block class. The Put changes nothing; other
+// shards and other keys keep working.
+var ErrFull = errors.New("index: address-space reservation exhausted, cannot grow")
 
 // ErrCollision is returned by Put when more than Overflow+1 keys of a shard
 // have fingerprints so close to the top of the range that no reasonable
@@ -210,7 +215,7 @@ func (ix *Index) Put(h, loc uint64, match PutFunc) (old uint64, found, replaced 
 	defer sh.mu.Unlock()
 	for {
 		d := sh.table.Load()
-		if d == 0 || (sh.count+1)*maxLoadDen > uint32(len(ix.view(d))-Overflow)*maxLoadNum {
+		if d == 0 || overLoad(int(sh.count)+1, len(ix.view(d))-Overflow) {
 			if err := ix.grow(sn, sh, fp); err != nil {
 				return 0, false, false, err
 			}
@@ -345,36 +350,39 @@ func (ix *Index) removeAt(sh *shard, i int) {
 	ix.count.Add(-1)
 }
 
-// grow moves shard sn into a larger block. The shard's lock must be held.
+// grow moves shard sn into a larger block: the next rung of the ladder
+// (classes.go), or a higher one if the entries (and the pending one) do
+// not fit the overflow area there. The shard's lock must be held.
 //
 // pending, if not noPending, is the fingerprint of an entry about to be
 // inserted: the new capacity must have room for it as well.
 func (ix *Index) grow(sn int, sh *shard, pending uint64) error {
 	oldD := sh.table.Load()
 	var old []uint64
-	oldCap, newCap := 0, minCap
+	oldCap, r := 0, 0
 	if oldD != 0 {
 		old = ix.view(oldD)
 		oldCap = len(old) - Overflow
-		newCap = max(oldCap*growNum/growDen, oldCap+slotsPerUnit)
+		r = rungOf(oldCap) + 1
 	}
 	// Growth makes room for a final cluster that overflows because the
 	// homes of fingerprints at the top of the range spread apart with the
 	// capacity. Only keys crafted to share (nearly) the top fingerprint need
-	// more than this bound; they get ErrCollision instead of unbounded
-	// memory.
+	// more than this bound (the first rung at or past it is still tried);
+	// they get ErrCollision instead of unbounded memory.
 	limit := max(2*oldCap, 4*(int(sh.count)+minCap))
-	for {
-		newCap = (newCap + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
-		if fits(old, newCap+Overflow, pending) {
-			break
+	for ; ; r++ {
+		if r == len(ladder) {
+			return fmt.Errorf("%w: shard %d would need more than %d slots", ErrFull, sn, ladder[len(ladder)-1])
 		}
-		// The final cluster would not fit in the overflow area: go bigger.
-		newCap += newCap / 8
-		if newCap > limit {
+		if r > 0 && ladder[r-1] >= limit {
 			return ErrCollision
 		}
+		if fits(old, ladder[r]+Overflow, pending) {
+			break
+		}
 	}
+	newCap := ladder[r]
 	units := uint32((newCap + Overflow) / slotsPerUnit)
 	off, err := ix.slabs.alloc(units, int32(sn))
 	if err != nil {

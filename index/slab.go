@@ -8,66 +8,101 @@ import (
 	"github.com/marlinkv/marlin/arena"
 )
 
-// slabs allocates the shards' slot blocks off-heap, with no fragmentation.
+// slabs allocates the shards' slot blocks off-heap, with no fragmentation
+// and with address space proportional to the blocks in use.
 //
-// Every shard grows through the same sequence of block sizes, so blocks of
-// one size (a class) are freed in waves as the shards outgrow it. A general
-// allocator would leave most pages of a class partly used through each wave
-// (about a fifth of the index's memory, measured at 10 million keys).
-// Instead each class has a region of its own where its blocks are kept
-// packed: when a block is freed, the class's last block is moved into the
-// hole (under its shard's lock, with the shard's sequence counter bumped so
-// that readers retry) and the pages past the new end are returned to the OS.
-// The resident size is thus the live size rounded up to a page per class.
+// Every shard grows through the same ladder of block sizes (classes.go), so
+// blocks of one size (a class) are freed in waves as the shards outgrow it.
+// A general allocator would leave most pages of a class partly used through
+// each wave (about a fifth of the index's memory, measured at 10 million
+// keys). Instead each class keeps its blocks packed: block i of a class is
+// the i-th block of the class's sequence of chunks. When a block is freed,
+// the class's last block is moved into the hole (under its shard's lock,
+// with the shard's sequence counter bumped so that readers retry) and the
+// pages past the new end are returned to the OS. The resident size is thus
+// the live size plus at most one partial page per chunk in use.
 //
-// A class region has room for one block per shard (a shard never holds two
-// blocks of one class), carved from one address-space reservation when the
-// class is first used.
+// Chunks (chunkBytes, page-aligned) are carved from one address-space
+// reservation when a class needs room, and a chunk a class no longer uses
+// goes back to a free list (its pages already released) from which any
+// class takes it. So the address space carved is the largest number of
+// chunks ever in use at once, and chunks in use are at most
+//
+//	Σ over classes ⌈blocks_k / perChunk_k⌉ ≤ (live bytes + hole bytes) / (chunkBytes − largest block) + classes in use
+//
+// (capacity_test.go computes this at 10^9 keys). Before chunks, every class
+// had a region for one block per shard, carved when the class was first
+// used, and the classes' regions filled a 256 GiB reservation at 40% of a
+// billion keys.
+//
+// A chunk is never unmapped before Close, so a reader scanning a block that
+// was freed, moved or whose chunk went to another class reads stale slots
+// or zeros, never a fault (index.go explains why stale slots are harmless).
 type slabs struct {
 	mem  []byte // the reservation; never moves
 	base unsafe.Pointer
 
-	mu      sync.Mutex // guards next, classes and every class's fields
-	next    int        // bytes of mem given to class regions
-	classes map[uint32]*class
+	mu       sync.Mutex // guards everything below and every class's fields
+	carved   int        // chunks carved from mem: the address-space high-water mark
+	spare    []int32    // carved chunks no class holds; their pages are released
+	chunkPos []int32    // for each carved chunk, its position in its class's chunks
+	classes  map[uint32]*class
 }
+
+// chunkBytes is the unit in which classes take address space. A block never
+// spans two chunks, so it bounds the largest block (maxBlockSlots); a class
+// wastes less than one block per chunk and at most one partly used chunk.
+const chunkBytes = 16 << 20
 
 type class struct {
 	blockBytes int
-	base       int     // byte offset of the region in mem
+	perChunk   int     // blocks per chunk
+	chunks     []int32 // chunk numbers: block i lives in chunks[i/perChunk]
 	owners     []int32 // shard owning each block; -1 marks a hole
 	holes      []int32 // blocks freed but not filled (a move was refused)
 }
 
 func newSlabs(reserveBytes int) (*slabs, error) {
-	mem, err := arena.Reserve(reserveBytes, 1<<26)
+	mem, err := arena.Reserve(reserveBytes, chunkBytes)
 	if err != nil {
 		return nil, err
 	}
+	// Keep whole chunks only; the reservation is page-aligned, so chunks are.
+	mem = mem[:len(mem)/chunkBytes*chunkBytes]
 	return &slabs{mem: mem, base: unsafe.Pointer(unsafe.SliceData(mem)), classes: make(map[uint32]*class)}, nil
 }
 
 func (s *slabs) close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := arena.Unmap(s.mem)
+	err := arena.Unmap(s.mem[:cap(s.mem)])
 	s.mem, s.base, s.classes = nil, nil, nil
 	return err
 }
 
+// offset returns the byte offset in mem of block i of c.
+func (c *class) offset(i int) int {
+	return int(c.chunks[i/c.perChunk])*chunkBytes + i%c.perChunk*c.blockBytes
+}
+
+// used returns the bytes of the j-th chunk of c that hold blocks when c
+// has n blocks (holes included).
+func (c *class) used(j, n int) int {
+	return min(max(n-j*c.perChunk, 0), c.perChunk) * c.blockBytes
+}
+
 // alloc returns the byte offset of a zeroed block of units units for shard
-// owner.
+// owner, or ErrFull when the reservation has no chunk left for it.
 func (s *slabs) alloc(units uint32, owner int32) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.classes[units]
 	if c == nil {
-		size := pageUp(NumShards * int(units) * arena.UnitSize)
-		if s.next+size > len(s.mem) {
-			return 0, ErrFull
+		bb := int(units) * arena.UnitSize
+		if bb > chunkBytes {
+			return 0, fmt.Errorf("%w: a block of %d bytes exceeds a chunk", ErrFull, bb)
 		}
-		c = &class{blockBytes: int(units) * arena.UnitSize, base: s.next}
-		s.next += size
+		c = &class{blockBytes: bb, perChunk: chunkBytes / bb}
 		s.classes[units] = c
 	}
 	var i int
@@ -75,16 +110,36 @@ func (s *slabs) alloc(units uint32, owner int32) (uint64, error) {
 		i = int(c.holes[n-1])
 		c.holes = c.holes[:n-1]
 	} else {
-		if len(c.owners) == NumShards {
-			return 0, fmt.Errorf("index: class of %d units over-allocated", units)
-		}
 		i = len(c.owners)
+		if i == len(c.chunks)*c.perChunk {
+			ch, err := s.takeChunk()
+			if err != nil {
+				return 0, err
+			}
+			s.chunkPos[ch] = int32(len(c.chunks))
+			c.chunks = append(c.chunks, ch)
+		}
 		c.owners = append(c.owners, 0)
 	}
 	c.owners[i] = owner
-	off := c.base + i*c.blockBytes
-	clear(s.mem[off : off+c.blockBytes]) // holes and partial tail pages hold old bytes
+	off := c.offset(i)
+	clear(s.mem[off : off+c.blockBytes]) // holes and reused pages may hold old bytes
 	return uint64(off), nil
+}
+
+// takeChunk returns a free chunk, carving a new one if there is none.
+func (s *slabs) takeChunk() (int32, error) {
+	if n := len(s.spare); n > 0 {
+		ch := s.spare[n-1]
+		s.spare = s.spare[:n-1]
+		return ch, nil
+	}
+	if (s.carved+1)*chunkBytes > len(s.mem) {
+		return 0, fmt.Errorf("%w (%d MiB reserved, all in use: raise IndexReserve)", ErrFull, len(s.mem)>>20)
+	}
+	s.carved++
+	s.chunkPos = append(s.chunkPos, 0)
+	return int32(s.carved - 1), nil
 }
 
 // free hands back the block at byte offset off. To keep the class packed it
@@ -95,12 +150,13 @@ func (s *slabs) free(off uint64, units uint32, move func(owner int32, from, to u
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.classes[units]
-	i := (int(off) - c.base) / c.blockBytes
-	oldEnd := c.base + len(c.owners)*c.blockBytes
+	ch := int(off) / chunkBytes
+	i := int(s.chunkPos[ch])*c.perChunk + (int(off)-ch*chunkBytes)/c.blockBytes
+	oldN := len(c.owners)
 	c.owners[i] = -1
 	c.trimHoles()
 	if last := len(c.owners) - 1; i < last {
-		from := uint64(c.base + last*c.blockBytes)
+		from := uint64(c.offset(last))
 		if move(c.owners[last], from, off) {
 			c.owners[i] = c.owners[last]
 			c.owners = c.owners[:last]
@@ -108,8 +164,22 @@ func (s *slabs) free(off uint64, units uint32, move func(owner int32, from, to u
 			c.holes = append(c.holes, int32(i))
 		}
 	}
-	if newEnd := c.base + len(c.owners)*c.blockBytes; pageUp(newEnd) < pageUp(oldEnd) {
-		arena.Release(s.mem[pageUp(newEnd):pageUp(oldEnd)])
+	s.shrink(c, oldN)
+}
+
+// shrink returns to the OS the pages of c past its new end (it held oldN
+// blocks before) and gives chunks it no longer uses back to the free list.
+func (s *slabs) shrink(c *class, oldN int) {
+	newN := len(c.owners)
+	for j := len(c.chunks) - 1; j >= 0 && j*c.perChunk >= newN-c.perChunk+1; j-- {
+		start := int(c.chunks[j]) * chunkBytes
+		if from, to := pageUp(c.used(j, newN)), pageUp(c.used(j, oldN)); from < to {
+			arena.Release(s.mem[start+from : start+to])
+		}
+		if c.used(j, newN) == 0 {
+			s.spare = append(s.spare, c.chunks[j])
+			c.chunks = c.chunks[:j]
+		}
 	}
 }
 
@@ -126,17 +196,30 @@ func (c *class) trimHoles() {
 	}
 }
 
-// usage returns the bytes in live blocks and the resident bytes (each
-// class's packed prefix, rounded up to a page).
-func (s *slabs) usage() (live, resident int64) {
+// slabUsage describes the allocator's memory.
+type slabUsage struct {
+	live, resident int64 // bytes in live blocks; resident pages
+	carved, inUse  int64 // chunks ever carved (address space), chunks held by classes
+	classes        int   // classes holding at least one block
+	reserve        int64 // bytes of the reservation
+}
+
+func (s *slabs) usage() slabUsage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	u := slabUsage{carved: int64(s.carved), reserve: int64(len(s.mem))}
 	for _, c := range s.classes {
-		n := len(c.owners) - len(c.holes)
-		live += int64(n * c.blockBytes)
-		resident += int64(pageUp(c.base+len(c.owners)*c.blockBytes) - c.base)
+		n := len(c.owners)
+		u.live += int64((n - len(c.holes)) * c.blockBytes)
+		for j := range c.chunks {
+			u.resident += int64(pageUp(c.used(j, n)))
+		}
+		u.inUse += int64(len(c.chunks))
+		if n > 0 {
+			u.classes++
+		}
 	}
-	return live, resident
+	return u
 }
 
 func pageUp(n int) int { return (n + arena.PageSize - 1) / arena.PageSize * arena.PageSize }

@@ -68,11 +68,12 @@ func TestSlabsPacking(t *testing.T) {
 		}
 	}
 	c := s.classes[units]
-	base := uint64(c.base)
+	require.Len(t, c.chunks, 1, "a few pages' worth fit one chunk")
+	base := uint64(c.offset(0))
 	require.Zero(t, base%uint64(arena.PageSize))
-	live, res := s.usage()
-	require.Equal(t, int64(n*bs), live)
-	require.Equal(t, int64(pageUp(n*bs)), res)
+	u := s.usage()
+	require.Equal(t, int64(n*bs), u.live)
+	require.Equal(t, int64(pageUp(n*bs)), u.resident)
 
 	// Free block 3: block n-1 moves into it.
 	type mv struct {
@@ -93,9 +94,9 @@ func TestSlabsPacking(t *testing.T) {
 	require.Equal(t, []mv{{int32(n - 1), offs[n-1], offs[3]}}, moves)
 	require.Equal(t, int32(n-1), c.owners[3])
 	require.Len(t, c.owners, n-1)
-	live, res = s.usage()
-	require.Equal(t, int64((n-1)*bs), live)
-	require.Equal(t, int64(pageUp((n-1)*bs)), res)
+	u = s.usage()
+	require.Equal(t, int64((n-1)*bs), u.live)
+	require.Equal(t, int64(pageUp((n-1)*bs)), u.resident)
 
 	// Freeing the last block moves nothing.
 	moves = nil
@@ -109,8 +110,7 @@ func TestSlabsPacking(t *testing.T) {
 	require.Len(t, moves, 1)
 	require.Len(t, c.owners, n-2)
 	require.Equal(t, []int32{5}, c.holes)
-	live, _ = s.usage()
-	require.Equal(t, int64((n-3)*bs), live)
+	require.Equal(t, int64((n-3)*bs), s.usage().live)
 	require.Equal(t, byte(6), s.mem[offs[5]], "a hole keeps its bytes until reused")
 	off, err := s.alloc(units, 999)
 	require.NoError(t, err)
@@ -129,52 +129,126 @@ func TestSlabsPacking(t *testing.T) {
 	s.free(offs[last], units, refuse) // the last: trims last, last-1, last-2
 	require.Empty(t, c.holes)
 	require.Len(t, c.owners, last-2)
-	live, res = s.usage()
-	require.Equal(t, int64((last-2)*bs), live)
+	u = s.usage()
+	require.Equal(t, int64((last-2)*bs), u.live)
 	end := pageUp(int(base) + (last-2)*bs)
-	require.Equal(t, int64(end)-int64(base), res)
+	require.Equal(t, int64(end)-int64(base), u.resident)
 
 	// Free everything from the front (each free moves the last block in),
 	// then check that every page of the class went back to the OS.
 	for len(c.owners) > 0 {
 		s.free(base, units, func(owner int32, from, to uint64) bool { return true })
 	}
-	live, res = s.usage()
-	require.Zero(t, live)
-	require.Zero(t, res)
+	u = s.usage()
+	require.Zero(t, u.live)
+	require.Zero(t, u.resident)
+	require.Zero(t, u.inUse, "the emptied class gave its chunk back")
+	require.Equal(t, []int32{0}, s.spare)
 	region := s.mem[base : base+uint64(pageUp(n*bs))]
 	for p, r := range pagesResident(t, region) {
 		require.False(t, r, "page %d of the emptied class is still resident", p)
 	}
 }
 
-func TestSlabsClasses(t *testing.T) {
-	s := newTestSlabs(t, 1<<26)
-	// Each class region holds one block per shard: 4 MiB per unit.
-	var offs []uint64
+// TestSlabsChunks: classes take address space a chunk at a time, as their
+// blocks need it; a chunk a class empties goes to any class that needs one;
+// the reservation runs out only when every chunk is in use.
+func TestSlabsChunks(t *testing.T) {
+	s := newTestSlabs(t, 4*chunkBytes)
+	require.Len(t, s.mem, 4*chunkBytes)
+	// Three classes, one block each: one chunk each.
 	for _, u := range []uint32{3, 4, 5} {
 		off, err := s.alloc(u, 1)
 		require.NoError(t, err)
+		require.Zero(t, off%chunkBytes, "a class's first block starts its chunk")
+	}
+	require.Equal(t, 3, s.carved)
+	// A class takes a chunk for its first 16 blocks ...
+	const units = 1 << 14 // 1 MiB blocks: 16 a chunk
+	per := chunkBytes / (units * arena.UnitSize)
+	var offs []uint64
+	for i := 0; i < per; i++ {
+		off, err := s.alloc(units, int32(i))
+		require.NoError(t, err)
+		if i > 0 {
+			require.Equal(t, offs[i-1]+units*arena.UnitSize, off, "packed")
+		}
 		offs = append(offs, off)
 	}
-	require.Equal(t, uint64(0), offs[0])
-	require.Equal(t, uint64(NumShards*3*arena.UnitSize), offs[1])
-	require.Equal(t, uint64(NumShards*7*arena.UnitSize), offs[2])
-	// 12+16+20 MiB used of 64: a 6-unit class (24 MiB) does not fit.
-	_, err := s.alloc(6, 1)
+	require.Equal(t, 4, s.carved)
+	c := s.classes[units]
+	require.Len(t, c.chunks, 1)
+	// ... and would need another for the 17th, which the reservation does
+	// not have.
+	_, err := s.alloc(units, 99)
 	require.ErrorIs(t, err, ErrFull)
-	// Existing classes still work.
+	require.ErrorContains(t, err, "IndexReserve")
+	// Existing classes still allocate within their chunks.
 	_, err = s.alloc(4, 2)
 	require.NoError(t, err)
-
-	// A class holds at most one block per shard.
-	s2 := newTestSlabs(t, 1<<26)
-	for i := 0; i < NumShards; i++ {
-		_, err := s2.alloc(1, int32(i))
-		require.NoError(t, err)
+	// The class empties (freeing from the front moves the last block in):
+	// its chunk goes back and another class takes it.
+	for len(c.owners) > 0 {
+		s.free(uint64(c.offset(0)), units, func(owner int32, from, to uint64) bool { return true })
 	}
-	_, err = s2.alloc(1, 0)
-	require.Error(t, err)
+	require.Empty(t, c.chunks)
+	require.Len(t, s.spare, 1)
+	u := s.usage()
+	require.Equal(t, int64(3), u.inUse)
+	require.Equal(t, int64(4), u.carved)
+	off, err := s.alloc(6, 1)
+	require.NoError(t, err)
+	require.Equal(t, offs[0], off, "the new class reuses the freed chunk")
+	require.Equal(t, 4, s.carved, "no new address space")
+	// A block larger than a chunk is refused.
+	_, err = s.alloc(chunkBytes/arena.UnitSize+1, 1)
+	require.ErrorIs(t, err, ErrFull)
+}
+
+// TestSlabsShrinkAcrossChunks frees blocks so that a class's end crosses
+// chunk boundaries, with trailing holes: the emptied chunks go back, their
+// pages released, and the partial chunk keeps only its used pages.
+func TestSlabsShrinkAcrossChunks(t *testing.T) {
+	s := newTestSlabs(t, 8*chunkBytes)
+	const units = 1 << 13 // 512 KiB: 32 a chunk
+	bs := units * arena.UnitSize
+	per := chunkBytes / bs
+	n := 3*per + 5
+	for i := 0; i < n; i++ {
+		off, err := s.alloc(units, int32(i))
+		require.NoError(t, err)
+		s.mem[off] = 1
+		s.mem[off+uint64(bs)-1] = 1
+	}
+	c := s.classes[units]
+	require.Len(t, c.chunks, 4)
+	refuse := func(int32, uint64, uint64) bool { return false }
+	// Holes over the last chunk and a half: refused moves keep them.
+	for i := n - 2; i >= per+per/2; i-- {
+		s.free(uint64(c.offset(i)), units, refuse)
+	}
+	require.Len(t, c.chunks, 4, "holes keep the chunks")
+	// Freeing the last block trims every trailing hole.
+	s.free(uint64(c.offset(n-1)), units, refuse)
+	require.Len(t, c.owners, per+per/2)
+	require.Empty(t, c.holes)
+	require.Len(t, c.chunks, 2)
+	require.Len(t, s.spare, 2)
+	for _, ch := range s.spare {
+		b := s.mem[int(ch)*chunkBytes : int(ch+1)*chunkBytes]
+		for p, r := range pagesResident(t, b) {
+			require.False(t, r, "page %d of a spare chunk is resident", p)
+		}
+	}
+	u := s.usage()
+	require.Equal(t, int64((per+per/2)*bs), u.live)
+	require.Equal(t, u.live, u.resident, "blocks are page multiples: nothing else resident")
+	second := s.mem[int(c.chunks[1])*chunkBytes : int(c.chunks[1]+1)*chunkBytes]
+	res := pagesResident(t, second)
+	half := per / 2 * bs / arena.PageSize
+	for p, r := range res {
+		require.Equal(t, p < half, r, "page %d of the partial chunk", p)
+	}
 }
 
 // TestBlockMoves checks, through the index, that a shard's block moved into
@@ -245,27 +319,30 @@ func TestBlockMoves(t *testing.T) {
 }
 
 // TestIndexFull fills a minimal reservation: Put fails with ErrFull and the
-// index stays consistent and usable for shards that need no new class.
+// index stays consistent and usable for shards whose classes have room.
 func TestIndexFull(t *testing.T) {
-	ix := newIndex(t, 1<<26)
-	require.Equal(t, 1<<26, len(ix.slabs.mem), "test assumes the exact reservation")
-	var full int
-	ids := 0
-	hash := []uint64{}
+	const chunks = 4
+	ix := newIndex(t, chunks*chunkBytes)
+	require.Equal(t, chunks*chunkBytes, len(ix.slabs.mem), "test assumes the exact reservation")
 	m := newModel(t, ix, nil)
-	for ; ids < 200 && full == 0; ids++ {
-		hash = append(hash, mkHash(7, splitmix64(uint64(ids))>>(64-FPBits), 0))
-		loc := locOf(ids, 1)
-		_, _, _, err := ix.Put(hash[ids], loc, func(uint64) (bool, bool) { return false, false })
-		if err != nil {
-			require.ErrorIs(t, err, ErrFull)
-			full = ids
-			break
+	// Shard i holds enough keys for rung i: each rung is a class of its
+	// own, needing a chunk; the fifth class finds none.
+	full := -1
+	for sn := 0; sn <= chunks && full < 0; sn++ {
+		for shardCap(ix, sn) < ladder[sn] {
+			id := len(m.hash)
+			m.hash = append(m.hash, mkHash(sn, splitmix64(uint64(id))>>(64-FPBits), 0))
+			_, _, _, err := ix.Put(m.hash[id], locOf(id, 1), func(uint64) (bool, bool) { return false, false })
+			if err != nil {
+				require.ErrorIs(t, err, ErrFull)
+				full = sn
+				break
+			}
+			m.cur[id] = locOf(id, 1)
 		}
-		m.cur[ids] = loc
 	}
-	require.NotZero(t, full, "a 64 MiB index must fill up")
-	m.hash = hash
+	require.Equal(t, chunks, full, "the reservation holds %d classes", chunks)
+	require.Equal(t, int64(chunks*chunkBytes), ix.Stats().AddressBytes)
 	m.verify()
 	// Other shards can still take keys into existing classes.
 	for i := 0; i < 1000; i++ {

@@ -27,17 +27,26 @@ type Stats struct {
 	ResidentBytes int64   // slot memory the OS holds for the index
 	LiveBytes     int64   // bytes in live slot blocks (overflow areas included)
 	ShardBytes    int64   // Go-heap bytes of the shard headers
+	// AddressBytes is the address space the slab allocator has carved from
+	// the reservation (its high-water mark of chunks in use); ReserveBytes
+	// is the reservation. Put fails with ErrFull when a shard needs a chunk
+	// and none is left.
+	AddressBytes, ReserveBytes int64
+	Classes                    int // block classes (capacity rungs) holding blocks
 }
 
 // Stats reports the index's size and memory.
 func (ix *Index) Stats() Stats {
-	live, resident := ix.slabs.usage()
+	u := ix.slabs.usage()
 	st := Stats{
 		Entries:       ix.count.Load(),
 		Capacity:      ix.slots.Load(),
-		ResidentBytes: resident,
-		LiveBytes:     live,
+		ResidentBytes: u.resident,
+		LiveBytes:     u.live,
 		ShardBytes:    int64(len(ix.shards)) * 32,
+		AddressBytes:  u.carved * chunkBytes,
+		ReserveBytes:  u.reserve,
+		Classes:       u.classes,
 	}
 	if st.Capacity > 0 {
 		st.LoadFactor = float64(st.Entries) / float64(st.Capacity)
@@ -129,17 +138,21 @@ func (ix *Index) LoadShard(sn int, slots []uint64) error {
 	if len(slots) == 0 {
 		return nil
 	}
-	c := max(minCap, (len(slots)*maxLoadDen+maxLoadNum-1)/maxLoadNum)
-	for {
-		c = (c + slotsPerUnit - 1) / slotsPerUnit * slotsPerUnit
-		if fits(slots, c+Overflow, noPending) {
-			break
+	// The rung a shard grown by load alone would have (classes.go), or a
+	// higher one if the entries do not fit its overflow area.
+	r := loadRung(len(slots))
+	for ; ; r++ {
+		if r == len(ladder) {
+			return fmt.Errorf("%w: shard %d would need more than %d slots", ErrFull, sn, ladder[len(ladder)-1])
 		}
-		c += c / 8
-		if c > 4*(len(slots)+minCap) {
+		if r > 0 && ladder[r-1] >= 4*(len(slots)+minCap) {
 			return ErrCollision
 		}
+		if fits(slots, ladder[r]+Overflow, noPending) {
+			break
+		}
 	}
+	c := ladder[r]
 	units := uint32((c + Overflow) / slotsPerUnit)
 	off, err := ix.slabs.alloc(units, int32(sn))
 	if err != nil {

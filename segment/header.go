@@ -34,10 +34,12 @@ const FormatVersion = 2
 var magic = [8]byte{'M', 'A', 'R', 'L', 'I', 'N', 'S', 'G'}
 
 // Location bit budget: a location is a segment id and an offset in units
-// of Align, packed in LocBits = 34 bits (the index's slot budget).
+// of Align, packed in LocBits = 37 bits (the index's slot budget: 64 bits
+// less a 27-bit fingerprint). 2^13 segments of up to 128 MiB address 1 TiB
+// of log; the id fits the header's uint16.
 const (
 	OffsetBits = 24
-	IDBits     = 10
+	IDBits     = 13
 	// MaxSegments is the number of segment ids; ids are reused after a
 	// segment is removed.
 	MaxSegments = 1 << IDBits

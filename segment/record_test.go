@@ -412,6 +412,8 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{ID: 1, Generation: 1, DBTag: 0xdeadbeef},
 		{ID: MaxSegments - 1, Generation: math.MaxUint64, DBTag: math.MaxUint32},
 		{ID: 513, Generation: 1 << 40, DBTag: 7},
+		{ID: 1024, Generation: 5, DBTag: 9}, // past the old limit of 1024 ids
+		{ID: 5000, Generation: 6, DBTag: 9},
 	} {
 		b := EncodeHeader(h)
 		require.Len(t, b, HeaderSize)
@@ -446,6 +448,7 @@ func TestHeaderRejects(t *testing.T) {
 		"version 0":   withCRC(func() []byte { b := clone(); binary.LittleEndian.PutUint16(b[8:], 0); return b }()),
 		"version 1":   withCRC(func() []byte { b := clone(); binary.LittleEndian.PutUint16(b[8:], 1); return b }()),
 		"id too big":  EncodeHeader(Header{ID: MaxSegments, Generation: 99, DBTag: 1}),
+		"id 65535":    EncodeHeader(Header{ID: 65535, Generation: 99, DBTag: 1}),
 		"no db tag":   EncodeHeader(Header{ID: 3, Generation: 99}),
 		"bad crc":     func() []byte { b := clone(); b[24] ^= 1; return b }(),
 	}
@@ -474,7 +477,10 @@ func TestHeaderRejects(t *testing.T) {
 }
 
 func TestLoc(t *testing.T) {
-	require.Equal(t, 34, OffsetBits+IDBits, "the index stores 34-bit locations")
+	require.Equal(t, 37, OffsetBits+IDBits, "the index stores 37-bit locations")
+	require.Equal(t, 8192, MaxSegments)
+	require.Equal(t, int64(1)<<40, int64(MaxSegments)*MaxSegmentSize, "1 TiB of addressable log")
+	require.LessOrEqual(t, MaxSegments-1, math.MaxUint16, "ids fit the header's uint16")
 	for _, tc := range []struct {
 		id  uint16
 		off int64
@@ -483,22 +489,28 @@ func TestLoc(t *testing.T) {
 		{0, HeaderSize},
 		{1, 8},
 		{0, MaxSegmentSize - 8},
+		{1023, MaxSegmentSize - 8}, // the old limit of 1024 ids
+		{1024, 0},
+		{1024, HeaderSize},
+		{4095, 1 << 26},
+		{4096, 8},
 		{MaxSegments - 1, 0},
 		{MaxSegments - 1, HeaderSize},
 		{MaxSegments - 1, MaxSegmentSize - 8},
 		{512, 1 << 20},
 	} {
 		loc := Loc(tc.id, tc.off)
-		require.Less(t, loc, uint64(1)<<34, "%+v", tc)
+		require.Less(t, loc, uint64(1)<<37, "%+v", tc)
 		id, off := SplitLoc(loc)
 		require.Equal(t, tc.id, id, "%+v", tc)
 		require.Equal(t, tc.off, off, "%+v", tc)
 	}
-	require.Equal(t, uint64(1)<<34-1, Loc(MaxSegments-1, MaxSegmentSize-8))
+	require.Equal(t, uint64(1)<<37-1, Loc(MaxSegments-1, MaxSegmentSize-8))
 	require.Zero(t, Loc(0, 0))
 	// Neighbours at the extremes stay distinct.
 	require.NotEqual(t, Loc(MaxSegments-1, 0), Loc(MaxSegments-2, MaxSegmentSize-8))
 	require.Equal(t, Loc(MaxSegments-2, MaxSegmentSize-8)+1, Loc(MaxSegments-1, 0))
+	require.Equal(t, Loc(1023, MaxSegmentSize-8)+1, Loc(1024, 0))
 }
 
 func TestFileName(t *testing.T) {
