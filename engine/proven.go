@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -30,12 +29,14 @@ import (
 // A normal Open therefore never discards fsynced data silently; cutting it
 // off is Repair's job, which says what it drops.
 
-// noteProvenSizes records the sizes meta proves were fsynced.
-func (db *DB) noteProvenSizes(meta *snapMeta) {
-	db.provenSize = make(map[uint64]int64, len(meta.segs))
-	for _, s := range meta.segs {
-		db.provenSize[s.gen] = s.size
+// provenSizes returns the segment sizes meta proves were fsynced, by
+// generation.
+func (m *snapMeta) provenSizes() map[uint64]int64 {
+	proven := make(map[uint64]int64, len(m.segs))
+	for _, s := range m.segs {
+		proven[s.gen] = s.size
 	}
+	return proven
 }
 
 // checkProvenSizes fails with ErrCorrupt if a segment file on disk is
@@ -102,15 +103,11 @@ func LogEnds(dir string, opts *Options) ([]LogEnd, error) {
 		}
 	}
 	slices.Sort(gens)
-	proven := map[uint64]int64{}
 	// Only a snapshot of this database proves anything: without a readable
 	// identity file nothing is known to be this database's.
-	if id, err := readMeta(o.FS, dir); err == nil {
-		if meta, err := readNewestTrailer(o.FS, dir, names, id.id); err == nil {
-			for _, s := range meta.segs {
-				proven[s.gen] = s.size
-			}
-		}
+	var proven map[uint64]int64
+	if m, err := readMeta(o.FS, dir); err == nil {
+		proven = newestProvenSizes(o.FS, dir, names, m.id)
 	}
 	torn := tornTailSegments(gens, onDisk)
 	var ends []LogEnd
@@ -152,52 +149,22 @@ func LogEnds(dir string, opts *Options) ([]LogEnd, error) {
 	return ends, nil
 }
 
-// readNewestTrailer reads the trailer of the newest snapshot in dir (names
-// is its listing), checking the header (it must be database id's) and the
-// frames' checksums.
-func readNewestTrailer(fs vfs.FS, dir string, names []string, id DBID) (*snapMeta, error) {
-	var newest uint64
-	found := false
-	for _, n := range names {
-		if k, ok := parseSnapName(n); ok && (!found || k > newest) {
-			newest, found = k, true
-		}
-	}
+// newestProvenSizes returns the segment sizes that the newest snapshot in
+// dir (names is its listing) proves were fsynced, by generation: nil if
+// there is no snapshot, it is damaged, or it is not database id's (as
+// loadSnapshot judges it).
+func newestProvenSizes(fs vfs.FS, dir string, names []string, id DBID) map[uint64]int64 {
+	newest, found := newestSnapshot(names)
 	if !found {
-		return nil, errNoSnapshot
+		return nil
 	}
-	f, err := fs.Open(filepath.Join(dir, snapName(newest)))
+	s, err := openSnapshot(fs, filepath.Join(dir, snapName(newest)))
 	if err != nil {
-		return nil, err
+		return nil
 	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
+	_ = s.f.Close()
+	if s.hdr.id != id {
+		return nil
 	}
-	if size < snapFooterSize {
-		return nil, fmt.Errorf("snapshot too short")
-	}
-	var foot [snapFooterSize]byte
-	if _, err := f.ReadAt(foot[:], size-snapFooterSize); err != nil {
-		return nil, err
-	}
-	at := int64(binary.LittleEndian.Uint64(foot[:]))
-	if string(foot[8:]) != snapEndMagic || at < 0 || at > size-snapFooterSize {
-		return nil, fmt.Errorf("bad snapshot footer")
-	}
-	hr := &frameReader{f: f, end: at}
-	h, err := hr.next()
-	if err != nil {
-		return nil, fmt.Errorf("bad snapshot header: %w", err)
-	}
-	if hdr, err := decodeSnapHeader(h); err != nil || hdr.id != id {
-		return nil, fmt.Errorf("snapshot header is not this database's (%v)", err)
-	}
-	tr := &frameReader{f: f, off: at, end: size - snapFooterSize}
-	p, err := tr.next()
-	if err != nil {
-		return nil, err
-	}
-	return decodeSnapMeta(p)
+	return s.meta.provenSizes()
 }

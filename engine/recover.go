@@ -103,19 +103,27 @@ func tornTailSegments(gens []uint64, onDisk map[uint64]int64) map[uint64]bool {
 // removeSnapshotFiles deletes a leftover snapshot temp file and, with all
 // set, every snapshot (Repair). names is the directory listing.
 func (db *DB) removeSnapshotFiles(names []string, all bool) error {
+	if err := removeSnapshots(db.fs, db.dir, names, all); err != nil {
+		return fmt.Errorf("marlin: %w", err)
+	}
+	return nil
+}
+
+// removeSnapshots deletes the snapshot temp file and, with all set, every
+// snapshot file listed in names (dir's listing), and fsyncs dir if it
+// removed any.
+func removeSnapshots(fs vfs.FS, dir string, names []string, all bool) error {
 	removed := false
 	for _, n := range names {
 		if _, isSnap := parseSnapName(n); n == snapTmpName || all && isSnap {
-			if err := db.fs.Remove(filepath.Join(db.dir, n)); err != nil {
-				return fmt.Errorf("marlin: %w", err)
+			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+				return err
 			}
 			removed = true
 		}
 	}
 	if removed {
-		if err := db.fs.SyncDir(db.dir); err != nil {
-			return fmt.Errorf("marlin: %w", err)
-		}
+		return fs.SyncDir(dir)
 	}
 	return nil
 }

@@ -300,17 +300,10 @@ func applyLocked(fs vfs.FS, plan *RepairPlan) error {
 	// The snapshots may name positions past a cut; they go first, so that
 	// a crash midway leaves a directory that replays from the log.
 	names, err := fs.List(plan.Dir)
+	if err == nil {
+		err = removeSnapshots(fs, plan.Dir, names, true)
+	}
 	if err != nil {
-		return fmt.Errorf("marlin: repair: %w", err)
-	}
-	for _, n := range names {
-		if _, ok := parseSnapName(n); ok || n == snapTmpName {
-			if err := fs.Remove(filepath.Join(plan.Dir, n)); err != nil {
-				return fmt.Errorf("marlin: repair: %w", err)
-			}
-		}
-	}
-	if err := fs.SyncDir(plan.Dir); err != nil {
 		return fmt.Errorf("marlin: repair: %w", err)
 	}
 	for _, c := range plan.Cuts {

@@ -1,13 +1,11 @@
 package engine
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/marlinkv/marlin/index"
@@ -294,65 +292,25 @@ type SnapshotInfo struct {
 }
 
 // ReadSnapshotInfo reads the header and trailer of the newest snapshot in
-// dir (without loading it). It returns nil and no error if there is none.
+// dir (without loading it). It returns nil and no error if there is none,
+// and an error wrapping ErrCorrupt, naming the file and offset, if the
+// header, trailer or footer is damaged.
 func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, err
 	}
-	var snaps []uint64
-	for _, n := range names {
-		if k, ok := parseSnapName(n); ok {
-			snaps = append(snaps, k)
-		}
-	}
-	if len(snaps) == 0 {
+	newest, found := newestSnapshot(names)
+	if !found {
 		return nil, nil
 	}
-	sort.Slice(snaps, func(i, j int) bool { return snaps[i] > snaps[j] })
-	name := filepath.Join(dir, snapName(snaps[0]))
-	f, err := fs.Open(name)
+	s, err := openSnapshot(fs, filepath.Join(dir, snapName(newest)))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	bad := func(what string) (*SnapshotInfo, error) {
-		return nil, &segment.CorruptError{File: name, Offset: -1, Reason: what}
-	}
-	if size < snapFooterSize {
-		return bad("too short")
-	}
-	var foot [snapFooterSize]byte
-	if _, err := f.ReadAt(foot[:], size-snapFooterSize); err != nil {
-		return nil, err
-	}
-	at := int64(binary.LittleEndian.Uint64(foot[:]))
-	if string(foot[8:]) != snapEndMagic || at < 0 || at > size-snapFooterSize {
-		return bad("bad footer")
-	}
-	hr := &frameReader{f: f, end: at}
-	p, err := hr.next()
-	if err != nil {
-		return bad("bad header")
-	}
-	h, err := decodeSnapHeader(p)
-	if err != nil {
-		return bad(err.Error())
-	}
-	tr := &frameReader{f: f, off: at, end: size - snapFooterSize}
-	p, err = tr.next()
-	if err != nil {
-		return bad("trailer: " + err.Error())
-	}
-	m, err := decodeSnapMeta(p)
-	if err != nil {
-		return bad(err.Error())
-	}
-	return &SnapshotInfo{File: name, Created: time.UnixMilli(h.createdMs), DBID: h.id, Entries: m.entries, Segments: len(m.segs),
+	_ = s.f.Close()
+	h, m := s.hdr, s.meta
+	return &SnapshotInfo{File: s.name, Created: time.UnixMilli(h.createdMs), DBID: h.id, Entries: m.entries, Segments: len(m.segs),
 		ReplayGen: m.replay.gen, ReplayOffset: m.replay.off, DurableGen: m.acct.gen, DurableOffset: m.acct.off}, nil
 }
 
