@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/marlinkv/marlin/index"
@@ -47,19 +47,10 @@ func (db *DB) recover() error {
 			return err
 		}
 	}
-	onDisk := map[uint64]int64{} // generation -> file size
-	var gens []uint64
-	for _, n := range names {
-		if g, ok := segment.ParseFileName(n); ok {
-			fi, err := db.fs.Stat(filepath.Join(db.dir, n))
-			if err != nil {
-				return fmt.Errorf("marlin: %w", err)
-			}
-			onDisk[g] = fi.Size()
-			gens = append(gens, g)
-		}
+	gens, onDisk, err := listSegments(db.fs, db.dir, names)
+	if err != nil {
+		return fmt.Errorf("marlin: %w", err)
 	}
-	sort.Slice(gens, func(i, j int) bool { return gens[i] < gens[j] })
 	if !db.opts.DisableSnapshots && !db.opts.dropSnapshots {
 		meta, err := db.loadSnapshot(names, onDisk)
 		if perr := db.checkProvenSizes(onDisk); perr != nil {
@@ -81,6 +72,34 @@ func (db *DB) recover() error {
 		}
 	}
 	return db.replayAll(gens, onDisk)
+}
+
+// segmentGens returns the generations of the segment files in names (a
+// directory listing), ascending.
+func segmentGens(names []string) []uint64 {
+	var gens []uint64
+	for _, n := range names {
+		if g, ok := segment.ParseFileName(n); ok {
+			gens = append(gens, g)
+		}
+	}
+	slices.Sort(gens)
+	return gens
+}
+
+// listSegments returns the generations of the segment files in names
+// (dir's listing), ascending, and their sizes by generation.
+func listSegments(fs vfs.FS, dir string, names []string) ([]uint64, map[uint64]int64, error) {
+	gens := segmentGens(names)
+	onDisk := make(map[uint64]int64, len(gens))
+	for _, g := range gens {
+		fi, err := fs.Stat(filepath.Join(dir, segment.FileName(g)))
+		if err != nil {
+			return nil, nil, err
+		}
+		onDisk[g] = fi.Size()
+	}
+	return gens, onDisk, nil
 }
 
 // tornTailSegments returns the segments whose tail may be torn: the newest,
@@ -437,13 +456,8 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, 
 		return end, segment.WithFile(err, sf.name)
 	}
 	if err != nil {
-		if claim := segment.SyncedClaim(data, sf.gen, db.lim, end); claim > end {
-			return end, fmt.Errorf("%w (a sync mark shows the data up to offset %d had been fsynced)",
-				segment.WithFile(err, sf.name), claim)
-		}
-		if proven := db.provenSize[sf.gen]; end < proven {
-			return end, fmt.Errorf("%w (the index snapshot shows the data up to offset %d had been fsynced)",
-				segment.WithFile(err, sf.name), proven)
+		if _, why := fsyncedProof(data, sf.gen, db.lim, end, db.provenSize[sf.gen]); why != "" {
+			return end, fmt.Errorf("%w (%s)", segment.WithFile(err, sf.name), why)
 		}
 		db.opts.Logger.Warn("marlin: truncating torn tail", "file", sf.name,
 			"offset", end, "dropped", size-end, "reason", segment.WithFile(err, sf.name))
