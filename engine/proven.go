@@ -137,28 +137,12 @@ type segEnd struct {
 // bytes (valid only during the call). A memory fault reading them is
 // returned as an ErrIO error.
 func scanLogEnds(fs vfs.FS, dir string, visit func(e *segEnd, data []byte) error) error {
-	names, err := fs.List(dir)
+	segs, err := segmentFacts(fs, dir)
 	if err != nil {
 		return err
 	}
-	gens, onDisk, err := listSegments(fs, dir, names)
-	if err != nil {
-		return err
-	}
-	// Only a snapshot of this database proves anything, and only a segment
-	// with another database's tag is foreign: without a readable identity
-	// file nothing is known (and Open fails on the missing file anyway).
-	var proven map[uint64]int64
-	var tag uint32
-	if m, err := readMeta(fs, dir); err == nil {
-		proven = newestProvenSizes(fs, dir, names, m.id)
-		tag = m.id.Tag()
-	}
-	torn := tornTailSegments(gens, onDisk)
-	for i, gen := range gens {
-		seg := segFacts{name: filepath.Join(dir, segment.FileName(gen)), gen: gen, newest: i == len(gens)-1,
-			torn: torn[gen], proven: proven[gen], tag: tag}
-		if err := seg.visit(fs, visit); err != nil {
+	for _, s := range segs {
+		if err := s.visit(fs, visit); err != nil {
 			return err
 		}
 	}
@@ -175,6 +159,35 @@ type segFacts struct {
 	tag    uint32 // the database's tag (0: unknown)
 }
 
+// segmentFacts lists the segments of dir, oldest first, with what recovery
+// knows about each before reading it.
+func segmentFacts(fs vfs.FS, dir string) ([]segFacts, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, err
+	}
+	gens, onDisk, err := listSegments(fs, dir, names)
+	if err != nil {
+		return nil, err
+	}
+	// Only a snapshot of this database proves anything, and only a segment
+	// with another database's tag is foreign: without a readable identity
+	// file nothing is known (and Open fails on the missing file anyway).
+	var proven map[uint64]int64
+	var tag uint32
+	if m, err := readMeta(fs, dir); err == nil {
+		proven = newestProvenSizes(fs, dir, names, m.id)
+		tag = m.id.Tag()
+	}
+	torn := tornTailSegments(gens, onDisk)
+	segs := make([]segFacts, len(gens))
+	for i, gen := range gens {
+		segs[i] = segFacts{name: filepath.Join(dir, segment.FileName(gen)), gen: gen, newest: i == len(gens)-1,
+			torn: torn[gen], proven: proven[gen], tag: tag}
+	}
+	return segs, nil
+}
+
 // visit maps the segment and calls visit if recovery would find it
 // damaged or short.
 func (s segFacts) visit(fs vfs.FS, visit func(e *segEnd, data []byte) error) (err error) {
@@ -188,6 +201,12 @@ func (s segFacts) visit(fs vfs.FS, visit func(e *segEnd, data []byte) error) (er
 		return visit(e, data)
 	}
 	return nil
+}
+
+// endMapped is end with a memory fault returned as an ErrIO error.
+func (s segFacts) endMapped(data []byte) (e *segEnd, err error) {
+	defer catchMappedFault(debug.SetPanicOnFault(true), s.name, data, &err)
+	return s.end(data), nil
 }
 
 // end works out what recovery finds in the segment, data being the whole

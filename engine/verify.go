@@ -18,8 +18,9 @@ type VerifyProblem struct {
 	File   string // file name, or "" for the index
 	Offset int64  // byte offset in File, or -1
 	What   string
-	// TornTail marks damage at the end of the newest segment past every
-	// sync mark: never-fsynced data that a writable Open truncates.
+	// TornTail marks damage that a writable Open cuts off by itself (see
+	// LogEnd.TornTail): past the end of the valid log of the newest
+	// segment, where no sync mark or snapshot proves anything was fsynced.
 	TornTail bool
 	// Index marks a problem of the index snapshot (or of the index built
 	// from it), not of the log: Repair's rebuild fixes it.
@@ -114,63 +115,55 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	return rep, nil
 }
 
-// verifySegments decodes every record of every segment file.
+// verifySegments decodes every record of every segment file. Damage is
+// marked as a torn tail as Open decides it (segFacts.end): when a writable
+// Open would cut it off (or remove a segment torn at creation) by itself.
 func verifySegments(dir string, o *Options, rep *VerifyReport) error {
-	names, err := o.FS.List(dir)
+	segs, err := segmentFacts(o.FS, dir)
 	if err != nil {
 		return fmt.Errorf("marlin: verify: %w", err)
 	}
-	var gens []uint64
-	for _, n := range names {
-		if g, ok := segment.ParseFileName(n); ok {
-			gens = append(gens, g)
-		}
-	}
-	slices.Sort(gens)
-	lim := segment.FormatLimits
-	for i, gen := range gens {
+	for _, s := range segs {
 		rep.Segments++
-		name := filepath.Join(dir, segment.FileName(gen))
-		data, closeFn, err := readWhole(o.FS, name)
+		data, closeFn, err := readWhole(o.FS, s.name)
 		if err != nil {
 			return fmt.Errorf("marlin: verify: %w", err)
 		}
-		h, herr := segment.DecodeHeader(data)
-		switch {
-		case herr != nil:
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: herr.(*segment.CorruptError).Reason,
-				TornTail: i == len(gens)-1 && len(data) < segment.HeaderSize})
-			closeFn()
-			continue
-		case h.Generation != gen:
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: fmt.Sprintf("header says generation %d", h.Generation)})
-		}
-		probs, ferr := checkMapped(name, data, gen, lim, func(int64, *segment.Record, int) { rep.Records++ })
-		if ferr != nil {
+		if err := verifySegment(s, data, rep); err != nil {
 			// The file could not be read (an I/O error, or truncated while
 			// mapped): report it like damage and go on with the others.
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: -1, What: ferr.Error()})
-		}
-		for j, p := range probs {
-			torn := i == len(gens)-1 && j == len(probs)-1 && p.Resume == int64(len(data)) &&
-				segment.SyncedClaim(data, gen, lim, p.Offset) <= p.Offset
-			what := p.Reason
-			if torn {
-				what = "torn tail (never-fsynced data; " + what + ")"
-			}
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: p.Offset, What: what, TornTail: torn})
+			rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: -1, What: err.Error()})
 		}
 		closeFn()
 	}
 	return nil
 }
 
-// checkMapped is segment.Check on a mapping of file name, with a memory
-// fault (an unreadable page) returned as an ErrIO error instead of
-// killing the process.
-func checkMapped(name string, data []byte, gen uint64, lim segment.Limits, fn func(int64, *segment.Record, int)) (probs []segment.Problem, err error) {
-	defer catchMappedFault(debug.SetPanicOnFault(true), name, data, &err)
-	return segment.Check(data, gen, lim, fn), nil
+// verifySegment reports the damage in one segment, data being its
+// mapping. A memory fault reading it is returned as an ErrIO error.
+func verifySegment(s segFacts, data []byte, rep *VerifyReport) (err error) {
+	defer catchMappedFault(debug.SetPanicOnFault(true), s.name, data, &err)
+	e := s.end(data) // what Open finds: nil if intact
+	h, herr := segment.DecodeHeader(data)
+	switch {
+	case herr != nil:
+		rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: 0, What: corruptReason(herr),
+			TornTail: e != nil && e.created && e.TornTail})
+		return nil
+	case h.Generation != s.gen:
+		rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: 0, What: fmt.Sprintf("header says generation %d", h.Generation)})
+	}
+	probs := segment.Check(data, s.gen, segment.FormatLimits, func(int64, *segment.Record, int) { rep.Records++ })
+	for _, p := range probs {
+		// Everything from the end of the valid log on is what Open cuts.
+		torn := e != nil && e.TornTail && p.Offset >= e.End
+		what := p.Reason
+		if torn {
+			what = "torn tail (never-fsynced data; " + what + ")"
+		}
+		rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: p.Offset, What: what, TornTail: torn})
+	}
+	return nil
 }
 
 // readWhole maps a whole file read-only.
