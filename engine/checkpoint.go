@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 // Checkpoint makes a consistent copy of the database in destDir (which must
@@ -119,11 +120,6 @@ func (db *DB) copySegment(s snapSeg, copy bool, dir string, res *CheckpointResul
 
 // copyFile copies the first n bytes of src to a new file dst and fsyncs it.
 func (db *DB) copyFile(src, dst string, n int64) (err error) {
-	in, err := db.fs.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
 	out, err := db.fs.Create(dst)
 	if err != nil {
 		return err
@@ -136,10 +132,22 @@ func (db *DB) copyFile(src, dst string, n int64) (err error) {
 			_ = db.fs.Remove(dst)
 		}
 	}()
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < n; {
-		k := min(int64(len(buf)), n-off)
-		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == n) {
+	if err := copyRange(db.fs, src, 0, n, out, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	return out.Sync()
+}
+
+// copyRange appends bytes [from, to) of file name to out.
+func copyRange(fs vfs.FS, name string, from, to int64, out vfs.File, buf []byte) error {
+	in, err := fs.Open(name)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	for off := from; off < to; {
+		k := min(int64(len(buf)), to-off)
+		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == to) {
 			return err
 		}
 		if _, err := out.Write(buf[:k]); err != nil {
@@ -147,5 +155,5 @@ func (db *DB) copyFile(src, dst string, n int64) (err error) {
 		}
 		off += k
 	}
-	return out.Sync()
+	return nil
 }

@@ -338,26 +338,6 @@ func saveDropped(fs vfs.FS, plan *RepairPlan) (err error) {
 	return fs.SyncDir(filepath.Dir(plan.SaveTo))
 }
 
-// copyRange appends bytes [from, to) of file name to out.
-func copyRange(fs vfs.FS, name string, from, to int64, out vfs.File, buf []byte) error {
-	in, err := fs.Open(name)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	for off := from; off < to; {
-		k := min(int64(len(buf)), to-off)
-		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == to) {
-			return err
-		}
-		if _, err := out.Write(buf[:k]); err != nil {
-			return err
-		}
-		off += k
-	}
-	return nil
-}
-
 // cutFile truncates name to size and fsyncs it.
 func cutFile(fs vfs.FS, name string, size int64) error {
 	f, err := fs.OpenReadWrite(name)
