@@ -52,6 +52,27 @@ func (db *DB) catchFault(old bool, err *error) {
 	panic(r)
 }
 
+// catchMappedFault restores the panic-on-fault setting to old and converts
+// a memory fault while reading data (a mapping of file name) into an ErrIO
+// error; other panics are re-raised. Deferred directly.
+func catchMappedFault(old bool, name string, data []byte, err *error) {
+	debug.SetPanicOnFault(old)
+	r := recover()
+	if r == nil {
+		return
+	}
+	ferr := faultError(r, func(addr uintptr) (string, int64) {
+		if off, ok := addrIn(data, addr); ok {
+			return name, off
+		}
+		return "", -1
+	})
+	if ferr == nil {
+		panic(r)
+	}
+	*err = ferr
+}
+
 // faultError returns the error for a recovered panic value r if r is a
 // memory fault, or nil. locate names the file and offset of the faulting
 // address (or returns "" if it knows none).

@@ -7,7 +7,6 @@ import (
 	"io"
 	iofs "io/fs"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -172,27 +171,6 @@ func (p *RepairPlan) add(e *segEnd, data []byte) {
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
-// catchMappedFault restores the panic-on-fault setting to old and converts
-// a memory fault while reading data (a mapping of file name) into an ErrIO
-// error; other panics are re-raised. Deferred directly.
-func catchMappedFault(old bool, name string, data []byte, err *error) {
-	debug.SetPanicOnFault(old)
-	r := recover()
-	if r == nil {
-		return
-	}
-	ferr := faultError(r, func(addr uintptr) (string, int64) {
-		if off, ok := addrIn(data, addr); ok {
-			return name, off
-		}
-		return "", -1
-	})
-	if ferr == nil {
-		panic(r)
-	}
-	*err = ferr
-}
 
 // ApplyRepair carries out plan: under the directory's lock it checks that
 // every segment to cut is still as planned, saves the bytes to be dropped to
