@@ -56,11 +56,7 @@ func TestLogEnds(t *testing.T) {
 	// Without the snapshot nothing proves it: a torn tail, cut at End.
 	o := rpOpts(crashed)
 	o.DisableSnapshots = true
-	for _, n := range mustList(crashed) {
-		if _, ok := parseSnapName(n); ok {
-			require.NoError(t, crashed.Remove("/db/"+n))
-		}
-	}
+	deleteSnapshots(t, crashed, "/db")
 	ends, err = LogEnds("/db", o)
 	require.NoError(t, err)
 	require.Len(t, ends, 1)

@@ -69,9 +69,7 @@ func rpRollDuring(t *testing.T, db *DB) {
 // Verify is clean.
 func rpCheckDup(t *testing.T, fs vfs.FS, dir string) {
 	t.Helper()
-	rep, err := Verify(dir, rpOpts(fs))
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, dir, rpOpts(fs))
 	db, err := Open(dir, rpOpts(fs))
 	require.NoError(t, err)
 	require.True(t, db.st.snapshotLoaded.Load(), "the snapshot must be used")

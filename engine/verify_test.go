@@ -94,9 +94,7 @@ func TestVerifyFindsTruncatedSegment(t *testing.T) {
 	require.False(t, rep.Problems[0].TornTail, "%v", rep.Problems)
 	// Without a snapshot (a crash before any), nothing proves them: a torn
 	// tail.
-	for _, n := range snapshotFiles(t, fs) {
-		require.NoError(t, fs.Remove("/db/"+n))
-	}
+	deleteSnapshots(t, fs, "/db")
 	rep, err = Verify("/db", o)
 	require.NoError(t, err)
 	require.False(t, rep.OK())
