@@ -40,9 +40,22 @@ func rpCount(t *testing.T, db *DB, key string) int {
 	return n
 }
 
-// rpRollDuring makes the next snapshot's copy see, after its replay
-// position: a put of "dup"=v1 in the segment the position is in, a roll,
-// then "dup"=v2 in the new segment.
+// rpRollFixture opens /db holding 20 keys, set up so that the next
+// snapshot's copy sees, after its replay position: a put of "dup"=v1 in
+// the segment the position is in, a roll, then "dup"=v2 in the new
+// segment.
+func rpRollFixture(t *testing.T) (*vfs.MemFS, *DB) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", rpOpts(fs))
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
+	}
+	rpRollDuring(t, db)
+	return fs, db
+}
+
+// rpRollDuring sets the snapshot copy hook of rpRollFixture.
 func rpRollDuring(t *testing.T, db *DB) {
 	snapshotCopyHook = func(*DB) {
 		snapshotCopyHook = nil
@@ -90,13 +103,7 @@ func rpCheckDup(t *testing.T, fs vfs.FS, dir string) {
 // inserted the replayed v1 as a second entry: ForEach yielded "dup" twice
 // and after Delete, Get returned v1.
 func TestSnapshotAcrossRollOneEntryPerKey(t *testing.T) {
-	fs := vfs.NewMem()
-	db, err := Open("/db", rpOpts(fs))
-	require.NoError(t, err)
-	for i := range 20 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
-	}
-	rpRollDuring(t, db)
+	fs, db := rpRollFixture(t)
 	require.NoError(t, db.Snapshot())
 	// A crash now: the snapshot is the newest, nothing after it.
 	crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2)))
@@ -108,13 +115,7 @@ func TestSnapshotAcrossRollOneEntryPerKey(t *testing.T) {
 // snapshot is taken while a writer rolls the log (same failure before the
 // fix: "dup" twice, and back after Delete).
 func TestCheckpointAcrossRollOneEntryPerKey(t *testing.T) {
-	fs := vfs.NewMem()
-	db, err := Open("/db", rpOpts(fs))
-	require.NoError(t, err)
-	for i := range 20 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
-	}
-	rpRollDuring(t, db)
+	fs, db := rpRollFixture(t)
 	require.NoError(t, db.Checkpoint("/ckpt"))
 	require.NoError(t, db.Close())
 	rpCheckDup(t, fs, "/ckpt")
