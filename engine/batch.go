@@ -166,6 +166,7 @@ func (db *DB) writeBatch(b *Batch) error {
 	}
 	locs := make([]uint64, len(b.ops))
 	sizes := make([]int, len(b.ops))
+	shadows := make([]uint64, len(b.ops)) // what each tombstone's value records
 	remaining := total // bytes of the batch not yet appended
 	for i := range b.ops {
 		op := &b.ops[i]
@@ -175,14 +176,13 @@ func (db *DB) writeBatch(b *Batch) error {
 			// What the tombstone shadows (tombstone.go): the key's record
 			// found before the batch, or, when an earlier operation of the
 			// batch may have changed the key, this segment (a safe bound).
-			var shadow uint64
 			switch {
 			case repeated[i]:
-				shadow = db.active.gen
+				shadows[i] = db.active.gen
 			case olds[i].found:
-				shadow = db.shadowOfLocked(olds[i].loc)
+				shadows[i] = db.shadowOfLocked(olds[i].loc)
 			}
-			rec.Value = tombValue(shadow)
+			rec.Value = tombValue(shadows[i])
 			remaining -= segment.Size(op.klen, maxTombValue, false)
 		} else {
 			remaining -= segment.Size(op.klen, op.vlen, op.expiry != 0)
@@ -215,10 +215,6 @@ func (db *DB) writeBatch(b *Batch) error {
 			old, _ = db.probeLocked(hashes[i], b.key(op))
 		}
 		db.st.userBytes.Add(int64(op.klen + op.vlen))
-		if op.kind == segment.KindDelete && !old.found {
-			db.segs[id].Load().dead.Add(int64(sizes[i]))
-			continue
-		}
 		inserted := false
 		if op.kind == segment.KindPut && !old.found {
 			// The records are already in the log, so an index error here
@@ -232,7 +228,7 @@ func (db *DB) writeBatch(b *Batch) error {
 			}
 			inserted = true
 		}
-		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], inserted)
+		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], inserted, shadows[i])
 	}
 	db.st.batches.Add(1)
 	db.st.records.Add(int64(len(b.ops)))
