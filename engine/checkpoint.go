@@ -120,6 +120,11 @@ func (db *DB) copySegment(s snapSeg, copy bool, dir string, res *CheckpointResul
 
 // copyFile copies the first n bytes of src to a new file dst and fsyncs it.
 func (db *DB) copyFile(src, dst string, n int64) (err error) {
+	in, err := db.fs.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
 	out, err := db.fs.Create(dst)
 	if err != nil {
 		return err
@@ -132,19 +137,14 @@ func (db *DB) copyFile(src, dst string, n int64) (err error) {
 			_ = db.fs.Remove(dst)
 		}
 	}()
-	if err := copyRange(db.fs, src, 0, n, out, make([]byte, 1<<20)); err != nil {
+	if err := copyRange(in, out, 0, n, make([]byte, 1<<20)); err != nil {
 		return err
 	}
 	return out.Sync()
 }
 
-// copyRange appends bytes [from, to) of file name to out.
-func copyRange(fs vfs.FS, name string, from, to int64, out vfs.File, buf []byte) error {
-	in, err := fs.Open(name)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
+// copyRange appends bytes [from, to) of in to out, through buf.
+func copyRange(in, out vfs.File, from, to int64, buf []byte) error {
 	for off := from; off < to; {
 		k := min(int64(len(buf)), to-off)
 		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == to) {

@@ -303,7 +303,7 @@ func saveDropped(fs vfs.FS, plan *RepairPlan) (err error) {
 		if _, err := io.WriteString(out, hdr); err != nil {
 			return err
 		}
-		if err := copyRange(fs, c.File, c.Offset, c.Size, out, buf); err != nil {
+		if err := copyDropped(fs, c, out, buf); err != nil {
 			return err
 		}
 		if _, err := io.WriteString(out, "\n"); err != nil {
@@ -314,6 +314,16 @@ func saveDropped(fs vfs.FS, plan *RepairPlan) (err error) {
 		return err
 	}
 	return fs.SyncDir(filepath.Dir(plan.SaveTo))
+}
+
+// copyDropped appends the bytes cut c drops to out.
+func copyDropped(fs vfs.FS, c SegmentCut, out vfs.File, buf []byte) error {
+	in, err := fs.Open(c.File)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return copyRange(in, out, c.Offset, c.Size, buf)
 }
 
 // cutFile truncates name to size and fsyncs it.
