@@ -143,7 +143,7 @@ func (db *DB) checkMapped(sf *segFile) (probs []segment.Problem, err error) {
 
 // replaySegmentSafe is replaySegment with memory faults (a segment that
 // cannot be read) returned as errors instead of killing the process.
-func (db *DB) replaySegmentSafe(sf *segFile, newest bool, from, acct int64) (end int64, err error) {
+func (db *DB) replaySegmentSafe(sf *segFile, mayBeTorn bool, from, acct int64) (end int64, err error) {
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
-	return db.replaySegment(sf, newest, from, acct)
+	return db.replaySegment(sf, mayBeTorn, from, acct)
 }

@@ -203,12 +203,6 @@ func (s segFacts) visit(fs vfs.FS, visit func(e *segEnd, data []byte) error) (er
 	return nil
 }
 
-// endMapped is end with a memory fault returned as an ErrIO error.
-func (s segFacts) endMapped(data []byte) (e *segEnd, err error) {
-	defer catchMappedFault(debug.SetPanicOnFault(true), s.name, data, &err)
-	return s.end(data), nil
-}
-
 // end works out what recovery finds in the segment, data being the whole
 // file, as openSegment, checkProvenSizes and replaySegment decide it; nil
 // if the segment is intact.

@@ -24,13 +24,16 @@ import (
 // occupy no index entry (see replayUnit for why both are needed).
 //
 // Damage handling (DESIGN-NOTES rule 7): every segment but the newest was
-// fsynced before its successor was created, so any bad record in it is
-// corruption and Open fails with ErrCorrupt naming the file and offset. In
-// the newest segment, a bad record, a short read or a batch without its
-// commit may be a torn write that was never fsynced: the segment is
+// fsynced before its successor received records, so any bad record in it
+// is corruption and Open fails with ErrCorrupt naming the file and offset.
+// In the newest segment (and the ones before it that only empty segments
+// follow: tornTailSegments), a bad record, a short read or a batch without
+// its commit may be a torn write that was never fsynced: the segment is
 // truncated there and fsynced before anything is appended, unless a valid
-// sync mark further on proves that the damaged bytes had been fsynced, in
-// which case it is corruption too.
+// sync mark further on, or the size the newest index snapshot recorded
+// (proven.go), proves that the damaged bytes had been fsynced, in which
+// case it is corruption too. LogEnds, PlanRepair and Verify take the same
+// decision from the same code (fsyncedProof, segFacts.end).
 
 func (db *DB) recover() error {
 	start := time.Now()
@@ -433,10 +436,11 @@ func zeroFrom(f vfs.File, from, size int64) bool {
 
 // replaySegment feeds a segment's committed records from offset from on to
 // the index, counting live bytes for records at acct or later, and, if its
-// tail may be torn (see tornTailSegments), truncates a torn tail. It
-// returns where the valid log ends. Damage below the size a snapshot
-// recorded for the segment is never a torn tail (see provenSize).
-func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, error) {
+// tail may be torn (mayBeTorn; see tornTailSegments), truncates a torn
+// tail. It returns where the valid log ends. Damage below what a sync mark
+// or the snapshot's recorded size proves fsynced is never a torn tail
+// (fsyncedProof).
+func (db *DB) replaySegment(sf *segFile, mayBeTorn bool, from, acct int64) (int64, error) {
 	size := sf.flushed.Load()
 	data := sf.data[:size]
 	var unitErr error // an error applying records, not decoding them
@@ -452,7 +456,7 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, 
 	if db.opts.Salvage && err != nil {
 		end, err = db.salvageScan(sf, data, end, err, acct) // read-only salvage: skip damage (salvage.go)
 	}
-	if err != nil && (!newest || !errors.Is(err, ErrCorrupt)) {
+	if err != nil && (!mayBeTorn || !errors.Is(err, ErrCorrupt)) {
 		return end, segment.WithFile(err, sf.name)
 	}
 	if err != nil {
@@ -463,7 +467,7 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, 
 			"offset", end, "dropped", size-end, "reason", segment.WithFile(err, sf.name))
 		db.st.truncated.Add(size - end)
 	}
-	if end > size && !newest {
+	if end > size && !mayBeTorn {
 		// Only a torn write can end a file inside a record's zero padding
 		// (records are appended whole). Every other segment was fsynced
 		// whole, so it has been cut short since, maybe losing records

@@ -27,6 +27,8 @@ type VerifyProblem struct {
 	Index bool
 }
 
+// String formats the problem as "FILE at offset N: what" (or without the
+// parts it lacks).
 func (p VerifyProblem) String() string {
 	if p.Offset >= 0 {
 		return fmt.Sprintf("%s at offset %d: %s", p.File, p.Offset, p.What)
@@ -55,7 +57,8 @@ func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 // replay of the log gives, and every entry points at a record of a key
 // with that hash. It opens the directory read-only (twice), so it refuses a
 // directory a writer holds and never modifies anything. opts may be nil;
-// only its FS, limits and Logger matter.
+// its FS, Clock (for expiry), IndexReserve and Logger are used (decoding
+// limits come from the format, never from the options).
 func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
