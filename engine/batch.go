@@ -167,7 +167,7 @@ func (db *DB) writeBatch(b *Batch) error {
 	locs := make([]uint64, len(b.ops))
 	sizes := make([]int, len(b.ops))
 	shadows := make([]uint64, len(b.ops)) // what each tombstone's value records
-	remaining := total // bytes of the batch not yet appended
+	remaining := total                    // bytes of the batch not yet appended
 	for i := range b.ops {
 		op := &b.ops[i]
 		rec := segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
