@@ -74,3 +74,21 @@ func requireVerifyOK(t *testing.T, dir string, o *Options) {
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%v", rep.Problems)
 }
+
+// putUntilRoll calls put(0), put(1), ... until the active segment of db
+// changes (a roll).
+func putUntilRoll(t *testing.T, db *DB, put func(i int) error) {
+	t.Helper()
+	db.mu.Lock()
+	first := db.active
+	db.mu.Unlock()
+	for i := 0; ; i++ {
+		db.mu.Lock()
+		rolled := db.active != first
+		db.mu.Unlock()
+		if rolled {
+			return
+		}
+		require.NoError(t, put(i))
+	}
+}

@@ -60,18 +60,9 @@ func rpRollDuring(t *testing.T, db *DB) {
 	snapshotCopyHook = func(*DB) {
 		snapshotCopyHook = nil
 		require.NoError(t, db.Put([]byte("dup"), []byte("v1")))
-		db.mu.Lock()
-		first := db.active
-		db.mu.Unlock()
-		for i := 0; ; i++ {
-			db.mu.Lock()
-			rolled := db.active != first
-			db.mu.Unlock()
-			if rolled {
-				break
-			}
-			require.NoError(t, db.Put(fmt.Appendf(nil, "fill-%d", i), bytes.Repeat([]byte("f"), 100)))
-		}
+		putUntilRoll(t, db, func(i int) error {
+			return db.Put(fmt.Appendf(nil, "fill-%d", i), bytes.Repeat([]byte("f"), 100))
+		})
 		require.NoError(t, db.Put([]byte("dup"), []byte("v2")))
 	}
 	t.Cleanup(func() { snapshotCopyHook = nil })

@@ -31,18 +31,9 @@ func tsTombs(t *testing.T, fs vfs.FS, dir, key string) map[uint64][]uint64 {
 // tsRollUntil writes filler records until the active segment changes.
 func tsRollUntil(t *testing.T, db *DB, prefix string) {
 	t.Helper()
-	db.mu.Lock()
-	first := db.active
-	db.mu.Unlock()
-	for i := 0; ; i++ {
-		db.mu.Lock()
-		rolled := db.active != first
-		db.mu.Unlock()
-		if rolled {
-			return
-		}
-		require.NoError(t, db.Put(fmt.Appendf(nil, "%s", prefix), fmt.Appendf(nil, "%d-%040d", i, i)))
-	}
+	putUntilRoll(t, db, func(i int) error {
+		return db.Put([]byte(prefix), fmt.Appendf(nil, "%d-%040d", i, i))
+	})
 }
 
 func tsTombBytes(t *testing.T, db *DB) (n int64) {
