@@ -174,6 +174,7 @@ func (db *DB) writeBatch(b *Batch) error {
 	locs := make([]uint64, len(b.ops))
 	sizes := make([]int, len(b.ops))
 	off := db.tail.start + db.tail.n.Load()
+	shadows := make([]uint64, len(b.ops)) // what each tombstone's value records
 	for i := range b.ops {
 		op := &b.ops[i]
 		recs[i] = segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
@@ -182,14 +183,13 @@ func (db *DB) writeBatch(b *Batch) error {
 			// What the tombstone shadows (tombstone.go): the key's record
 			// found before the batch, or, when an earlier operation of the
 			// batch may have changed the key, this segment (a safe bound).
-			var shadow uint64
 			switch {
 			case repeated[i]:
-				shadow = db.active.gen
+				shadows[i] = db.active.gen
 			case olds[i].found:
-				shadow = db.shadowOfLocked(olds[i].loc)
+				shadows[i] = db.shadowOfLocked(olds[i].loc)
 			}
-			recs[i].Value = tombValue(shadow)
+			recs[i].Value = tombValue(shadows[i])
 		}
 		sizes[i] = segment.Size(op.klen, len(recs[i].Value), op.expiry != 0)
 		locs[i] = segment.Loc(db.active.id, off)
@@ -258,10 +258,6 @@ func (db *DB) writeBatch(b *Batch) error {
 			old, _ = db.probeLocked(hashes[i], b.key(op))
 		}
 		db.st.userBytes.Add(int64(op.klen + op.vlen))
-		if op.kind == segment.KindDelete && !old.found {
-			db.segs[id].Load().dead.Add(int64(sizes[i]))
-			continue
-		}
 		ins := inserted[i]
 		if op.kind == segment.KindPut && !old.found && !ins {
 			// The key's entry was deleted by an earlier operation of this
@@ -278,7 +274,7 @@ func (db *DB) writeBatch(b *Batch) error {
 			}
 			ins = true
 		}
-		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], ins)
+		db.applyLocked(hashes[i], op.kind, old, locs[i], sizes[i], ins, shadows[i])
 	}
 	db.st.batches.Add(1)
 	db.st.records.Add(int64(len(b.ops)))

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 // Checkpoint makes a consistent copy of the database in destDir (which must
@@ -136,10 +137,17 @@ func (db *DB) copyFile(src, dst string, n int64) (err error) {
 			_ = db.fs.Remove(dst)
 		}
 	}()
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < n; {
-		k := min(int64(len(buf)), n-off)
-		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == n) {
+	if err := copyRange(in, out, 0, n, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	return out.Sync()
+}
+
+// copyRange appends bytes [from, to) of in to out, through buf.
+func copyRange(in, out vfs.File, from, to int64, buf []byte) error {
+	for off := from; off < to; {
+		k := min(int64(len(buf)), to-off)
+		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == to) {
 			return err
 		}
 		if _, err := out.Write(buf[:k]); err != nil {
@@ -147,5 +155,5 @@ func (db *DB) copyFile(src, dst string, n int64) (err error) {
 		}
 		off += k
 	}
-	return out.Sync()
+	return nil
 }

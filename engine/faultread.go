@@ -52,6 +52,27 @@ func (db *DB) catchFault(old bool, err *error) {
 	panic(r)
 }
 
+// catchMappedFault restores the panic-on-fault setting to old and converts
+// a memory fault while reading data (a mapping of file name) into an ErrIO
+// error; other panics are re-raised. Deferred directly.
+func catchMappedFault(old bool, name string, data []byte, err *error) {
+	debug.SetPanicOnFault(old)
+	r := recover()
+	if r == nil {
+		return
+	}
+	ferr := faultError(r, func(addr uintptr) (string, int64) {
+		if off, ok := addrIn(data, addr); ok {
+			return name, off
+		}
+		return "", -1
+	})
+	if ferr == nil {
+		panic(r)
+	}
+	*err = ferr
+}
+
 // faultError returns the error for a recovered panic value r if r is a
 // memory fault, or nil. locate names the file and offset of the faulting
 // address (or returns "" if it knows none).
@@ -122,7 +143,7 @@ func (db *DB) checkMapped(sf *segFile) (probs []segment.Problem, err error) {
 
 // replaySegmentSafe is replaySegment with memory faults (a segment that
 // cannot be read) returned as errors instead of killing the process.
-func (db *DB) replaySegmentSafe(sf *segFile, newest bool, from, acct int64) (end int64, err error) {
+func (db *DB) replaySegmentSafe(sf *segFile, mayBeTorn bool, from, acct int64) (end int64, err error) {
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
-	return db.replaySegment(sf, newest, from, acct)
+	return db.replaySegment(sf, mayBeTorn, from, acct)
 }

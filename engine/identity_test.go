@@ -112,7 +112,7 @@ func TestKeyedHashStoresCraftedKeys(t *testing.T) {
 // the identity survives reopening; the same key hashes differently.
 func TestIdentityPerDatabase(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
+	o := idOpts(fs)
 	a, err := Open("/a", o)
 	require.NoError(t, err)
 	b, err := Open("/b", o)
@@ -140,21 +140,21 @@ func TestIdentityPerDatabase(t *testing.T) {
 	segs := 0
 	for _, n := range names {
 		if _, ok := segment.ParseFileName(n); ok {
-			h, err := segment.DecodeHeader(readAll(t, fs, filepath.Join("/a", n)))
+			h, err := segment.DecodeHeader(readFile(t, fs, filepath.Join("/a", n)))
 			require.NoError(t, err)
 			require.Equal(t, m.id.Tag(), h.DBTag)
 			segs++
 		}
 	}
 	require.NotZero(t, segs)
-	require.Len(t, readAll(t, fs, "/a/"+MetaFileName), metaSize)
+	require.Len(t, readFile(t, fs, "/a/"+MetaFileName), metaSize)
 }
 
 // TestForeignSegmentRefused: a segment copied in from another database is
 // refused by name, and Open changes nothing.
 func TestForeignSegmentRefused(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
+	o := idOpts(fs)
 	for _, dir := range []string{"/a", "/b"} {
 		db, err := Open(dir, o)
 		require.NoError(t, err)
@@ -165,7 +165,7 @@ func TestForeignSegmentRefused(t *testing.T) {
 	}
 	// b's first segment, copied into a under a free generation.
 	foreign := filepath.Join("/a", segment.FileName(50))
-	writeAll(t, fs, foreign, readAll(t, fs, filepath.Join("/b", segment.FileName(1))))
+	writeFile(t, fs, foreign, readFile(t, fs, filepath.Join("/b", segment.FileName(1))))
 	before := dirFiles(t, fs, "/a")
 	_, err := Open("/a", o)
 	require.ErrorIs(t, err, ErrCorrupt)
@@ -202,22 +202,11 @@ func TestForeignSnapshotIgnored(t *testing.T) {
 		}
 		require.NoError(t, db.Close())
 	}
-	snapsOf := func(dir string) []string {
-		var out []string
-		names, err := fs.List(dir)
-		require.NoError(t, err)
-		for _, n := range names {
-			if _, ok := parseSnapName(n); ok {
-				out = append(out, n)
-			}
-		}
-		return out
-	}
-	bs := snapsOf("/b")
+	bs := snapshotFilesIn(t, fs, "/b")
 	require.Len(t, bs, 1)
 	// Same segment generations and sizes in both (same workload), so only
 	// the id tells the snapshots apart.
-	writeAll(t, fs, "/a/"+snapName(99), readAll(t, fs, "/b/"+bs[0]))
+	writeFile(t, fs, "/a/"+snapName(99), readFile(t, fs, "/b/"+bs[0]))
 	si, err := ReadSnapshotInfo(fs, "/a")
 	require.NoError(t, err)
 	require.NotEqual(t, si.DBID, readMetaID(t, fs, "/a"), "ReadSnapshotInfo reports the writer's id")
@@ -250,19 +239,14 @@ func TestForeignSnapshotIgnored(t *testing.T) {
 // missing MARLIN beside segments, makes Open fail with ErrCorrupt naming
 // the file, and nothing in the directory changes.
 func TestDamagedIdentityRefused(t *testing.T) {
-	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
-	db, err := Open("/db", o)
-	require.NoError(t, err)
-	require.NoError(t, db.Put([]byte("k"), []byte("v")))
-	require.NoError(t, db.Close())
-	good := readAll(t, fs, "/db/"+MetaFileName)
+	fs, o := idOneKey(t)
+	good := readFile(t, fs, "/db/"+MetaFileName)
 	ro := *o
 	ro.ReadOnly = true
 	for i := range good {
 		bad := bytes.Clone(good)
 		bad[i] ^= 0x10
-		writeAll(t, fs, "/db/"+MetaFileName, bad)
+		writeFile(t, fs, "/db/"+MetaFileName, bad)
 		before := dirFiles(t, fs, "/db")
 		for _, opts := range []*Options{o, &ro} {
 			_, err := Open("/db", opts)
@@ -272,8 +256,8 @@ func TestDamagedIdentityRefused(t *testing.T) {
 		}
 		require.Equal(t, before, dirFiles(t, fs, "/db"), "byte %d: nothing modified", i)
 	}
-	writeAll(t, fs, "/db/"+MetaFileName, good[:40])
-	_, err = Open("/db", o)
+	writeFile(t, fs, "/db/"+MetaFileName, good[:40])
+	_, err := Open("/db", o)
 	require.ErrorIs(t, err, ErrCorrupt)
 
 	require.NoError(t, fs.Remove("/db/"+MetaFileName))
@@ -286,8 +270,8 @@ func TestDamagedIdentityRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, rep.OK(), "verify reports the missing identity")
 
-	writeAll(t, fs, "/db/"+MetaFileName, good)
-	db, err = Open("/db", o)
+	writeFile(t, fs, "/db/"+MetaFileName, good)
+	db, err := Open("/db", o)
 	require.NoError(t, err, "the restored file makes the DB whole")
 	v, err := db.Get([]byte("k"))
 	require.NoError(t, err)
@@ -298,18 +282,13 @@ func TestDamagedIdentityRefused(t *testing.T) {
 // TestVersion1SegmentRefused: a segment of the pre-release format 1 is
 // refused with a message that says so.
 func TestVersion1SegmentRefused(t *testing.T) {
-	fs := vfs.NewMem()
-	o := &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
-	db, err := Open("/db", o)
-	require.NoError(t, err)
-	require.NoError(t, db.Put([]byte("k"), []byte("v")))
-	require.NoError(t, db.Close())
+	fs, o := idOneKey(t)
 	name := "/db/" + segment.FileName(1)
-	b := readAll(t, fs, name)
+	b := readFile(t, fs, name)
 	b[8], b[12], b[13], b[14], b[15] = 1, 0, 0, 0, 0 // version 1, reserved zero
 	putHeaderCRC(b)
-	writeAll(t, fs, name, b)
-	_, err = Open("/db", o)
+	writeFile(t, fs, name, b)
+	_, err := Open("/db", o)
 	require.ErrorIs(t, err, ErrCorrupt)
 	require.Contains(t, err.Error(), "older Marlin format version 1")
 }
@@ -328,7 +307,7 @@ func TestIdentityCreationLeftovers(t *testing.T) {
 	require.NoError(t, db.Close())
 	require.Empty(t, dirFiles(t, fs, "/db"))
 
-	writeAll(t, fs, "/db/"+metaTmpName, []byte("half"))
+	writeFile(t, fs, "/db/"+metaTmpName, []byte("half"))
 	o := *ro
 	o.ReadOnly = false
 	db, err = Open("/db", &o)
@@ -339,13 +318,30 @@ func TestIdentityCreationLeftovers(t *testing.T) {
 	require.Contains(t, files, MetaFileName)
 
 	// A stray temp file beside a valid MARLIN: removed, MARLIN unchanged.
-	writeAll(t, fs, "/db/"+metaTmpName, []byte("stray"))
+	writeFile(t, fs, "/db/"+metaTmpName, []byte("stray"))
 	db, err = Open("/db", &o)
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	after := dirFiles(t, fs, "/db")
 	require.NotContains(t, after, metaTmpName)
 	require.Equal(t, files[MetaFileName], after[MetaFileName])
+}
+
+// idOpts are the identity tests' options: 1 MiB segments.
+func idOpts(fs vfs.FS) *Options {
+	return &Options{FS: fs, Logger: discardLogger, IndexReserve: 1 << 26, SegmentSize: 1 << 20}
+}
+
+// idOneKey makes a database /db holding k=v, closed.
+func idOneKey(t *testing.T) (*vfs.MemFS, *Options) {
+	t.Helper()
+	fs := vfs.NewMem()
+	o := idOpts(fs)
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("k"), []byte("v")))
+	require.NoError(t, db.Close())
+	return fs, o
 }
 
 func readMetaID(t *testing.T, fs vfs.FS, dir string) DBID {
@@ -374,32 +370,6 @@ func requireExactly(t *testing.T, db *DB, want map[string]string) {
 	}
 }
 
-func readAll(t *testing.T, fs vfs.FS, name string) []byte {
-	t.Helper()
-	f, err := fs.Open(name)
-	require.NoError(t, err)
-	defer f.Close()
-	n, err := f.Size()
-	require.NoError(t, err)
-	b := make([]byte, n)
-	if n > 0 {
-		_, err = f.ReadAt(b, 0)
-		require.NoError(t, err)
-	}
-	return b
-}
-
-func writeAll(t *testing.T, fs vfs.FS, name string, b []byte) {
-	t.Helper()
-	f, err := fs.Create(name)
-	require.NoError(t, err)
-	_, err = f.Write(b)
-	require.NoError(t, err)
-	require.NoError(t, f.Sync())
-	require.NoError(t, f.Close())
-	require.NoError(t, fs.SyncDir(filepath.Dir(name)))
-}
-
 // dirFiles returns each file of dir with its contents.
 func dirFiles(t *testing.T, fs vfs.FS, dir string) map[string]string {
 	t.Helper()
@@ -407,7 +377,7 @@ func dirFiles(t *testing.T, fs vfs.FS, dir string) map[string]string {
 	require.NoError(t, err)
 	m := map[string]string{}
 	for _, n := range names {
-		m[n] = string(readAll(t, fs, filepath.Join(dir, n)))
+		m[n] = string(readFile(t, fs, filepath.Join(dir, n)))
 	}
 	return m
 }

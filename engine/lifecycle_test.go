@@ -275,9 +275,7 @@ func TestExpiryDuringSnapshotKeepsAccounting(t *testing.T) {
 	snapshotTrailerHook = nil
 	require.NoError(t, db.Close())
 
-	rep, err := Verify("/db", o)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, "/db", o)
 
 	db, err = Open("/db", o)
 	require.NoError(t, err)
@@ -294,9 +292,7 @@ func TestExpiryDuringSnapshotKeepsAccounting(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, db.Close())
-	rep, err = Verify("/db", o)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, "/db", o)
 }
 
 // TestWrongLiveCountDoesNotBlockCompaction: item 4. A segment whose live

@@ -74,9 +74,7 @@ func TestSmallerSegmentSizeReadsLargerRecords(t *testing.T) {
 		requireBig(t, db, n, fmt.Sprintf("64 KiB segments, snapshots %v", snaps))
 		require.NoError(t, db.Close())
 	}
-	rep, err := Verify("/db", small)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, "/db", small)
 
 	// New writes follow the new limits; old records stay readable.
 	db, err = Open("/db", small)
@@ -135,9 +133,7 @@ func TestSmallerSegmentSizeReadsLargerRecords(t *testing.T) {
 	require.NoError(t, err)
 	check(db, "reopened with 1 MiB segments")
 	require.NoError(t, db.Close())
-	rep, err = Verify("/db", small)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, "/db", small)
 }
 
 // TestSmallerSegmentSizeCrashImage: a big record fsynced at the tail of the

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/marlinkv/marlin/index"
@@ -24,13 +24,16 @@ import (
 // occupy no index entry (see replayUnit for why both are needed).
 //
 // Damage handling (DESIGN-NOTES rule 7): every segment but the newest was
-// fsynced before its successor was created, so any bad record in it is
-// corruption and Open fails with ErrCorrupt naming the file and offset. In
-// the newest segment, a bad record, a short read or a batch without its
-// commit may be a torn write that was never fsynced: the segment is
+// fsynced before its successor received records, so any bad record in it
+// is corruption and Open fails with ErrCorrupt naming the file and offset.
+// In the newest segment (and the ones before it that only empty segments
+// follow: tornTailSegments), a bad record, a short read or a batch without
+// its commit may be a torn write that was never fsynced: the segment is
 // truncated there and fsynced before anything is appended, unless a valid
-// sync mark further on proves that the damaged bytes had been fsynced, in
-// which case it is corruption too.
+// sync mark further on, or the size the newest index snapshot recorded
+// (proven.go), proves that the damaged bytes had been fsynced, in which
+// case it is corruption too. LogEnds, PlanRepair and Verify take the same
+// decision from the same code (fsyncedProof, segFacts.end).
 
 func (db *DB) recover() error {
 	start := time.Now()
@@ -47,19 +50,10 @@ func (db *DB) recover() error {
 			return err
 		}
 	}
-	onDisk := map[uint64]int64{} // generation -> file size
-	var gens []uint64
-	for _, n := range names {
-		if g, ok := segment.ParseFileName(n); ok {
-			fi, err := db.fs.Stat(filepath.Join(db.dir, n))
-			if err != nil {
-				return fmt.Errorf("marlin: %w", err)
-			}
-			onDisk[g] = fi.Size()
-			gens = append(gens, g)
-		}
+	gens, onDisk, err := listSegments(db.fs, db.dir, names)
+	if err != nil {
+		return fmt.Errorf("marlin: %w", err)
 	}
-	sort.Slice(gens, func(i, j int) bool { return gens[i] < gens[j] })
 	if !db.opts.DisableSnapshots && !db.opts.dropSnapshots {
 		meta, err := db.loadSnapshot(names, onDisk)
 		if perr := db.checkProvenSizes(onDisk); perr != nil {
@@ -83,6 +77,34 @@ func (db *DB) recover() error {
 	return db.replayAll(gens, onDisk)
 }
 
+// segmentGens returns the generations of the segment files in names (a
+// directory listing), ascending.
+func segmentGens(names []string) []uint64 {
+	var gens []uint64
+	for _, n := range names {
+		if g, ok := segment.ParseFileName(n); ok {
+			gens = append(gens, g)
+		}
+	}
+	slices.Sort(gens)
+	return gens
+}
+
+// listSegments returns the generations of the segment files in names
+// (dir's listing), ascending, and their sizes by generation.
+func listSegments(fs vfs.FS, dir string, names []string) ([]uint64, map[uint64]int64, error) {
+	gens := segmentGens(names)
+	onDisk := make(map[uint64]int64, len(gens))
+	for _, g := range gens {
+		fi, err := fs.Stat(filepath.Join(dir, segment.FileName(g)))
+		if err != nil {
+			return nil, nil, err
+		}
+		onDisk[g] = fi.Size()
+	}
+	return gens, onDisk, nil
+}
+
 // tornTailSegments returns the segments whose tail may be torn: the newest,
 // and before it any segment followed only by segments that hold no record
 // (a roll whose new segment never received a record, or a segment whose
@@ -103,19 +125,27 @@ func tornTailSegments(gens []uint64, onDisk map[uint64]int64) map[uint64]bool {
 // removeSnapshotFiles deletes a leftover snapshot temp file and, with all
 // set, every snapshot (Repair). names is the directory listing.
 func (db *DB) removeSnapshotFiles(names []string, all bool) error {
+	if err := removeSnapshots(db.fs, db.dir, names, all); err != nil {
+		return fmt.Errorf("marlin: %w", err)
+	}
+	return nil
+}
+
+// removeSnapshots deletes the snapshot temp file and, with all set, every
+// snapshot file listed in names (dir's listing), and fsyncs dir if it
+// removed any.
+func removeSnapshots(fs vfs.FS, dir string, names []string, all bool) error {
 	removed := false
 	for _, n := range names {
 		if _, isSnap := parseSnapName(n); n == snapTmpName || all && isSnap {
-			if err := db.fs.Remove(filepath.Join(db.dir, n)); err != nil {
-				return fmt.Errorf("marlin: %w", err)
+			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+				return err
 			}
 			removed = true
 		}
 	}
 	if removed {
-		if err := db.fs.SyncDir(db.dir); err != nil {
-			return fmt.Errorf("marlin: %w", err)
-		}
+		return fs.SyncDir(dir)
 	}
 	return nil
 }
@@ -406,10 +436,11 @@ func zeroFrom(f vfs.File, from, size int64) bool {
 
 // replaySegment feeds a segment's committed records from offset from on to
 // the index, counting live bytes for records at acct or later, and, if its
-// tail may be torn (see tornTailSegments), truncates a torn tail. It
-// returns where the valid log ends. Damage below the size a snapshot
-// recorded for the segment is never a torn tail (see provenSize).
-func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, error) {
+// tail may be torn (mayBeTorn; see tornTailSegments), truncates a torn
+// tail. It returns where the valid log ends. Damage below what a sync mark
+// or the snapshot's recorded size proves fsynced is never a torn tail
+// (fsyncedProof).
+func (db *DB) replaySegment(sf *segFile, mayBeTorn bool, from, acct int64) (int64, error) {
 	size := sf.flushed.Load()
 	data := sf.data[:size]
 	var unitErr error // an error applying records, not decoding them
@@ -425,23 +456,18 @@ func (db *DB) replaySegment(sf *segFile, newest bool, from, acct int64) (int64, 
 	if db.opts.Salvage && err != nil {
 		end, err = db.salvageScan(sf, data, end, err, acct) // read-only salvage: skip damage (salvage.go)
 	}
-	if err != nil && (!newest || !errors.Is(err, ErrCorrupt)) {
+	if err != nil && (!mayBeTorn || !errors.Is(err, ErrCorrupt)) {
 		return end, segment.WithFile(err, sf.name)
 	}
 	if err != nil {
-		if claim := segment.SyncedClaim(data, sf.gen, db.lim, end); claim > end {
-			return end, fmt.Errorf("%w (a sync mark shows the data up to offset %d had been fsynced)",
-				segment.WithFile(err, sf.name), claim)
-		}
-		if proven := db.provenSize[sf.gen]; end < proven {
-			return end, fmt.Errorf("%w (the index snapshot shows the data up to offset %d had been fsynced)",
-				segment.WithFile(err, sf.name), proven)
+		if _, why := fsyncedProof(data, sf.gen, db.lim, end, db.provenSize[sf.gen]); why != "" {
+			return end, fmt.Errorf("%w (%s)", segment.WithFile(err, sf.name), why)
 		}
 		db.opts.Logger.Warn("marlin: truncating torn tail", "file", sf.name,
 			"offset", end, "dropped", size-end, "reason", segment.WithFile(err, sf.name))
 		db.st.truncated.Add(size - end)
 	}
-	if end > size && !newest {
+	if end > size && !mayBeTorn {
 		// Only a torn write can end a file inside a record's zero padding
 		// (records are appended whole). Every other segment was fsynced
 		// whole, so it has been cut short since, maybe losing records

@@ -7,7 +7,6 @@ import (
 	"io"
 	iofs "io/fs"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -22,12 +21,12 @@ import (
 // ErrCorrupt); the explicit repair below is the only way to cut it, in two
 // steps so that a person (or a program) can look before anything changes:
 //
-//   - PlanRepair scans every segment with segment.Check and, per damaged
-//     segment, names the exact offset where it would be cut (where the
-//     valid, committed log ends: the start of the first bad record, or of a
-//     batch whose commit record is lost), and every record from there to
-//     the end of the file: offset, kind, sequence number and key. Nothing
-//     is modified.
+//   - PlanRepair scans every segment as LogEnds does (the same decisions as
+//     Open) and, per damaged segment, names the exact offset where it
+//     would be cut (where the valid, committed log ends: the start of the
+//     first bad record, or of a batch whose commit record is lost), and,
+//     with segment.Check, every record from there to the end of the file:
+//     offset, kind, sequence number and key. Nothing is modified.
 //   - ApplyRepair takes the directory's lock, checks that the files still
 //     are exactly as planned (size and a CRC of the bytes to be dropped),
 //     saves the dropped bytes to a side file outside the directory (fsynced
@@ -59,6 +58,12 @@ type SegmentCut struct {
 	Offset     int64  // the file is truncated to this size
 	Damage     int64  // offset of the first bad record (>= Offset)
 	Reason     string // why the scan stopped there
+	// Proven is the size that the newest index snapshot or a sync mark
+	// shows had been fsynced (0: nothing proves any); Offset < Proven means
+	// the cut drops acknowledged data. TornTail reports that a writable
+	// Open would cut the segment there by itself (see LogEnd).
+	Proven   int64
+	TornTail bool
 	// CRC is a CRC-32C of bytes [Offset, Size) when planned: ApplyRepair
 	// refuses to cut if they changed.
 	CRC uint32
@@ -104,29 +109,21 @@ func (p *RepairPlan) DroppedBytes() int64 {
 }
 
 // PlanRepair scans the segments of dir and returns what ApplyRepair would
-// cut. It reads without a lock and modifies nothing. opts may be nil; only
+// cut: where the valid log ends in each damaged segment, as LogEnds finds
+// it. It reads without a lock and modifies nothing. opts may be nil; only
 // its FS matters.
 func PlanRepair(dir string, opts *Options) (*RepairPlan, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	names, err := o.FS.List(dir)
+	plan := &RepairPlan{Dir: dir, SaveTo: defaultSidePath(dir, time.Now())}
+	err = scanLogEnds(o.FS, dir, func(e *segEnd, data []byte) error {
+		plan.add(e, data)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("marlin: plan repair: %w", err)
-	}
-	var gens []uint64
-	for _, n := range names {
-		if g, ok := segment.ParseFileName(n); ok {
-			gens = append(gens, g)
-		}
-	}
-	slices.Sort(gens)
-	plan := &RepairPlan{Dir: dir, SaveTo: defaultSidePath(dir, time.Now())}
-	for i, gen := range gens {
-		if err := planSegment(o.FS, filepath.Join(dir, segment.FileName(gen)), gen, i == len(gens)-1, plan); err != nil {
-			return nil, err
-		}
 	}
 	return plan, nil
 }
@@ -137,87 +134,43 @@ func defaultSidePath(dir string, now time.Time) string {
 	return filepath.Join(filepath.Dir(clean), filepath.Base(clean)+".repair-"+now.UTC().Format("20060102T150405Z")+".dropped")
 }
 
-// planSegment adds the cut (or the unrepairable problem) for one segment.
-func planSegment(fs vfs.FS, name string, gen uint64, newest bool, plan *RepairPlan) (err error) {
-	data, closeFn, err := readWhole(fs, name)
-	if err != nil {
-		return fmt.Errorf("marlin: plan repair: %w", err)
-	}
-	defer closeFn()
-	defer catchMappedFault(debug.SetPanicOnFault(true), name, data, &err)
-	size := int64(len(data))
-	h, herr := segment.DecodeHeader(data)
+// add adds the cut (or the unrepairable problem) for one damaged segment,
+// data being the whole file.
+func (p *RepairPlan) add(e *segEnd, data []byte) {
 	switch {
-	case herr != nil && newest && (size < segment.HeaderSize || isZero(data)):
-		return nil // a segment torn at creation: Open removes it
-	case herr != nil:
-		plan.Unrepairable = append(plan.Unrepairable, VerifyProblem{File: name, Offset: 0,
-			What: "segment header: " + herr.(*segment.CorruptError).Reason + " (the segment's records cannot be trusted; restore it from a backup)"})
-		return nil
-	case h.Generation != gen:
-		plan.Unrepairable = append(plan.Unrepairable, VerifyProblem{File: name, Offset: 0,
-			What: fmt.Sprintf("header says generation %d", h.Generation)})
-		return nil
+	case e.badHeader:
+		p.Unrepairable = append(p.Unrepairable, VerifyProblem{File: e.File, Offset: 0, What: e.Reason})
+		return
+	case e.created && e.TornTail:
+		return // Open removes it (nothing proves it held data)
+	case e.End == e.Size:
+		return // nothing to cut: only shorter than the snapshot shows, which the rebuild ignores
 	}
-	lim := segment.Limits{MaxKey: segment.MaxKeyLen, MaxValue: segment.MaxSegmentSize}
-	end, serr := segment.Scan(data, gen, lim, func([]segment.Entry) error { return nil })
-	var ce *segment.CorruptError
-	switch {
-	case serr == nil && end <= size:
-		return nil // clean
-	case serr == nil:
-		// The file ends inside the zero padding of its last record: the
-		// cut restores the padding (extends the file) and drops nothing.
-		plan.Cuts = append(plan.Cuts, SegmentCut{File: name, Generation: gen, Size: size, Offset: end, Damage: size,
-			Reason: "the file ends inside the padding of its last record"})
-		return nil
-	case !errors.As(serr, &ce):
-		return fmt.Errorf("marlin: plan repair: %s: %w", name, serr)
-	}
-	cut := SegmentCut{File: name, Generation: gen, Size: size, Offset: end, Damage: ce.Offset, Reason: ce.Reason,
-		CRC: crc32.Checksum(data[end:], crcTable)}
-	probs := segment.Check(data, gen, lim, func(off int64, r *segment.Record, _ int) {
-		if off < end {
-			return
-		}
-		d := DroppedRecord{Offset: off, Kind: r.Kind, Batch: r.Flags&segment.FlagBatch != 0, Seq: r.Seq}
-		if r.Kind == segment.KindPut || r.Kind == segment.KindDelete {
-			d.Key = slices.Clone(r.Key)
-		}
-		cut.Dropped = append(cut.Dropped, d)
-	})
-	for _, p := range probs {
-		if p.Offset >= end {
-			cut.Damage = min(cut.Damage, p.Offset)
-			break
+	cut := SegmentCut{File: e.File, Generation: e.Gen, Size: e.Size, Offset: e.End, Damage: e.damage, Reason: e.Reason,
+		Proven: e.Proven, TornTail: e.TornTail}
+	if e.End < e.Size {
+		cut.CRC = crc32.Checksum(data[e.End:], crcTable)
+		probs := segment.Check(data, e.Gen, segment.FormatLimits, func(off int64, r *segment.Record, _ int) {
+			if off < e.End {
+				return
+			}
+			d := DroppedRecord{Offset: off, Kind: r.Kind, Batch: r.Flags&segment.FlagBatch != 0, Seq: r.Seq}
+			if r.Kind == segment.KindPut || r.Kind == segment.KindDelete {
+				d.Key = slices.Clone(r.Key)
+			}
+			cut.Dropped = append(cut.Dropped, d)
+		})
+		for _, pr := range probs {
+			if pr.Offset >= e.End {
+				cut.Damage = min(cut.Damage, pr.Offset)
+				break
+			}
 		}
 	}
-	plan.Cuts = append(plan.Cuts, cut)
-	return nil
+	p.Cuts = append(p.Cuts, cut)
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
-// catchMappedFault restores the panic-on-fault setting to old and converts
-// a memory fault while reading data (a mapping of file name) into an ErrIO
-// error; other panics are re-raised. Deferred directly.
-func catchMappedFault(old bool, name string, data []byte, err *error) {
-	debug.SetPanicOnFault(old)
-	r := recover()
-	if r == nil {
-		return
-	}
-	ferr := faultError(r, func(addr uintptr) (string, int64) {
-		if off, ok := addrIn(data, addr); ok {
-			return name, off
-		}
-		return "", -1
-	})
-	if ferr == nil {
-		panic(r)
-	}
-	*err = ferr
-}
 
 // ApplyRepair carries out plan: under the directory's lock it checks that
 // every segment to cut is still as planned, saves the bytes to be dropped to
@@ -300,17 +253,10 @@ func applyLocked(fs vfs.FS, plan *RepairPlan) error {
 	// The snapshots may name positions past a cut; they go first, so that
 	// a crash midway leaves a directory that replays from the log.
 	names, err := fs.List(plan.Dir)
+	if err == nil {
+		err = removeSnapshots(fs, plan.Dir, names, true)
+	}
 	if err != nil {
-		return fmt.Errorf("marlin: repair: %w", err)
-	}
-	for _, n := range names {
-		if _, ok := parseSnapName(n); ok || n == snapTmpName {
-			if err := fs.Remove(filepath.Join(plan.Dir, n)); err != nil {
-				return fmt.Errorf("marlin: repair: %w", err)
-			}
-		}
-	}
-	if err := fs.SyncDir(plan.Dir); err != nil {
 		return fmt.Errorf("marlin: repair: %w", err)
 	}
 	for _, c := range plan.Cuts {
@@ -357,7 +303,7 @@ func saveDropped(fs vfs.FS, plan *RepairPlan) (err error) {
 		if _, err := io.WriteString(out, hdr); err != nil {
 			return err
 		}
-		if err := copyRange(fs, c.File, c.Offset, c.Size, out, buf); err != nil {
+		if err := copyDropped(fs, c, out, buf); err != nil {
 			return err
 		}
 		if _, err := io.WriteString(out, "\n"); err != nil {
@@ -370,24 +316,14 @@ func saveDropped(fs vfs.FS, plan *RepairPlan) (err error) {
 	return fs.SyncDir(filepath.Dir(plan.SaveTo))
 }
 
-// copyRange appends bytes [from, to) of file name to out.
-func copyRange(fs vfs.FS, name string, from, to int64, out vfs.File, buf []byte) error {
-	in, err := fs.Open(name)
+// copyDropped appends the bytes cut c drops to out.
+func copyDropped(fs vfs.FS, c SegmentCut, out vfs.File, buf []byte) error {
+	in, err := fs.Open(c.File)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	for off := from; off < to; {
-		k := min(int64(len(buf)), to-off)
-		if _, err := in.ReadAt(buf[:k], off); err != nil && !(errors.Is(err, io.EOF) && off+k == to) {
-			return err
-		}
-		if _, err := out.Write(buf[:k]); err != nil {
-			return err
-		}
-		off += k
-	}
-	return nil
+	return copyRange(in, out, c.Offset, c.Size, buf)
 }
 
 // cutFile truncates name to size and fsyncs it.

@@ -100,9 +100,7 @@ func TestRepairCutsExactlyWhatItPlans(t *testing.T) {
 			}
 		}
 	}
-	rep, err := Verify(dir, nil)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, dir, nil)
 }
 
 // TestRepairRefusesChangedDirectory: a plan made before the files changed

@@ -40,25 +40,29 @@ func rpCount(t *testing.T, db *DB, key string) int {
 	return n
 }
 
-// rpRollDuring makes the next snapshot's copy see, after its replay
-// position: a put of "dup"=v1 in the segment the position is in, a roll,
-// then "dup"=v2 in the new segment.
+// rpRollFixture opens /db holding 20 keys, set up so that the next
+// snapshot's copy sees, after its replay position: a put of "dup"=v1 in
+// the segment the position is in, a roll, then "dup"=v2 in the new
+// segment.
+func rpRollFixture(t *testing.T) (*vfs.MemFS, *DB) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", rpOpts(fs))
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
+	}
+	rpRollDuring(t, db)
+	return fs, db
+}
+
+// rpRollDuring sets the snapshot copy hook of rpRollFixture.
 func rpRollDuring(t *testing.T, db *DB) {
 	snapshotCopyHook = func(*DB) {
 		snapshotCopyHook = nil
 		require.NoError(t, db.Put([]byte("dup"), []byte("v1")))
-		db.mu.Lock()
-		first := db.active
-		db.mu.Unlock()
-		for i := 0; ; i++ {
-			db.mu.Lock()
-			rolled := db.active != first
-			db.mu.Unlock()
-			if rolled {
-				break
-			}
-			require.NoError(t, db.Put(fmt.Appendf(nil, "fill-%d", i), bytes.Repeat([]byte("f"), 100)))
-		}
+		putUntilRoll(t, db, func(i int) error {
+			return db.Put(fmt.Appendf(nil, "fill-%d", i), bytes.Repeat([]byte("f"), 100))
+		})
 		require.NoError(t, db.Put([]byte("dup"), []byte("v2")))
 	}
 	t.Cleanup(func() { snapshotCopyHook = nil })
@@ -69,9 +73,7 @@ func rpRollDuring(t *testing.T, db *DB) {
 // Verify is clean.
 func rpCheckDup(t *testing.T, fs vfs.FS, dir string) {
 	t.Helper()
-	rep, err := Verify(dir, rpOpts(fs))
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problems)
+	requireVerifyOK(t, dir, rpOpts(fs))
 	db, err := Open(dir, rpOpts(fs))
 	require.NoError(t, err)
 	require.True(t, db.st.snapshotLoaded.Load(), "the snapshot must be used")
@@ -92,13 +94,7 @@ func rpCheckDup(t *testing.T, fs vfs.FS, dir string) {
 // inserted the replayed v1 as a second entry: ForEach yielded "dup" twice
 // and after Delete, Get returned v1.
 func TestSnapshotAcrossRollOneEntryPerKey(t *testing.T) {
-	fs := vfs.NewMem()
-	db, err := Open("/db", rpOpts(fs))
-	require.NoError(t, err)
-	for i := range 20 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
-	}
-	rpRollDuring(t, db)
+	fs, db := rpRollFixture(t)
 	require.NoError(t, db.Snapshot())
 	// A crash now: the snapshot is the newest, nothing after it.
 	crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2)))
@@ -110,13 +106,7 @@ func TestSnapshotAcrossRollOneEntryPerKey(t *testing.T) {
 // snapshot is taken while a writer rolls the log (same failure before the
 // fix: "dup" twice, and back after Delete).
 func TestCheckpointAcrossRollOneEntryPerKey(t *testing.T) {
-	fs := vfs.NewMem()
-	db, err := Open("/db", rpOpts(fs))
-	require.NoError(t, err)
-	for i := range 20 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), []byte("x")))
-	}
-	rpRollDuring(t, db)
+	fs, db := rpRollFixture(t)
 	require.NoError(t, db.Checkpoint("/ckpt"))
 	require.NoError(t, db.Close())
 	rpCheckDup(t, fs, "/ckpt")

@@ -50,6 +50,94 @@ func parseSnapName(name string) (uint64, bool) {
 	return n, err == nil
 }
 
+// newestSnapshot returns the number of the newest snapshot file in names
+// (a directory listing), or false if there is none.
+func newestSnapshot(names []string) (uint64, bool) {
+	var newest uint64
+	found := false
+	for _, name := range names {
+		if n, ok := parseSnapName(name); ok && (!found || n > newest) {
+			newest, found = n, true
+		}
+	}
+	return newest, found
+}
+
+// snapFile is an open snapshot file whose footer, header and trailer have
+// been read and checked (format and checksums; not whose database it is:
+// that is for callers that know the id). The caller closes f.
+type snapFile struct {
+	name string
+	f    vfs.File
+	hdr  snapHeaderInfo
+	meta *snapMeta
+	// The entry frames lie in [entriesAt, trailerAt); the trailer frame
+	// starts at trailerAt.
+	entriesAt, trailerAt int64
+}
+
+// entries returns a reader of the entry frames.
+func (s *snapFile) entries() *frameReader {
+	return &frameReader{f: s.f, off: s.entriesAt, end: s.trailerAt}
+}
+
+// openSnapshot opens snapshot file name and reads its footer, header frame
+// and trailer frame. Damage is reported as a *segment.CorruptError naming
+// the file and the offset of the damaged part; an I/O error is returned as
+// is.
+func openSnapshot(fs vfs.FS, name string) (*snapFile, error) {
+	f, err := fs.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	s, err := readSnapshotHead(f, name)
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func readSnapshotHead(f vfs.File, name string) (*snapFile, error) {
+	bad := func(off int64, format string, args ...any) (*snapFile, error) {
+		return nil, &segment.CorruptError{File: name, Offset: off, Reason: fmt.Sprintf(format, args...)}
+	}
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if size < snapFooterSize {
+		return bad(0, "too short (%d bytes)", size)
+	}
+	footAt := size - snapFooterSize
+	var foot [snapFooterSize]byte
+	if _, err := f.ReadAt(foot[:], footAt); err != nil {
+		return nil, err
+	}
+	trailerAt := int64(binary.LittleEndian.Uint64(foot[:]))
+	if string(foot[8:]) != snapEndMagic || trailerAt < 0 || trailerAt > footAt {
+		return bad(footAt, "bad footer")
+	}
+	s := &snapFile{name: name, f: f, trailerAt: trailerAt}
+	hr := &frameReader{f: f, end: trailerAt}
+	p, err := hr.next()
+	if err != nil {
+		return bad(0, "bad header (%v)", err)
+	}
+	if s.hdr, err = decodeSnapHeader(p); err != nil {
+		return bad(0, "%v", err)
+	}
+	s.entriesAt = hr.off
+	tr := &frameReader{f: f, off: trailerAt, end: footAt}
+	if p, err = tr.next(); err != nil {
+		return bad(trailerAt, "trailer: %v", err)
+	}
+	if s.meta, err = decodeSnapMeta(p); err != nil {
+		return bad(trailerAt, "%v", err)
+	}
+	return s, nil
+}
+
 // logPos is a position in the log: a segment generation and an offset.
 type logPos struct {
 	gen uint64

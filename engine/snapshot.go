@@ -235,70 +235,32 @@ func (db *DB) removeOldSnapshots(n uint64) {
 // snapshot's trailer, or an error saying why the snapshot cannot be used;
 // the index may then hold part of it and must be reset.
 func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, error) {
-	var newest uint64
-	found := false
-	for _, name := range names {
-		if n, ok := parseSnapName(name); ok && (!found || n > newest) {
-			newest, found = n, true
-		}
-	}
+	newest, found := newestSnapshot(names)
 	if !found {
 		return nil, errNoSnapshot
 	}
 	db.snapSeq = newest
 	db.snapValid = true // until proven otherwise below
 	name := filepath.Join(db.dir, snapName(newest))
-	f, err := db.fs.Open(name)
+	snap, err := openSnapshot(db.fs, name)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	if size < snapFooterSize {
-		return nil, fmt.Errorf("%s: too short (%d bytes)", name, size)
-	}
-	var foot [snapFooterSize]byte
-	if _, err := f.ReadAt(foot[:], size-snapFooterSize); err != nil {
-		return nil, err
-	}
-	trailerAt := int64(binary.LittleEndian.Uint64(foot[:]))
-	if string(foot[8:]) != snapEndMagic || trailerAt < 0 || trailerAt > size-snapFooterSize {
-		return nil, fmt.Errorf("%s: bad footer", name)
-	}
-	tr := &frameReader{f: f, off: trailerAt, end: size - snapFooterSize}
-	p, err := tr.next()
-	if err != nil {
-		return nil, fmt.Errorf("%s: trailer: %w", name, err)
-	}
-	meta, err := decodeSnapMeta(p)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	r := &frameReader{f: f, end: trailerAt}
-	p, err = r.next()
-	if err != nil {
-		return nil, fmt.Errorf("%s: bad header (%v)", name, err)
-	}
-	hdr, err := decodeSnapHeader(p)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if hdr.id != db.meta.id {
+	defer snap.f.Close()
+	meta := snap.meta
+	if snap.hdr.id != db.meta.id {
 		// A copied-in snapshot of another database: its entries point into
 		// other files, and its fingerprints come from another hash key.
 		// Nothing in it is trusted, not even its segment sizes.
-		return nil, fmt.Errorf("%s belongs to another database (id %s; this database is %s)", name, hdr.id, db.meta.id)
+		return nil, fmt.Errorf("%s belongs to another database (id %s; this database is %s)", name, snap.hdr.id, db.meta.id)
 	}
 	// The snapshot was written at this time of the DB's clock: expiry
 	// judged later never uses an earlier time (see DB.now).
-	db.raiseClockFloor(hdr.createdMs)
+	db.raiseClockFloor(snap.hdr.createdMs)
 	// The trailer and the header are intact: the segment sizes it records
 	// were fsynced before it was written, whether or not the rest of the
 	// snapshot can be used (see provenSize).
-	db.noteProvenSizes(meta)
+	db.provenSize = meta.provenSizes()
 	if err := meta.check(onDisk); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -308,6 +270,7 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 	}
 	var loaded uint64
 	prev := -1
+	r := snap.entries()
 	for {
 		p, err := r.next()
 		if err == io.EOF {

@@ -3,8 +3,6 @@ package engine
 import (
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 
@@ -104,41 +102,6 @@ func TestSnapshotRestartEqualsReplay(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, db.Close())
-}
-
-func snapshotFiles(t *testing.T, fs vfs.FS) []string {
-	names, err := fs.List("/db")
-	require.NoError(t, err)
-	var out []string
-	for _, n := range names {
-		if _, ok := parseSnapName(n); ok {
-			out = append(out, n)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func readFile(t *testing.T, fs vfs.FS, name string) []byte {
-	f, err := fs.Open(name)
-	require.NoError(t, err)
-	defer f.Close()
-	n, err := f.Size()
-	require.NoError(t, err)
-	b := make([]byte, n)
-	_, err = f.ReadAt(b, 0)
-	require.NoError(t, err)
-	return b
-}
-
-func writeFile(t *testing.T, fs vfs.FS, name string, b []byte) {
-	f, err := fs.Create(name)
-	require.NoError(t, err)
-	_, err = f.Write(b)
-	require.NoError(t, err)
-	require.NoError(t, f.Sync())
-	require.NoError(t, f.Close())
-	require.NoError(t, fs.SyncDir(filepath.Dir(name)))
 }
 
 // TestSnapshotFallback: a truncated, corrupt, stale or future-dated

@@ -1,13 +1,11 @@
 package engine
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/marlinkv/marlin/index"
@@ -20,14 +18,17 @@ type VerifyProblem struct {
 	File   string // file name, or "" for the index
 	Offset int64  // byte offset in File, or -1
 	What   string
-	// TornTail marks damage at the end of the newest segment past every
-	// sync mark: never-fsynced data that a writable Open truncates.
+	// TornTail marks damage that a writable Open cuts off by itself (see
+	// LogEnd.TornTail): past the end of the valid log of the newest
+	// segment, where no sync mark or snapshot proves anything was fsynced.
 	TornTail bool
 	// Index marks a problem of the index snapshot (or of the index built
 	// from it), not of the log: Repair's rebuild fixes it.
 	Index bool
 }
 
+// String formats the problem as "FILE at offset N: what" (or without the
+// parts it lacks).
 func (p VerifyProblem) String() string {
 	if p.Offset >= 0 {
 		return fmt.Sprintf("%s at offset %d: %s", p.File, p.Offset, p.What)
@@ -56,7 +57,8 @@ func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 // replay of the log gives, and every entry points at a record of a key
 // with that hash. It opens the directory read-only (twice), so it refuses a
 // directory a writer holds and never modifies anything. opts may be nil;
-// only its FS, limits and Logger matter.
+// its FS, Clock (for expiry), IndexReserve and Logger are used (decoding
+// limits come from the format, never from the options).
 func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -116,63 +118,55 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	return rep, nil
 }
 
-// verifySegments decodes every record of every segment file.
+// verifySegments decodes every record of every segment file. Damage is
+// marked as a torn tail as Open decides it (segFacts.end): when a writable
+// Open would cut it off (or remove a segment torn at creation) by itself.
 func verifySegments(dir string, o *Options, rep *VerifyReport) error {
-	names, err := o.FS.List(dir)
+	segs, err := segmentFacts(o.FS, dir)
 	if err != nil {
 		return fmt.Errorf("marlin: verify: %w", err)
 	}
-	var gens []uint64
-	for _, n := range names {
-		if g, ok := segment.ParseFileName(n); ok {
-			gens = append(gens, g)
-		}
-	}
-	slices.Sort(gens)
-	lim := segment.FormatLimits
-	for i, gen := range gens {
+	for _, s := range segs {
 		rep.Segments++
-		name := filepath.Join(dir, segment.FileName(gen))
-		data, closeFn, err := readWhole(o.FS, name)
+		data, closeFn, err := readWhole(o.FS, s.name)
 		if err != nil {
 			return fmt.Errorf("marlin: verify: %w", err)
 		}
-		h, herr := segment.DecodeHeader(data)
-		switch {
-		case herr != nil:
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: herr.(*segment.CorruptError).Reason,
-				TornTail: i == len(gens)-1 && len(data) < segment.HeaderSize})
-			closeFn()
-			continue
-		case h.Generation != gen:
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: 0, What: fmt.Sprintf("header says generation %d", h.Generation)})
-		}
-		probs, ferr := checkMapped(name, data, gen, lim, func(int64, *segment.Record, int) { rep.Records++ })
-		if ferr != nil {
+		if err := verifySegment(s, data, rep); err != nil {
 			// The file could not be read (an I/O error, or truncated while
 			// mapped): report it like damage and go on with the others.
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: -1, What: ferr.Error()})
-		}
-		for j, p := range probs {
-			torn := i == len(gens)-1 && j == len(probs)-1 && p.Resume == int64(len(data)) &&
-				segment.SyncedClaim(data, gen, lim, p.Offset) <= p.Offset
-			what := p.Reason
-			if torn {
-				what = "torn tail (never-fsynced data; " + what + ")"
-			}
-			rep.Problems = append(rep.Problems, VerifyProblem{File: name, Offset: p.Offset, What: what, TornTail: torn})
+			rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: -1, What: err.Error()})
 		}
 		closeFn()
 	}
 	return nil
 }
 
-// checkMapped is segment.Check on a mapping of file name, with a memory
-// fault (an unreadable page) returned as an ErrIO error instead of
-// killing the process.
-func checkMapped(name string, data []byte, gen uint64, lim segment.Limits, fn func(int64, *segment.Record, int)) (probs []segment.Problem, err error) {
-	defer catchMappedFault(debug.SetPanicOnFault(true), name, data, &err)
-	return segment.Check(data, gen, lim, fn), nil
+// verifySegment reports the damage in one segment, data being its
+// mapping. A memory fault reading it is returned as an ErrIO error.
+func verifySegment(s segFacts, data []byte, rep *VerifyReport) (err error) {
+	defer catchMappedFault(debug.SetPanicOnFault(true), s.name, data, &err)
+	e := s.end(data) // what Open finds: nil if intact
+	h, herr := segment.DecodeHeader(data)
+	switch {
+	case herr != nil:
+		rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: 0, What: corruptReason(herr),
+			TornTail: e != nil && e.created && e.TornTail})
+		return nil
+	case h.Generation != s.gen:
+		rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: 0, What: fmt.Sprintf("header says generation %d", h.Generation)})
+	}
+	probs := segment.Check(data, s.gen, segment.FormatLimits, func(int64, *segment.Record, int) { rep.Records++ })
+	for _, p := range probs {
+		// Everything from the end of the valid log on is what Open cuts.
+		torn := e != nil && e.TornTail && p.Offset >= e.End
+		what := p.Reason
+		if torn {
+			what = "torn tail (never-fsynced data; " + what + ")"
+		}
+		rep.Problems = append(rep.Problems, VerifyProblem{File: s.name, Offset: p.Offset, What: what, TornTail: torn})
+	}
+	return nil
 }
 
 // readWhole maps a whole file read-only.
@@ -294,65 +288,25 @@ type SnapshotInfo struct {
 }
 
 // ReadSnapshotInfo reads the header and trailer of the newest snapshot in
-// dir (without loading it). It returns nil and no error if there is none.
+// dir (without loading it). It returns nil and no error if there is none,
+// and an error wrapping ErrCorrupt, naming the file and offset, if the
+// header, trailer or footer is damaged.
 func ReadSnapshotInfo(fs vfs.FS, dir string) (*SnapshotInfo, error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, err
 	}
-	var snaps []uint64
-	for _, n := range names {
-		if k, ok := parseSnapName(n); ok {
-			snaps = append(snaps, k)
-		}
-	}
-	if len(snaps) == 0 {
+	newest, found := newestSnapshot(names)
+	if !found {
 		return nil, nil
 	}
-	sort.Slice(snaps, func(i, j int) bool { return snaps[i] > snaps[j] })
-	name := filepath.Join(dir, snapName(snaps[0]))
-	f, err := fs.Open(name)
+	s, err := openSnapshot(fs, filepath.Join(dir, snapName(newest)))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, err
-	}
-	bad := func(what string) (*SnapshotInfo, error) {
-		return nil, &segment.CorruptError{File: name, Offset: -1, Reason: what}
-	}
-	if size < snapFooterSize {
-		return bad("too short")
-	}
-	var foot [snapFooterSize]byte
-	if _, err := f.ReadAt(foot[:], size-snapFooterSize); err != nil {
-		return nil, err
-	}
-	at := int64(binary.LittleEndian.Uint64(foot[:]))
-	if string(foot[8:]) != snapEndMagic || at < 0 || at > size-snapFooterSize {
-		return bad("bad footer")
-	}
-	hr := &frameReader{f: f, end: at}
-	p, err := hr.next()
-	if err != nil {
-		return bad("bad header")
-	}
-	h, err := decodeSnapHeader(p)
-	if err != nil {
-		return bad(err.Error())
-	}
-	tr := &frameReader{f: f, off: at, end: size - snapFooterSize}
-	p, err = tr.next()
-	if err != nil {
-		return bad("trailer: " + err.Error())
-	}
-	m, err := decodeSnapMeta(p)
-	if err != nil {
-		return bad(err.Error())
-	}
-	return &SnapshotInfo{File: name, Created: time.UnixMilli(h.createdMs), DBID: h.id, Entries: m.entries, Segments: len(m.segs),
+	_ = s.f.Close()
+	h, m := s.hdr, s.meta
+	return &SnapshotInfo{File: s.name, Created: time.UnixMilli(h.createdMs), DBID: h.id, Entries: m.entries, Segments: len(m.segs),
 		ReplayGen: m.replay.gen, ReplayOffset: m.replay.off, DurableGen: m.acct.gen, DurableOffset: m.acct.off}, nil
 }
 

@@ -92,8 +92,10 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		db.mu.Unlock()
 		return err // deleting an absent key writes nothing
 	}
+	var shadow uint64
 	if kind == segment.KindDelete {
-		value = tombValue(db.shadowOfLocked(old.loc))
+		shadow = db.shadowOfLocked(old.loc)
+		value = tombValue(shadow)
 		db.idFloor = idForDelete // a delete may roll into the id reserve
 	}
 	rec := segment.Record{Kind: kind, Seq: db.nextSeq, Expiry: expiry, Key: key, Value: value}
@@ -124,7 +126,7 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		return err
 	}
 	db.nextSeq++
-	db.applyLocked(h, kind, old, loc, size, insert)
+	db.applyLocked(h, kind, old, loc, size, insert, shadow)
 	if kind == segment.KindPut {
 		db.st.puts.Add(1)
 	} else {
@@ -189,14 +191,18 @@ func (db *DB) hasKeyLocked(h uint64, key []byte) bool {
 
 // applyLocked updates the index and the live/dead figures for a record of
 // size bytes just appended at loc, superseding old. inserted says a new
-// key's entry is already in place. db.mu must be held.
-func (db *DB) applyLocked(h uint64, kind segment.Kind, old entry, loc uint64, size int, inserted bool) {
+// key's entry is already in place. A tombstone is counted by the shadow
+// its value records (as replay counts it, from the value), whether or not
+// the key was still present. db.mu must be held.
+func (db *DB) applyLocked(h uint64, kind segment.Kind, old entry, loc uint64, size int, inserted bool, shadow uint64) {
 	id, _ := segment.SplitLoc(loc)
 	sf := db.segs[id].Load()
 	switch {
 	case kind == segment.KindDelete:
-		sf.noteTomb(size, db.shadowOfLocked(old.loc))
-		db.ix.DeleteExact(h, old.loc)
+		sf.noteTomb(size, shadow)
+		if old.found {
+			db.ix.DeleteExact(h, old.loc)
+		}
 	case old.found:
 		db.ix.CompareAndSwap(h, old.loc, loc)
 		sf.live.Add(int64(size))

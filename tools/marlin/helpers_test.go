@@ -43,6 +43,26 @@ func marlinStdin(t testing.TB, in string, args ...string) result {
 	return marlin(t, args...)
 }
 
+// writeInput writes n tsv pairs "key-%06d" -> value of size bytes to
+// root/in.tsv and returns its path.
+func writeInput(t testing.TB, root string, n, size int) string {
+	return writeKeys(t, root, "key-%06d", n, size)
+}
+
+// writeKeys writes n tsv pairs, keys made of keyFmt and the pair's index,
+// values of size bytes, to root/in.tsv and returns its path.
+func writeKeys(t testing.TB, root, keyFmt string, n, size int) string {
+	t.Helper()
+	var b strings.Builder
+	val := strings.Repeat("v", size)
+	for i := range n {
+		fmt.Fprintf(&b, keyFmt+"\t%s\n", i, val)
+	}
+	file := filepath.Join(root, "in.tsv")
+	require.NoError(t, os.WriteFile(file, []byte(b.String()), 0o644))
+	return file
+}
+
 // mustRun runs the command and requires exit status 0.
 func mustRun(t testing.TB, args ...string) result {
 	t.Helper()

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,18 +15,6 @@ import (
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
-
-// writeInput writes n tsv pairs "key-%06d" -> value of size bytes.
-func writeInput(t *testing.T, root string, n, size int) string {
-	var b strings.Builder
-	val := strings.Repeat("v", size)
-	for i := range n {
-		fmt.Fprintf(&b, "key-%06d\t%s\n", i, val)
-	}
-	file := filepath.Join(root, "in.tsv")
-	require.NoError(t, os.WriteFile(file, []byte(b.String()), 0o644))
-	return file
-}
 
 // TestLoadSmallSegments: batches are sized from the segment size. Before
 // the fix a fixed 4 MiB bound made every batch of 1000 100-byte pairs too

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,12 +13,7 @@ import (
 // one record of the first (sealed) segment.
 func salvageDir(t *testing.T) string {
 	root := t.TempDir()
-	var in strings.Builder
-	for i := range 2000 {
-		fmt.Fprintf(&in, "key-%05d\t%s\n", i, strings.Repeat("v", 100))
-	}
-	input := filepath.Join(root, "in.tsv")
-	require.NoError(t, os.WriteFile(input, []byte(in.String()), 0o644))
+	input := writeKeys(t, root, "key-%05d", 2000, 100)
 	dir := filepath.Join(root, "db")
 	mustRun(t, "load", "--quiet", "--segment-size", "65536", dir, input)
 	segs := segFiles(t, dir)

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -19,12 +17,7 @@ import (
 // keys without naming them, without asking, and without saving them.
 func TestRepairIsHonest(t *testing.T) {
 	root := t.TempDir()
-	var in strings.Builder
-	for i := range 3000 {
-		fmt.Fprintf(&in, "key-%05d\t%s\n", i, strings.Repeat("v", 100))
-	}
-	input := filepath.Join(root, "in.tsv")
-	require.NoError(t, os.WriteFile(input, []byte(in.String()), 0o644))
+	input := writeKeys(t, root, "key-%05d", 3000, 100)
 	dir := filepath.Join(root, "db")
 	mustRun(t, "load", "--quiet", "--batch", "1000", dir, input)
 	segs := segFiles(t, dir)
