@@ -101,9 +101,7 @@ func (db *DB) writeBatch(b *Batch) error {
 		if err := db.checkKV(b.key(op), b.value(op), db.opts.MaxKeySize); err != nil {
 			return fmt.Errorf("batch op %d: %w", i, err)
 		}
-		if op.kind == segment.KindDelete {
-			total += segment.Size(op.klen, maxTombValue, false) // an upper bound
-		} else {
+		if op.kind != segment.KindDelete {
 			total += segment.Size(op.klen, op.vlen, op.expiry != 0)
 		}
 	}
@@ -136,6 +134,25 @@ func (db *DB) writeBatch(b *Batch) error {
 			repeated[i] = true
 		}
 		seen[hashes[i]] = struct{}{}
+	}
+	// What each tombstone shadows (tombstone.go), and so its exact size:
+	// the key's record found before the batch, or, when an earlier
+	// operation of the batch may have changed the key, the segment the
+	// batch lands in, bounded by db.nextGen (a roll below may start it; a
+	// larger shadow only keeps the tombstone longer).
+	shadows := make([]uint64, len(b.ops))
+	for i := range b.ops {
+		op := &b.ops[i]
+		if op.kind != segment.KindDelete {
+			continue
+		}
+		switch {
+		case repeated[i]:
+			shadows[i] = db.nextGen
+		case olds[i].found:
+			shadows[i] = db.shadowOfLocked(olds[i].loc)
+		}
+		total += segment.Size(op.klen, len(tombValue(shadows[i])), false)
 	}
 	// Roll first if needed, so that the whole batch lands in one segment.
 	// A batch of deletes only may roll into the id reserve, as Delete does.
@@ -174,21 +191,11 @@ func (db *DB) writeBatch(b *Batch) error {
 	locs := make([]uint64, len(b.ops))
 	sizes := make([]int, len(b.ops))
 	off := db.tail.start + db.tail.n.Load()
-	shadows := make([]uint64, len(b.ops)) // what each tombstone's value records
 	for i := range b.ops {
 		op := &b.ops[i]
 		recs[i] = segment.Record{Kind: op.kind, Flags: segment.FlagBatch, Seq: db.nextSeq + uint64(i),
 			Expiry: op.expiry, Key: b.key(op), Value: b.value(op)}
 		if op.kind == segment.KindDelete {
-			// What the tombstone shadows (tombstone.go): the key's record
-			// found before the batch, or, when an earlier operation of the
-			// batch may have changed the key, this segment (a safe bound).
-			switch {
-			case repeated[i]:
-				shadows[i] = db.active.gen
-			case olds[i].found:
-				shadows[i] = db.shadowOfLocked(olds[i].loc)
-			}
 			recs[i].Value = tombValue(shadows[i])
 		}
 		sizes[i] = segment.Size(op.klen, len(recs[i].Value), op.expiry != 0)

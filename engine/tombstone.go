@@ -31,9 +31,6 @@ import (
 // shadow. The buffer is new and owned by the caller.
 func tombValue(shadow uint64) []byte { return binary.AppendUvarint(nil, shadow) }
 
-// maxTombValue is the largest tombstone value.
-const maxTombValue = binary.MaxVarintLen64
-
 // tombShadow returns the shadowGen of tombstone r, found in a segment of
 // generation gen (an empty or malformed value means gen: unknown).
 func tombShadow(r *segment.Record, gen uint64) uint64 {
