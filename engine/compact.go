@@ -177,7 +177,7 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 	// can take more room to copy than it frees (sync marks, alignment),
 	// and copying those first could use up the last ids before anything
 	// is freed.
-	short := db.freeIDsLocked() <= 2*idReserve
+	short := db.freeIDsLocked() <= idsShortBelow
 	gain := make(map[*segFile]int64, len(todo))
 	for _, sf := range todo {
 		gain[sf] = db.reclaimableLocked(sf)
@@ -193,6 +193,9 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 	for _, sf := range todo {
 		if db.stopping() {
 			return retired, ErrClosed
+		}
+		if !db.idsToCopy(sf, gain[sf]) {
+			continue
 		}
 		ok, err := db.compactSegment(sf, rate)
 		if errors.Is(err, ErrFull) && retired > 0 {
@@ -214,6 +217,33 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 		db.st.compactions.Add(1)
 	}
 	return retired, nil
+}
+
+// idsShortBelow: with this many free segment ids or fewer, compaction
+// works as if the log were full (see compactRound).
+const idsShortBelow = 2 * idReserve
+
+// idsToCopy reports whether compacting sf, which frees gain bytes, may
+// spend the segment ids its copies need. A segment frees one id (once the
+// next snapshot lets its file go) but its copies take new segments of the
+// current SegmentSize: more than one if it was written with larger
+// segments, and about one when it is mostly live (sync marks and alignment
+// may make the copies larger than what they came from). Copies that could
+// leave fewer than idsShortBelow ids free are put off, so a pass never
+// spends the ids that deletes and the copies of better candidates need;
+// with few ids, only segments at least a quarter reclaimable are copied.
+func (db *DB) idsToCopy(sf *segFile, gain int64) bool {
+	records := sf.flushed.Load() - segment.HeaderSize
+	room := db.opts.SegmentSize - segment.HeaderSize
+	copyBytes := max(records-gain, 0)
+	need := (copyBytes + copyBytes/8 + room - 1) / room
+	db.mu.Lock()
+	free := int64(db.freeIDsLocked())
+	db.mu.Unlock()
+	if free > idsShortBelow+need {
+		return true
+	}
+	return need <= 1 && 4*gain >= records
 }
 
 // reclaimableLocked returns the bytes compacting sf would reclaim: its dead

@@ -373,3 +373,53 @@ func TestOverwritesNeverFillTheLog(t *testing.T) {
 	}
 	require.NoError(t, db.Close())
 }
+
+// TestFullLogAfterShrinkingSegments: Compact on a log whose ids are all in
+// use must work, even when it holds mostly live segments written with
+// larger segments (copying one of those into small segments takes many
+// ids for the one it frees) and Open's active segment took an id. Before
+// the fix, Open took compaction's last id and Compact copied the big live
+// segments first, failing with ErrFull on a log mostly of dead data.
+func TestFullLogAfterShrinkingSegments(t *testing.T) {
+	fs := vfs.NewMem()
+	o := lcOpts(fs)
+	o.SegmentSize, o.WriteBufferSize = 64<<10, 16<<10
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	small := bytes.Repeat([]byte("s"), 100)
+	for i := range 3000 { // about 5 big segments
+		require.NoError(t, db.Put(fmt.Appendf(nil, "live-%05d", i), small))
+	}
+	for i := 0; i < 3000; i += 4 { // a quarter of them dead: each qualifies
+		require.NoError(t, db.Put(fmt.Appendf(nil, "live-%05d", i), small))
+	}
+	require.NoError(t, db.Close())
+
+	o.SegmentSize, o.WriteBufferSize = 4<<10, 4<<10
+	db, err = Open("/db", o)
+	require.NoError(t, err)
+	val := bytes.Repeat([]byte("v"), 1500)
+	var full error
+	for i := 0; full == nil; i++ {
+		require.Less(t, i, 1<<20, "the log never filled")
+		full = db.Put(fmt.Appendf(nil, "hot-%d", i%8), val)
+	}
+	require.ErrorIs(t, full, ErrFull)
+	require.NoError(t, db.Delete([]byte("hot-0")), "a delete is never blocked by a full log")
+	require.NoError(t, db.Close())
+
+	db, err = Open("/db", o)
+	require.NoError(t, err, "Open works on a full log")
+	require.NoError(t, db.Compact())
+	require.NoError(t, db.Delete([]byte("hot-1")))
+	for i := range 100 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "hot-%d", i), val), "puts work again after compaction")
+	}
+	for i := range 3000 {
+		v, err := db.Get(fmt.Appendf(nil, "live-%05d", i))
+		require.NoError(t, err)
+		require.Equal(t, small, v)
+	}
+	require.NoError(t, db.Close())
+	requireVerifyOK(t, "/db", o)
+}

@@ -34,7 +34,7 @@ func (db *DB) snapshotSizeEstimate() int64 { return 8*db.ix.Len() + 4096 }
 // db.compactMu must be held.
 func (db *DB) freeIDsIfShort() error {
 	db.mu.Lock()
-	short := len(db.awaiting) > 0 && db.freeIDsLocked() <= 2*idReserve
+	short := len(db.awaiting) > 0 && db.freeIDsLocked() <= idsShortBelow
 	db.mu.Unlock()
 	if !short {
 		return nil
