@@ -112,7 +112,7 @@ func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 		rounds = 2
 	}
 	for round := 0; round < rounds; round++ {
-		retired, err := db.compactRound(threshold, rate, explicit, round > 0)
+		retired, err := db.compactRound(threshold, rate, explicit, round > 0, 0)
 		if err != nil {
 			return err
 		}
@@ -120,7 +120,8 @@ func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 			break
 		}
 		db.mu.Lock()
-		due := len(db.awaiting) > 0 && (explicit || db.retiredDueLocked())
+		due := len(db.awaiting) > 0 && (explicit || db.retiredDueLocked() ||
+			db.idWaiters.Load() > 0 || db.freeIDsLocked() <= idsShortBelow)
 		db.mu.Unlock()
 		if due && !db.opts.DisableSnapshots {
 			if err := db.snapshotLocked(db.stopBg); err != nil {
@@ -134,8 +135,9 @@ func (db *DB) compactPass(threshold float64, rate int64, explicit bool) error {
 // compactRound is one pass over the segments; it returns how many it
 // retired. sealActive seals the active segment first if it qualifies;
 // tombsOnly limits the round to segments whose needed tombstones became
-// droppable. db.compactMu must be held.
-func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly bool) (int, error) {
+// droppable; maxRetire > 0 ends it after that many segments are retired.
+// db.compactMu must be held.
+func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly bool, maxRetire int) (int, error) {
 	if err := db.freeIDsIfShort(); err != nil {
 		return 0, err
 	}
@@ -193,6 +195,9 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 	for _, sf := range todo {
 		if db.stopping() {
 			return retired, ErrClosed
+		}
+		if maxRetire > 0 && retired >= maxRetire {
+			break
 		}
 		if !db.idsToCopy(sf, gain[sf]) {
 			continue

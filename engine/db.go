@@ -98,6 +98,10 @@ type DB struct {
 	awaiting []retiredSeg
 	damaged  map[uint64]bool
 	idFloor  int
+	// idWaiters counts writes waiting for segment ids (reclaimIDs): a
+	// compaction pass in progress then lets its retired segments go at
+	// once instead of at its end (freeIDsIfShort).
+	idWaiters atomic.Int32
 
 	// Snapshot bookkeeping, guarded by mu: the newest snapshot's number,
 	// the write count it covers, and when it was taken.
@@ -112,6 +116,15 @@ type DB struct {
 	// provenSize maps a segment generation to the size the newest index
 	// snapshot proves was fsynced (see proven.go). Set during recovery only.
 	provenSize map[uint64]int64
+
+	// Test hooks of this DB (nil: none). snapshotCopyHook runs in
+	// writeSnapshot after the replay position is recorded and before the
+	// index is copied (writes it makes are the ones a fuzzy copy may or
+	// may not catch); snapshotTrailerHook after the copy and before the
+	// trailer's figures are taken. Per DB, so that parallel tests and
+	// the databases a checker opens never see another's hook.
+	snapshotCopyHook    atomic.Pointer[func()]
+	snapshotTrailerHook atomic.Pointer[func()]
 
 	// clockFloor is the latest time (Unix ms) DB.now has returned: expiry
 	// never goes backwards with the clock.

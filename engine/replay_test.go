@@ -57,15 +57,13 @@ func rpRollFixture(t *testing.T) (*vfs.MemFS, *DB) {
 
 // rpRollDuring sets the snapshot copy hook of rpRollFixture.
 func rpRollDuring(t *testing.T, db *DB) {
-	snapshotCopyHook = func(*DB) {
-		snapshotCopyHook = nil
+	db.onceSnapshotCopy(func() {
 		require.NoError(t, db.Put([]byte("dup"), []byte("v1")))
 		putUntilRoll(t, db, func(i int) error {
 			return db.Put(fmt.Appendf(nil, "fill-%d", i), bytes.Repeat([]byte("f"), 100))
 		})
 		require.NoError(t, db.Put([]byte("dup"), []byte("v2")))
-	}
-	t.Cleanup(func() { snapshotCopyHook = nil })
+	})
 }
 
 // rpCheckDup asserts that the database in dir (on fs) has exactly one entry
@@ -284,8 +282,7 @@ func TestSnapshotProvesFsyncedData(t *testing.T) {
 		rcPut(t, db, 0, 10)
 		// Records written during the copy land between the replay and
 		// the accounting positions: recovery scans them.
-		snapshotCopyHook = func(*DB) { snapshotCopyHook = nil; rcPut(t, db, 10, 20) }
-		t.Cleanup(func() { snapshotCopyHook = nil })
+		db.onceSnapshotCopy(func() { rcPut(t, db, 10, 20) })
 		require.NoError(t, db.Snapshot())
 		crashed := fs.CrashClone(rand.New(rand.NewPCG(1, 2))) // no Close mark
 		require.NoError(t, db.Close())

@@ -34,7 +34,12 @@ func (db *DB) snapshotSizeEstimate() int64 { return 8*db.ix.Len() + 4096 }
 // db.compactMu must be held.
 func (db *DB) freeIDsIfShort() error {
 	db.mu.Lock()
-	short := len(db.awaiting) > 0 && db.freeIDsLocked() <= idsShortBelow
+	// Only when ids are really short, or when a write waits for ids and
+	// a batch of retired segments can go: each snapshot walks the whole
+	// index, so retired segments are let go in batches.
+	free := db.freeIDsLocked()
+	short := len(db.awaiting) > 0 && (free <= idForDelete ||
+		db.idWaiters.Load() > 0 && free <= idForPut && len(db.awaiting) >= idReserve)
 	db.mu.Unlock()
 	if !short {
 		return nil

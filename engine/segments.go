@@ -54,22 +54,40 @@ func (db *DB) reclaimIDs() bool {
 	if db.opts.CompactionThreshold < 0 || db.opts.ReadOnly || db.startBg() != nil {
 		return false
 	}
+	db.idWaiters.Add(1)
+	defer db.idWaiters.Add(-1)
 	done := make(chan bool, 1)
 	go func() {
 		defer db.bg.Done()
 		done <- db.reclaimIDsNow()
 	}()
+	// A compaction pass already running (it holds compactMu, so the pass
+	// above waits for it) frees ids too: poll for them meanwhile.
 	t := time.NewTimer(reclaimWait)
 	defer t.Stop()
-	select {
-	case ok := <-done:
-		return ok
-	case <-t.C:
-		return false
-	case <-db.stopBg:
-		return false
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case ok := <-done:
+			return ok
+		case <-poll.C:
+			if db.putIDFree() {
+				return true
+			}
+		case <-t.C:
+			return false
+		case <-db.stopBg:
+			return false
+		}
 	}
 }
+
+// reclaimBatch is how many segments a write's reclaim retires before it
+// lets the write go on: enough to free ids for a while, few enough that
+// the waiting write is slowed, not stopped (the background compactor does
+// the rest).
+const reclaimBatch = 4 * idReserve
 
 // reclaimIDsNow compacts at the configured threshold and, if that frees no
 // id, every segment with reclaimable bytes, writing the snapshot that frees
@@ -84,7 +102,7 @@ func (db *DB) reclaimIDsNow() bool {
 		if free > idForPut {
 			return true // another writer's pass freed some
 		}
-		if _, err := db.compactRound(threshold, 0, true, false); err != nil {
+		if _, err := db.compactRound(threshold, 0, true, false, reclaimBatch); err != nil {
 			db.opts.Logger.Error("marlin: compaction to free segment ids failed", "dir", db.dir, "err", err)
 			return false
 		}
@@ -98,6 +116,13 @@ func (db *DB) reclaimIDsNow() bool {
 			}
 		}
 	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.freeIDsLocked() > idForPut
+}
+
+// putIDFree reports whether a put may take a new segment id now.
+func (db *DB) putIDFree() bool {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	return db.freeIDsLocked() > idForPut

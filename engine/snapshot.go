@@ -118,8 +118,8 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	meta := snapMeta{replay: logPos{db.active.gen, db.active.flushed.Load()}}
 	written := db.st.records.Load()
 	db.mu.Unlock()
-	if snapshotCopyHook != nil {
-		snapshotCopyHook(db)
+	if h := db.snapshotCopyHook.Load(); h != nil {
+		(*h)()
 	}
 
 	tmp := filepath.Join(dir, snapTmpName)
@@ -149,8 +149,8 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 		return fail(w.err)
 	}
 
-	if snapshotTrailerHook != nil {
-		snapshotTrailerHook()
+	if h := db.snapshotTrailerHook.Load(); h != nil {
+		(*h)()
 	}
 	db.mu.Lock()
 	if err := db.syncActiveLocked(); err != nil {
@@ -201,16 +201,6 @@ func (db *DB) writeSnapshot(dir, name string, stop <-chan struct{}, before func(
 	}
 	return written, nil
 }
-
-// snapshotCopyHook, if set (by tests), runs in writeSnapshot after the
-// replay position is recorded and before the index is copied: writes it
-// makes are the ones a fuzzy copy may or may not catch. db is the database
-// writing the snapshot.
-var snapshotCopyHook func(db *DB)
-
-// snapshotTrailerHook, if set (by tests), runs in writeSnapshot after the
-// index is copied and before the trailer's figures are taken.
-var snapshotTrailerHook func()
 
 // removeOldSnapshots deletes snapshot files older than n. Failures only
 // cost disk space.

@@ -446,7 +446,6 @@ func (r *swRunner) summary() string {
 }
 
 func newSwRunner(cfg swConfig, fs vfs.FS) *swRunner {
-	snapshotCopyHook = nil
 	return &swRunner{cfg: cfg, fs: fs, m: newSwModel(24), rnd: rand.New(rand.NewPCG(cfg.seed, 0x5eed))}
 }
 
@@ -564,7 +563,7 @@ func (r *swRunner) run() error {
 				r.writeDuringSnapshot()
 			}
 			err = r.db.Snapshot()
-			snapshotCopyHook = nil
+			r.db.snapshotCopyHook.Store(nil)
 			r.note(err)
 			if err == nil {
 				err = r.hookErr
@@ -601,11 +600,7 @@ func (r *swRunner) run() error {
 // replay position (issue 9, item 12). The first error is kept in r.hookErr.
 func (r *swRunner) writeDuringSnapshot() {
 	db := r.db
-	snapshotCopyHook = func(sdb *DB) {
-		if sdb != db {
-			return // a database the checker opened
-		}
-		snapshotCopyHook = nil
+	db.onceSnapshotCopy(func() {
 		db.mu.Lock()
 		first := db.active
 		db.mu.Unlock()
@@ -623,7 +618,7 @@ func (r *swRunner) writeDuringSnapshot() {
 				return
 			}
 		}
-	}
+	})
 }
 
 // errModel marks a check's failure (as opposed to an error a call returned).
