@@ -215,8 +215,8 @@ func (s segFacts) end(data []byte) *segEnd {
 	}
 	h, herr := segment.DecodeHeader(data)
 	switch {
-	case s.newest && (size < segment.HeaderSize || isZero(data)):
-		e.created, e.damage, e.TornTail = true, 0, size >= s.proven
+	case s.newest && s.proven == 0 && (size < segment.HeaderSize || isZero(data)):
+		e.created, e.damage, e.TornTail = true, 0, true
 		e.Reason = "torn at creation (shorter than a header, or all zeros)"
 		return e
 	case herr != nil:

@@ -73,6 +73,13 @@ func (db *DB) recover() error {
 		if err := db.resetForReplay(); err != nil {
 			return err
 		}
+	} else if !db.opts.dropSnapshots {
+		// Without using the snapshot, what it proves fsynced still holds:
+		// a full replay must not cut it as a torn tail.
+		db.provenSize = newestProvenSizes(db.fs, db.dir, names, db.meta.id)
+		if perr := db.checkProvenSizes(onDisk); perr != nil {
+			return perr
+		}
 	}
 	return db.replayAll(gens, onDisk)
 }
@@ -371,7 +378,9 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 	// is fsynced, so a zeroed header followed by anything but zeros is
 	// damage to a segment that held data, not a torn creation: it falls
 	// through to the header check below and is reported.
-	if newest && (size < segment.HeaderSize || isZero(hb) && zeroFrom(f, segment.HeaderSize, size)) {
+	// A segment the snapshot lists had its header fsynced: it is never a
+	// torn creation, whatever its bytes now say.
+	if newest && db.provenSize[gen] == 0 && (size < segment.HeaderSize || isZero(hb) && zeroFrom(f, segment.HeaderSize, size)) {
 		_ = sf.close()
 		if db.opts.ReadOnly {
 			db.opts.Logger.Warn("marlin: ignoring segment torn at creation", "file", name, "size", size)

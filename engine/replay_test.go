@@ -313,6 +313,39 @@ func TestSnapshotProvesFsyncedData(t *testing.T) {
 		rcRequireCorrupt(t, err, newest, last.off)
 		require.Equal(t, int64(len(d)), rcSize(t, fs, newest), "nothing was truncated")
 	})
+	// An Open that does not use snapshots (DisableSnapshots) still takes
+	// the newest snapshot's word for what was fsynced: before, its full
+	// replay truncated the damaged records as a torn tail.
+	t.Run("damaged, snapshots off", func(t *testing.T) {
+		fs, newest := setup(t)
+		d := rcRead(t, fs, newest)
+		recs := rcLayout(t, d, rcGen(t, newest))
+		last := recs[len(recs)-1]
+		d[last.valOff] ^= 0x01
+		rcWrite(t, fs, newest, d)
+		o := rpOpts(fs)
+		o.DisableSnapshots = true
+		_, err := Open("/db", o)
+		rcRequireCorrupt(t, err, newest, last.off)
+		require.Equal(t, int64(len(d)), rcSize(t, fs, newest), "nothing was truncated")
+	})
+	// A newest segment the snapshot lists, zeroed whole (its length kept),
+	// looked like a segment torn at its creation and was removed with
+	// every record in it. Its header was fsynced before the snapshot
+	// listed it: it is damage.
+	t.Run("zeroed", func(t *testing.T) {
+		fs, newest := setup(t)
+		size := rcSize(t, fs, newest)
+		rcWrite(t, fs, newest, make([]byte, size))
+		_, err := Open("/db", rpOpts(fs))
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, newest)
+		require.Equal(t, size, rcSize(t, fs, newest), "the segment is still there, untouched")
+		ends, err := LogEnds("/db", rpOpts(fs))
+		require.NoError(t, err)
+		require.NotEmpty(t, ends)
+		require.False(t, ends[len(ends)-1].TornTail, "LogEnds agrees: not a torn tail")
+	})
 }
 
 // TestTornTailLogNamesFile: the torn-tail warning named no file ("corrupt
