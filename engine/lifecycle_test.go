@@ -154,14 +154,16 @@ func TestSegmentIDsRunOut(t *testing.T) {
 	fs := vfs.NewMem()
 	db, err := Open("/db", lcOpts(fs))
 	require.NoError(t, err)
-	val := bytes.Repeat([]byte("v"), 200)
+	// Two records a segment: the 8192 ids fill in about 16,000 puts.
+	big := bytes.Repeat([]byte("b"), 1800)
 	var full error
 	for i := 0; full == nil; i++ {
 		require.Less(t, i, 1<<20, "the log never filled")
-		full = db.Put(fmt.Appendf(nil, "k%d", i%4), val)
+		full = db.Put(fmt.Appendf(nil, "k%d", i%4), big)
 	}
 	require.ErrorIs(t, full, ErrFull)
 	require.NoError(t, db.Delete([]byte("k0")), "a delete is never blocked by a full log")
+	val := bytes.Repeat([]byte("v"), 200)
 	require.NoError(t, db.Close())
 
 	db, err = Open("/db", lcOpts(fs))
