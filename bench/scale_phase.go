@@ -1,0 +1,286 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// scaleWorker is one goroutine of a phase; its fields are its own.
+type scaleWorker struct {
+	id   int
+	rnd  *rand.Rand
+	hist *Histogram
+	key  []byte
+	val  []byte
+	_    [64]byte
+	done atomic.Int64 // operations completed in this phase
+	_    [56]byte
+}
+
+// completed returns the operations the current phase's workers did.
+func (s *scale) completed() int64 {
+	var n int64
+	for _, w := range s.workers {
+		n += w.done.Load()
+	}
+	return n
+}
+
+// timed runs one phase on g goroutines. With d > 0 every goroutine calls
+// op in a loop until d has passed (one call, one operation); otherwise
+// every goroutine calls op once and op counts its own operations in
+// w.done (total, if known, is for the progress line). With cold, the page
+// cache is dropped first. The phase is appended to the report even when
+// it fails.
+func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int64, op func(w *scaleWorker) error) error {
+	p := ScalePhase{Name: name}
+	if cold && s.cfg.DropCache {
+		if err := DropPageCache(); err != nil {
+			s.note("%s: %v; the phase runs with a warm cache", name, err)
+		} else {
+			p.Cold = true
+			s.rep.CacheDropped = true
+		}
+	}
+	s.workers = make([]*scaleWorker, g)
+	for i := range s.workers {
+		s.workers[i] = &scaleWorker{id: i, hist: NewHistogram(),
+			rnd: rand.New(rand.NewPCG(s.cfg.Seed, uint64(len(s.rep.Phases))<<32|uint64(i)))}
+	}
+	stop, progDone := make(chan struct{}), make(chan struct{})
+	go s.progress(name, total, d, stop, progDone)
+	disk0, io0 := s.disk(), ReadProcIO()
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	errs := make([]error, g)
+	for i, w := range s.workers {
+		wg.Go(func() {
+			if d <= 0 {
+				errs[i] = op(w)
+				return
+			}
+			for n := 0; n%64 != 0 || time.Now().Before(deadline); n++ {
+				if err := op(w); err != nil {
+					errs[i] = err
+					return
+				}
+				w.done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	p.Seconds = time.Since(start).Seconds()
+	close(stop)
+	<-progDone
+	disk1, io1 := s.disk(), ReadProcIO()
+	p.Ops = s.completed()
+	p.OpsPerSec = float64(p.Ops) / p.Seconds
+	if disk0.OK && disk1.OK {
+		p.DiskReads = disk1.Reads - disk0.Reads
+		p.DiskReadBytes = (disk1.SectorsRead - disk0.SectorsRead) * 512
+	}
+	p.ProcReadBytes = io1.ReadBytes - io0.ReadBytes
+	p.WrittenBytes = io1.WriteBytes - io0.WriteBytes
+	hs := make([]*Histogram, len(s.workers))
+	for i, w := range s.workers {
+		hs[i] = w.hist
+	}
+	p.Latency, _ = MergeSummaries(hs)
+	s.workers = nil
+	s.rep.Phases = append(s.rep.Phases, p)
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// sample records the peak RssAnon and Go heap every second until stop
+// closes (the figures the issue bounds "at every moment", not only at the
+// end).
+func (s *scale) sample(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		s.peak()
+		select {
+		case <-stop:
+			s.peak()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *scale) peak() {
+	raise(&s.peakRSS, RSSAnon())
+	raise(&s.peakHp, heapBytes())
+}
+
+func raise(a *atomic.Int64, v int64) {
+	for {
+		o := a.Load()
+		if v <= o || a.CompareAndSwap(o, v) {
+			return
+		}
+	}
+}
+
+// heapBytes returns the bytes of live and unswept heap objects, read
+// without stopping the world.
+func heapBytes() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
+}
+
+// progress prints the phase's rate, share done, time left, memory and
+// disk until stop closes: a redrawn line on a terminal, else a line every
+// 10 seconds.
+func (s *scale) progress(name string, total int64, d time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	out := s.cfg.Progress
+	if out == nil {
+		<-stop
+		return
+	}
+	every := 10 * time.Second
+	if s.cfg.Terminal {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	start, last, lastN := time.Now(), time.Now(), int64(0)
+	for {
+		select {
+		case <-stop:
+			if s.cfg.Terminal {
+				fmt.Fprint(out, "\r\033[K")
+			}
+			return
+		case now := <-t.C:
+			n := s.completed()
+			line := progressLine(name, n, n-lastN, now.Sub(last), now.Sub(start), total, d)
+			line += fmt.Sprintf(", RssAnon %s, heap %s, disk %s", ibytes(RSSAnon()), ibytes(heapBytes()),
+				ibytes(DirBytes(s.dir)))
+			last, lastN = now, n
+			if s.cfg.Terminal {
+				fmt.Fprintf(out, "\r\033[K%s", line)
+			} else {
+				fmt.Fprintln(out, line)
+			}
+		}
+	}
+}
+
+// note prints a remark on the progress stream.
+func (s *scale) note(format string, args ...any) {
+	if s.cfg.Progress != nil {
+		fmt.Fprintf(s.cfg.Progress, format+"\n", args...)
+	}
+}
+
+// ScaleTable writes one markdown table with a column per report: the
+// figures and the cost per key of each size side by side.
+func ScaleTable(w interface{ Write([]byte) (int, error) }, reps []*ScaleReport) {
+	row := func(name string, f func(r *ScaleReport) string) {
+		fmt.Fprintf(w, "| %s |", name)
+		for _, r := range reps {
+			fmt.Fprintf(w, " %s |", f(r))
+		}
+		fmt.Fprintln(w)
+	}
+	phase := func(r *ScaleReport, name string, f func(p *ScalePhase) string) string {
+		if p := r.Phase(name); p != nil && p.Ops > 0 {
+			return f(p)
+		}
+		return "—"
+	}
+	rate := func(name string) func(r *ScaleReport) string {
+		return func(r *ScaleReport) string {
+			return phase(r, name, func(p *ScalePhase) string { return humanize.Comma(int64(p.OpsPerSec)) + "/s" })
+		}
+	}
+	perKey := func(n int64, r *ScaleReport) string {
+		if r.Keys == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%s (%.1f B/key)", ibytes(n), float64(n)/float64(r.Keys))
+	}
+	row("keys", func(r *ScaleReport) string { return humanize.Comma(int64(r.Keys)) })
+	fmt.Fprint(w, "|---|")
+	for range reps {
+		fmt.Fprint(w, "---|")
+	}
+	fmt.Fprintln(w)
+	row("load ("+loadNames(reps)+")", func(r *ScaleReport) string {
+		return phase(r, "load", func(p *ScalePhase) string {
+			return fmt.Sprintf("%s/s, %s", humanize.Comma(int64(p.OpsPerSec)), secs(p.Seconds))
+		})
+	})
+	row("load writes / log", func(r *ScaleReport) string {
+		return fmt.Sprintf("%.2fx (%s / %s)", r.WriteAmp(), ibytes(r.LoadWritten), ibytes(r.LogBytes))
+	})
+	row("peak RssAnon", func(r *ScaleReport) string { return perKey(r.PeakRSSAnon-r.BaseRSSAnon, r) })
+	row("index", func(r *ScaleReport) string { return perKey(r.IndexBytes, r) })
+	row("peak Go heap", func(r *ScaleReport) string { return ibytes(r.PeakHeap) })
+	row("disk after load", func(r *ScaleReport) string { return perKey(r.DirBytes, r) })
+	row("restart", func(r *ScaleReport) string {
+		how := "log replay"
+		if r.FromSnapshot {
+			how = "snapshot"
+		}
+		return fmt.Sprintf("%s (%s)", secs(r.RestartSecs), how)
+	})
+	row("batched inserts at size", rate("insert"))
+	g, hg := 0, 0
+	if len(reps) > 0 {
+		g, hg = reps[0].Goroutines, reps[0].HotGoroutine
+	}
+	row(fmt.Sprintf("cold uniform gets, %d goroutines", g), rate("cold get"))
+	row("  disk reads / get", func(r *ScaleReport) string {
+		return phase(r, "cold get", func(p *ScalePhase) string { return fmt.Sprintf("%.3f", p.ReadsPerOp()) })
+	})
+	row("  bytes read / get", func(r *ScaleReport) string {
+		return phase(r, "cold get", func(p *ScalePhase) string { return humanize.IBytes(uint64(p.BytesPerOp())) })
+	})
+	row("  p99 latency", func(r *ScaleReport) string {
+		return phase(r, "cold get", func(p *ScalePhase) string { return dur(p.Latency.P99) })
+	})
+	row("absent gets", rate("absent get"))
+	row("  disk reads / absent get", func(r *ScaleReport) string {
+		return phase(r, "absent get", func(p *ScalePhase) string { return fmt.Sprintf("%.4f", p.ReadsPerOp()) })
+	})
+	row(fmt.Sprintf("hot zipfian gets, %d goroutines", hg), rate("hot zipfian get"))
+	row(fmt.Sprintf("cold uniform updates, %d goroutines", g), rate("cold update"))
+	row("full scan (cold)", func(r *ScaleReport) string {
+		return phase(r, "scan", func(p *ScalePhase) string {
+			return fmt.Sprintf("%s pairs/s, %s", humanize.Comma(int64(p.OpsPerSec)), secs(p.Seconds))
+		})
+	})
+	row("cache dropped for cold phases", func(r *ScaleReport) string { return fmt.Sprint(r.CacheDropped) })
+	row("error", func(r *ScaleReport) string {
+		if r.Err == "" {
+			return "none"
+		}
+		return r.Err
+	})
+}
+
+func loadNames(reps []*ScaleReport) string {
+	if len(reps) == 0 {
+		return ""
+	}
+	return reps[0].Load
+}
