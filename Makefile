@@ -13,11 +13,17 @@ build:
 	$(GO) build -o $(BIN)/marlin ./tools/marlin
 
 # The test command (README, CI): vet, then every test with the race detector
-# (including a bounded crash sweep, error sweep, corruption sweep and 20
-# kills of a writing child process), then each fuzz target for 10 s.
+# (including a bounded crash sweep, error sweep, corruption sweep, soak and
+# 20 kills of a writing child process), the long randomized tests again
+# without it, then each fuzz target for 10 s.
+#
+# The randomized long tests (sweeps, model, soak) run shorter under the race
+# detector, which slows them tenfold, and again at full length without it.
+LONG_TESTS = ^(TestCrashSweep|TestErrorSweep|TestCorruptionSweep|TestCorruptionSweepOpen|TestModel|TestSoak)$$
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -timeout 15m -run '$(LONG_TESTS)' ./engine/
 	$(MAKE) fuzz FUZZTIME=10s
 
 # Fuzz targets (package:target); make fuzz runs each for FUZZTIME.

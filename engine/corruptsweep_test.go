@@ -33,6 +33,7 @@ import (
 // reads through a snapshot-loaded index. TestCorruptionSweepOpen damages the
 // files under an open DB.
 func TestCorruptionSweep(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	stride := 8
 	if raceEnabled || testing.Short() {
 		stride = 24
@@ -275,6 +276,7 @@ func checkDamagedImage(t *testing.T, img *vfs.MemFS, model map[string]string, hi
 // Has), every other key its value, and that a write to the damaged key is
 // refused; restoring the bytes restores the key.
 func TestCorruptionSweepOpen(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	fs, model := corruptFixture(t)
 	o := corruptOpts(fs)
 	db, err := Open(rcDir, o)

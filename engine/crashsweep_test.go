@@ -36,9 +36,14 @@ import (
 // (make crash) runs longer workloads, more seeds, three copies per point
 // and every check everywhere.
 func TestCrashSweep(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	p := crashParams{steps: 80, seeds: 1, images: 1, fullEvery: 8, nestedEvery: 4}
 	if testing.Short() {
 		p.steps = 40
+	} else if raceEnabled {
+		// make test also runs this sweep without the race detector, at
+		// the full length; under it, a shorter workload.
+		p.steps, p.fullEvery = 48, 12
 	}
 	if swEnvLong() {
 		p = crashParams{steps: 400, seeds: 4, images: 3, fullEvery: 1, nestedEvery: 1}

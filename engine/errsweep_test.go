@@ -33,6 +33,7 @@ import (
 //   - with the fault gone, the directory opens with that state, and Verify
 //     finds nothing wrong after a writable open and close.
 func TestErrorSweep(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	p := errParams{steps: 40, seeds: 1, stride: 1, verifyEvery: 8}
 	if raceEnabled || testing.Short() {
 		// Every 4th operation, a different residue per sync mode, so the

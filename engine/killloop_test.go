@@ -136,6 +136,7 @@ func parseKillVal(key string, v []byte) (int, error) {
 }
 
 func TestKillLoop(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	if os.Getenv(killEnv) != "" {
 		t.Skip("in the child")
 	}

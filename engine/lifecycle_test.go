@@ -151,6 +151,7 @@ func TestFailedCompactionKeepsFiles(t *testing.T) {
 // they work (they may use the reserved ids), and after compaction puts
 // work again.
 func TestSegmentIDsRunOut(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	fs := vfs.NewMem()
 	db, err := Open("/db", lcOpts(fs))
 	require.NoError(t, err)
@@ -362,6 +363,7 @@ func TestReclaimInsideOperationDoesNotHang(t *testing.T) {
 // kicks it) used to get ErrFull on a log of dead segments; a write that
 // finds no segment id now compacts and retries, so ErrFull means live data.
 func TestOverwritesNeverFillTheLog(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	fs := vfs.NewMem()
 	o := lcOpts(fs)
 	o.CompactionThreshold = 0.5
@@ -386,6 +388,7 @@ func TestOverwritesNeverFillTheLog(t *testing.T) {
 // the fix, Open took compaction's last id and Compact copied the big live
 // segments first, failing with ErrFull on a log mostly of dead data.
 func TestFullLogAfterShrinkingSegments(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	fs := vfs.NewMem()
 	o := lcOpts(fs)
 	o.SegmentSize, o.WriteBufferSize = 64<<10, 16<<10

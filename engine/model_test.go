@@ -70,9 +70,13 @@ func modelOSFS(t *testing.T) (vfs.FS, string) {
 }
 
 func TestModel(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	ops := 1500
-	if testing.Short() {
+	switch {
+	case testing.Short():
 		ops = 400
+	case raceEnabled:
+		ops = 700 // make test also runs the full length without the race detector
 	}
 	var cfgs []modelConfig
 	for _, seg := range []int64{4 << 10, 64 << 10, 1 << 20} {

@@ -52,6 +52,7 @@ import (
 // MARLIN_SOAK_ALL=1 to run them all anyway, or MARLIN_SOAK_ENABLE=2,12 to
 // run some.
 func TestSoak(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
 	// The race detector makes every walk of the 65536 index shards
 	// (recount, iteration, Verify, snapshots) tens of times slower: fewer
 	// steps, and the expensive checks less often.
@@ -61,7 +62,7 @@ func TestSoak(t *testing.T) {
 		steps = 600
 	}
 	if raceEnabled {
-		steps = 450
+		steps = 350 // make test also runs the full length without the race detector
 		tot.recountEvery, tot.iterateEvery, tot.verifyEvery = 50, 100, 3
 	}
 	seeds := soakSeeds
