@@ -66,12 +66,24 @@ func (b *Batch) value(op *batchOp) []byte {
 	return b.data[op.vOff : op.vOff+op.vlen]
 }
 
+// idFloor is how many segment ids a new segment for the batch must leave
+// free: a batch of deletes only may roll into the id reserve, as Delete
+// does.
+func (b *Batch) idFloor() int {
+	for i := range b.ops {
+		if b.ops[i].kind != segment.KindDelete {
+			return idForPut
+		}
+	}
+	return idForDelete
+}
+
 // Write applies the batch atomically. Every operation is checked first;
 // if any is invalid nothing is written. The whole batch must fit in one
 // segment (ErrBatchTooLarge otherwise).
 func (db *DB) Write(b *Batch) error {
 	err := db.writeBatch(b)
-	if errors.Is(err, ErrFull) && db.reclaimIDs() {
+	if errors.Is(err, ErrFull) && db.reclaimIDs(b.idFloor()) {
 		err = db.writeBatch(b)
 	}
 	return err
@@ -155,14 +167,7 @@ func (db *DB) writeBatch(b *Batch) error {
 		total += segment.Size(op.klen, len(tombValue(shadows[i])), false)
 	}
 	// Roll first if needed, so that the whole batch lands in one segment.
-	// A batch of deletes only may roll into the id reserve, as Delete does.
-	onlyDeletes := true
-	for i := range b.ops {
-		onlyDeletes = onlyDeletes && b.ops[i].kind == segment.KindDelete
-	}
-	if onlyDeletes {
-		db.idFloor = idForDelete
-	}
+	db.idFloor = b.idFloor()
 	err = db.ensureRoomLocked(int64(total))
 	db.idFloor = idForPut
 	if err != nil {

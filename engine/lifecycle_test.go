@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -348,7 +349,7 @@ func TestReclaimInsideOperationDoesNotHang(t *testing.T) {
 	require.NoError(t, db.Sync()) // the value is read from the file, not the write buffer
 	require.NoError(t, db.View([]byte("key-0001"), func([]byte) error {
 		start := time.Now()
-		require.False(t, db.reclaimIDs(), "the pass cannot finish while this operation is open")
+		require.False(t, db.reclaimIDs(idForPut), "the pass cannot finish while this operation is open")
 		require.GreaterOrEqual(t, time.Since(start), reclaimWait, "it gave up at the bound")
 		return nil
 	}))
@@ -430,4 +431,41 @@ func TestFullLogAfterShrinkingSegments(t *testing.T) {
 	}
 	require.NoError(t, db.Close())
 	requireVerifyOK(t, "/db", o)
+}
+
+// TestDeletesOnALiveFullLog: the soak (seed 11503607160595464664) found a
+// delete refused with ErrFull on a log full of live data. Deletes had used
+// the ids reserved for them; the reclaim pass their write ran then freed a
+// few ids (the deleted records' segments), but fewer than a put needs, and
+// the write was retried only if a put could have found an id: so the
+// delete failed although it now fitted. Every delete must succeed here.
+func TestDeletesOnALiveFullLog(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	opts := lcOpts(vfs.NewMem())
+	opts.CompactionThreshold = 0.5
+	opts.CompactionInterval = time.Hour // compaction only when a write needs ids
+	db, err := Open("/db", opts)
+	require.NoError(t, err)
+	big := bytes.Repeat([]byte("b"), 1800) // two records a segment
+	n := 0
+	for ; ; n++ {
+		require.Less(t, n, 1<<20, "the log never filled")
+		if err := db.Put(fmt.Appendf(nil, "k%d", n), big); err != nil {
+			require.ErrorIs(t, err, ErrFull)
+			break
+		}
+	}
+	// Nothing is reclaimable (every record is live), so a reclaim frees
+	// nothing, but a delete may still take an id: its write is retried.
+	require.False(t, db.reclaimIDs(idForPut))
+	require.True(t, db.reclaimIDs(idForDelete), "a delete's reclaim said no although a delete fits")
+	// Deletes scattered over the log: each frees little, and compaction
+	// must copy the survivors of every segment it frees.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 3000 {
+		k := rnd.IntN(n)
+		require.NoError(t, db.Delete(fmt.Appendf(nil, "k%d", k)), "delete %d (k%d) of a live-full log", i, k)
+	}
+	require.NoError(t, db.Put([]byte("again"), big), "puts work once deletes freed space")
+	require.NoError(t, db.Close())
 }

@@ -49,8 +49,10 @@ var reclaimWait = 10 * time.Second // a variable for tests
 // reclaimIDs runs when a write found no segment id it may take: unless
 // background compaction is off, it runs reclaimIDsNow in the background
 // and waits for it (at most reclaimWait). It reports whether the write
-// should be retried. The caller must hold no lock.
-func (db *DB) reclaimIDs() bool {
+// should be retried: whether more than floor ids are free, floor being
+// what the write itself must leave (idForDelete for deletes, which may use
+// the reserve, else idForPut). The caller must hold no lock.
+func (db *DB) reclaimIDs(floor int) bool {
 	if db.opts.CompactionThreshold < 0 || db.opts.ReadOnly || db.startBg() != nil {
 		return false
 	}
@@ -69,10 +71,13 @@ func (db *DB) reclaimIDs() bool {
 	defer poll.Stop()
 	for {
 		select {
-		case ok := <-done:
-			return ok
+		case <-done:
+			// Judge by what this write needs, not by what a put needs:
+			// a pass may free too few ids for a put but enough for a
+			// delete (a delete refused then was item 2's bug again).
+			return db.idsFree(floor)
 		case <-poll.C:
-			if db.putIDFree() {
+			if db.idsFree(floor) {
 				return true
 			}
 		case <-t.C:
@@ -121,11 +126,12 @@ func (db *DB) reclaimIDsNow() bool {
 	return db.freeIDsLocked() > idForPut
 }
 
-// putIDFree reports whether a put may take a new segment id now.
-func (db *DB) putIDFree() bool {
+// idsFree reports whether a write leaving floor ids free may take a new
+// segment id now.
+func (db *DB) idsFree(floor int) bool {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return db.freeIDsLocked() > idForPut
+	return db.freeIDsLocked() > floor
 }
 
 // Who is asking for a segment id (idFloor values: how many ids must stay

@@ -45,7 +45,8 @@ import (
 // Bounded form (make test): the seeds soakSeeds and one random seed, fewer
 // steps with -short. Long form: MARLIN_SOAK=1h (make soak) runs random
 // seeds until the duration has passed. MARLIN_SOAK_SEED=N runs seed N
-// alone. A failure prints the seed, the step and the last operations.
+// alone (with MARLIN_SOAK_LONG=1, in the long form's shape). A failure
+// prints the seed, the step, the last operations and how to reproduce it.
 //
 // Features that make today's code fail because of a bug listed in issue 9
 // are switched off by soakKnownBugs until the fix is merged; set
@@ -76,6 +77,10 @@ func TestSoak(t *testing.T) {
 		steps = 4000
 		seeds = nil
 	}
+	long := !until.IsZero()
+	if os.Getenv("MARLIN_SOAK_LONG") != "" { // a long-form run's seed, reproduced
+		steps, seeds, long = 4000, nil, true
+	}
 	fixed := os.Getenv("MARLIN_SOAK_SEED") != ""
 	if fixed {
 		n, err := strconv.ParseUint(os.Getenv("MARLIN_SOAK_SEED"), 10, 64)
@@ -92,7 +97,7 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("MARLIN_SOAK_STEPS: %v", err)
 		}
 	}
-	tot.long = !until.IsZero()
+	tot.long = long
 	start := time.Now()
 	run := func(seed uint64) {
 		r := newSoakRunner(seed, tot)
@@ -102,6 +107,9 @@ func TestSoak(t *testing.T) {
 				if os.Getenv(v) != "" {
 					env += fmt.Sprintf("%s=%s ", v, os.Getenv(v))
 				}
+			}
+			if tot.long {
+				env += "MARLIN_SOAK_LONG=1 "
 			}
 			t.Fatalf("soak: seed %d, step %d: %v\nlast operations:\n%s\nreproduce: %sMARLIN_SOAK_SEED=%d MARLIN_SOAK_STEPS=%d go test -count=1 -run 'TestSoak$' ./engine/",
 				seed, r.step, err, r.history(), env, seed, steps)

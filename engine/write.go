@@ -59,7 +59,11 @@ func (db *DB) Delete(key []byte) error {
 
 func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
 	err := db.writeOne(kind, key, value, expiry)
-	if errors.Is(err, ErrFull) && db.reclaimIDs() {
+	floor := idForPut
+	if kind == segment.KindDelete {
+		floor = idForDelete
+	}
+	if errors.Is(err, ErrFull) && db.reclaimIDs(floor) {
 		err = db.writeOne(kind, key, value, expiry)
 	}
 	return err
