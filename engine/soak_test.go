@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -251,6 +252,8 @@ func (r *soakRunner) run(steps int) (err error) {
 			}
 			fmt.Fprintf(os.Stderr, "soak: seed %d, step %d has not finished in %v; last operations:\n%s\n",
 				r.seed, seen, soakStepTimeout, r.history())
+			buf := make([]byte, 64<<20)
+			os.Stderr.Write(buf[:runtime.Stack(buf, true)]) // every goroutine: where it hangs
 			panic("soak: a step hangs")
 		}
 	}()
