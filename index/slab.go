@@ -94,6 +94,14 @@ func (c *class) used(j, n int) int {
 // alloc returns the byte offset of a zeroed block of units units for shard
 // owner, or ErrFull when the reservation has no chunk left for it.
 func (s *slabs) alloc(units uint32, owner int32) (uint64, error) {
+	return s.allocBlock(units, owner, true)
+}
+
+// allocBlock is alloc; zero false skips zeroing the block, for a caller
+// that writes every slot of it before publishing it (rehash): that saves
+// one pass over the block, a sixth of the index's cost in a load at 10^9
+// keys (issue 10).
+func (s *slabs) allocBlock(units uint32, owner int32, zero bool) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.classes[units]
@@ -123,7 +131,9 @@ func (s *slabs) alloc(units uint32, owner int32) (uint64, error) {
 	}
 	c.owners[i] = owner
 	off := c.offset(i)
-	clear(s.mem[off : off+c.blockBytes]) // holes and reused pages may hold old bytes
+	if zero {
+		clear(s.mem[off : off+c.blockBytes]) // holes and reused pages may hold old bytes
+	}
 	return uint64(off), nil
 }
 

@@ -154,7 +154,7 @@ func (ix *Index) LoadShard(sn int, slots []uint64) error {
 	}
 	c := ladder[r]
 	units := uint32((c + Overflow) / slotsPerUnit)
-	off, err := ix.slabs.alloc(units, int32(sn))
+	off, err := ix.slabs.allocBlock(units, int32(sn), false) // rehash writes every slot
 	if err != nil {
 		return err
 	}
