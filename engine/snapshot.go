@@ -62,6 +62,7 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	n := db.snapSeq + 1
 	db.mu.Unlock()
 	rewritten := db.st.bytesRewritten.Load() // stable: compaction is excluded
+	logBytes := db.st.bytesWritten.Load()
 	written, err := db.writeSnapshot(db.dir, snapName(n), stop, nil)
 	if err != nil {
 		return err
@@ -71,6 +72,7 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 	db.snapValid = true
 	db.snapWritten = written
 	db.snapRewritten = rewritten
+	db.snapLogBytes = logBytes
 	db.snapAt = time.Now()
 	db.mu.Unlock()
 	db.removeOldSnapshots(n)
@@ -83,21 +85,43 @@ func (db *DB) snapshotLocked(stop <-chan struct{}) error {
 
 // snapshotDueLocked reports whether the background worker should write a
 // snapshot now (see Options.SnapshotInterval): only if something changed
-// since the last one, and then when the interval passed, when the writes
-// reach both SnapshotRecords and SnapshotChangeRatio of the keys, or when
-// the retired segments awaiting deletion are worth it. db.mu must be held.
+// since the last one, and then when the retired segments awaiting
+// deletion are worth it, or, once the log written since the last one
+// reaches SnapshotLogRatio times the snapshot's size (logWorthLocked),
+// when the interval passed or the writes reach both SnapshotRecords and
+// SnapshotChangeRatio of the keys. db.mu must be held.
 func (db *DB) snapshotDueLocked() bool {
 	written := db.st.records.Load() - db.snapWritten
 	changed := written > 0 || db.st.bytesRewritten.Load() != db.snapRewritten || len(db.awaiting) > 0
 	switch {
 	case !changed:
 		return false
+	case !db.logWorthLocked():
 	case time.Since(db.snapAt) >= db.opts.SnapshotInterval:
 		return true
 	case written >= db.opts.SnapshotRecords && float64(written) >= db.opts.SnapshotChangeRatio*float64(db.ix.Len()):
 		return true
 	}
 	return db.retiredDueLocked()
+}
+
+// logWorthLocked reports whether the log written since the last snapshot
+// is at least SnapshotLogRatio times the size of a snapshot written now.
+//
+// Invariant (write amplification): every background snapshot but those
+// for retired segments is preceded by SnapshotLogRatio times its size in
+// new log bytes, counted once, so their total is at most the log's bytes
+// over SnapshotLogRatio. In a load from 0 to N thin keys (40-byte records,
+// 8 bytes per key in a snapshot) with the ratio 2, a snapshot is due once
+// the keys grew by 40% of the count at the time: the snapshots' sizes form
+// a geometric series of ratio at most 0.6, 20 bytes per final key in all,
+// half the log's 40. db.mu must be held.
+func (db *DB) logWorthLocked() bool {
+	if db.opts.SnapshotLogRatio < 0 {
+		return true
+	}
+	since := db.st.bytesWritten.Load() - db.snapLogBytes
+	return float64(since) >= db.opts.SnapshotLogRatio*float64(db.snapshotSizeEstimate())
 }
 
 // writeSnapshot writes the snapshot file name into dir through a temp file.
