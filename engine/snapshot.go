@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"time"
 
@@ -278,45 +277,13 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 	if err := meta.check(onDisk); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	ids := make(map[uint16]int64, len(meta.segs)) // id -> size
+	var sizes [segment.MaxSegments]int64 // id -> size in the snapshot (0: not listed)
 	for _, s := range meta.segs {
-		ids[s.id] = s.size
+		sizes[s.id] = s.size
 	}
-	var loaded uint64
-	prev := -1
-	r := snap.entries()
-	for {
-		p, err := r.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		for len(p) > 0 {
-			if len(p) < 8 {
-				return nil, fmt.Errorf("%s: truncated shard run", name)
-			}
-			sn, n := int(binary.LittleEndian.Uint32(p)), int(binary.LittleEndian.Uint32(p[4:]))
-			if sn <= prev || sn >= index.NumShards || n > (len(p)-8)/8 {
-				return nil, fmt.Errorf("%s: bad shard run (shard %d, %d slots)", name, sn, n)
-			}
-			prev = sn
-			slots := make([]uint64, n)
-			for i := range slots {
-				s := binary.LittleEndian.Uint64(p[8+8*i:])
-				id, off := segment.SplitLoc(s & index.LocMask)
-				if sz, ok := ids[id]; !ok || off < segment.HeaderSize || off >= sz {
-					return nil, fmt.Errorf("%s: shard %d: location %#x outside the snapshot's segments", name, sn, s&index.LocMask)
-				}
-				slots[i] = s
-			}
-			if err := db.ix.LoadShard(sn, slots); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			loaded += uint64(n)
-			p = p[8+8*n:]
-		}
+	loaded, err := db.loadEntries(snap, &sizes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if loaded != meta.entries {
 		return nil, fmt.Errorf("%s: %d entries, trailer says %d", name, loaded, meta.entries)
