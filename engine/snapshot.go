@@ -282,6 +282,7 @@ func (db *DB) loadSnapshot(names []string, onDisk map[uint64]int64) (*snapMeta, 
 		sizes[s.id] = s.size
 	}
 	loaded, err := db.loadEntries(snap, &sizes)
+	db.ix.FinishLoad() // give back the pages the load populated ahead
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

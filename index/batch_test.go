@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/arena"
 )
 
 // TestFindOrInsert: a new key is inserted at the walk's stopping point; a
@@ -213,3 +215,39 @@ func BenchmarkBatchInsert(b *testing.B) {
 }
 
 func noMatchPut(uint64) (bool, bool) { return false, false }
+
+// TestLoadShardPopulatesThenTrims: a bulk load makes each class's pages
+// resident ahead of its blocks (one madvise instead of a fault per page),
+// and FinishLoad gives back those past the class's last block, so that
+// the resident size is again what usage computes from the blocks.
+func TestLoadShardPopulatesThenTrims(t *testing.T) {
+	ix := newIndex(t, 1<<30)
+	const shards, per = 300, 100 // one class, 300 blocks of 1.1 KiB: 84 pages
+	for sn := range shards {
+		slots := make([]uint64, per)
+		for i := range slots {
+			slots[i] = Slot(uint64(i)*(1<<FPBits/per), uint64(sn*per+i+1))
+		}
+		require.NoError(t, ix.LoadShard(sn, slots))
+	}
+	require.Len(t, ix.slabs.classes, 1)
+	var c *class
+	for _, c = range ix.slabs.classes {
+	}
+	start := int(c.chunks[0]) * chunkBytes
+	end := c.used(0, len(c.owners))
+	region := ix.slabs.mem[start : start+populateAhead]
+	res := pagesResident(t, region)
+	if !res[pageUp(end)/arena.PageSize] {
+		t.Skip("MADV_POPULATE_WRITE not supported by this kernel")
+	}
+	ix.FinishLoad()
+	for p, r := range pagesResident(t, region) {
+		require.Equal(t, p < pageUp(end)/arena.PageSize, r, "page %d (the blocks end at byte %d)", p, end)
+	}
+	require.Equal(t, int64(pageUp(end)), ix.slabs.usage().resident)
+	require.NoError(t, ix.Check())
+	for sn := range shards {
+		require.True(t, ix.Lookup(mkHash(sn, 0, 0), func(l uint64) bool { return l == uint64(sn*per+1) }))
+	}
+}

@@ -384,7 +384,7 @@ func (ix *Index) grow(sn int, sh *shard, pending uint64) error {
 	}
 	newCap := ladder[r]
 	units := uint32((newCap + Overflow) / slotsPerUnit)
-	off, err := ix.slabs.allocBlock(units, int32(sn), false) // rehash writes every slot
+	off, err := ix.slabs.allocBlock(units, int32(sn), false, false) // rehash writes every slot
 	if err != nil {
 		return err
 	}
