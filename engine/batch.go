@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -120,32 +121,37 @@ func (db *DB) writeBatch(b *Batch) error {
 	commit := segment.Record{Kind: segment.KindBatchCommit, Value: segment.EncodeCommit(len(b.ops))}
 	total += segment.Size(0, len(commit.Value), false)
 
+	// Hash the whole batch first, then touch every key's index slot in one
+	// pass so that the walks below find them in cache (index.Prefetch).
 	hashes := make([]uint64, len(b.ops))
 	for i := range b.ops {
 		hashes[i] = db.hash(b.key(&b.ops[i]))
 	}
+	// dup[i]: another operation of the batch has op i's hash (the same key,
+	// or a 64-bit hash twin); repeated[i]: an earlier one does. Only these
+	// need the per-key bookkeeping below (the entered map, a second probe).
+	dup, repeated := batchDups(hashes)
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
 		return db.failed
 	}
-	// Look every key up before writing anything: a key whose index
-	// candidates include a record that cannot be read refuses the batch
-	// (see probeLocked). The answers are reused below for keys that occur
-	// once in the batch; db.mu keeps every other writer out meanwhile.
+	db.ix.Prefetch(hashes)
+	// Look up every delete's key before writing anything: its tombstone's
+	// size depends on what it shadows, and a key whose index candidates
+	// include a record that cannot be read refuses the batch (see
+	// probeLocked). Puts are looked up below, in the same index walk that
+	// inserts a new key. db.mu keeps every other writer out meanwhile.
 	olds := make([]entry, len(b.ops))
-	repeated := make([]bool, len(b.ops))
-	seen := make(map[uint64]struct{}, len(b.ops))
 	for i := range b.ops {
+		if b.ops[i].kind != segment.KindDelete {
+			continue
+		}
 		var err error
 		if olds[i], err = db.probeLocked(hashes[i], b.key(&b.ops[i])); err != nil {
 			db.mu.Unlock()
 			return fmt.Errorf("batch op %d: %w", i, err)
 		}
-		if _, dup := seen[hashes[i]]; dup {
-			repeated[i] = true
-		}
-		seen[hashes[i]] = struct{}{}
 	}
 	// What each tombstone shadows (tombstone.go), and so its exact size:
 	// the key's record found before the batch, or, when an earlier
@@ -208,34 +214,62 @@ func (db *DB) writeBatch(b *Batch) error {
 		off += int64(sizes[i])
 	}
 	commit.Seq = db.nextSeq + uint64(len(b.ops)) - 1
-	// The batch's new keys enter the index before anything is appended, as
-	// a single Put's does, so that an index error (a full reservation,
-	// crafted colliding keys) fails this batch alone: the entries made so
-	// far are taken out and nothing was written. Until its record lands, a
-	// reader finds a new entry's location past the tail and treats the key
-	// as absent, which it still is. A key absent before the batch enters
-	// with its first put (entered maps it to that operation).
+	// Each put's key is looked up, and a new key enters the index, in one
+	// walk (index.FindOrInsert), before anything is appended, as a single
+	// Put's new key does, so that an index error (a full reservation,
+	// crafted colliding keys) or an unreadable candidate fails this batch
+	// alone: the entries made so far are taken out and nothing was
+	// written. Until its record lands, a reader finds a new entry's
+	// location past the tail (recordAt: errStale) and treats the key as
+	// absent, which it still is; the walks of later operations skip it the
+	// same way, so each olds[i] is the key's state before the batch.
+	//
+	// A key whose hash occurs more than once (dup) is looked up first and
+	// enters the index with its first put if it was absent (entered maps it
+	// to that operation); the apply loop below looks it up again.
 	inserted := make([]bool, len(b.ops))
-	entered := make(map[string]int)
+	var entered map[string]int
+	undo := func(i int, err error) error {
+		for j := range i {
+			if inserted[j] {
+				db.ix.DeleteExact(hashes[j], locs[j])
+			}
+		}
+		db.mu.Unlock()
+		return fmt.Errorf("batch op %d: %w", i, err)
+	}
 	for i := range b.ops {
 		op := &b.ops[i]
-		if op.kind != segment.KindPut || olds[i].found {
+		if op.kind != segment.KindPut {
 			continue
 		}
-		if _, ok := entered[string(b.key(op))]; ok {
+		key := b.key(op)
+		if !dup[i] {
+			old, ins, err := db.findOrInsertLocked(hashes[i], key, locs[i])
+			if err != nil {
+				return undo(i, err)
+			}
+			olds[i], inserted[i] = old, ins
+			continue
+		}
+		var err error
+		if olds[i], err = db.probeLocked(hashes[i], key); err != nil {
+			return undo(i, err)
+		}
+		if olds[i].found {
+			continue
+		}
+		if entered == nil {
+			entered = make(map[string]int)
+		}
+		if _, ok := entered[string(key)]; ok {
 			continue
 		}
 		if _, _, _, err := db.ix.Put(hashes[i], locs[i], noMatch); err != nil {
-			for j := range i {
-				if inserted[j] {
-					db.ix.DeleteExact(hashes[j], locs[j])
-				}
-			}
-			db.mu.Unlock()
-			return fmt.Errorf("batch op %d: marlin: %w", i, err)
+			return undo(i, fmt.Errorf("marlin: %w", err))
 		}
 		inserted[i] = true
-		entered[string(b.key(op))] = i
+		entered[string(key)] = i
 	}
 	for i := range b.ops {
 		if err := db.appendBatchLocked(&recs[i], sizes[i], locs[i]); err != nil {
@@ -258,7 +292,11 @@ func (db *DB) writeBatch(b *Batch) error {
 	for i := range b.ops {
 		op := &b.ops[i]
 		old := olds[i]
-		switch at, ok := entered[string(b.key(op))]; {
+		at, ok := -1, false
+		if dup[i] {
+			at, ok = entered[string(b.key(op))]
+		}
+		switch {
 		case inserted[i]: // its entry is in place already
 			old = entry{}
 		case ok && at > i:
@@ -291,6 +329,76 @@ func (db *DB) writeBatch(b *Batch) error {
 	db.st.batches.Add(1)
 	db.st.records.Add(int64(len(b.ops)))
 	return db.commitLocked(loc, size)
+}
+
+// findOrInsertLocked looks key up and, if it is absent, inserts an entry
+// for loc, in one index walk: what probeLocked and an insert did in two.
+// It returns the key's entry before the call (found set if it was
+// present; the entry is then unchanged) and whether it inserted. A
+// candidate whose record cannot be read (other than a stale location) is
+// an error unless another candidate is the key, as in probeLocked; the
+// insert is then taken back. db.mu must be held.
+func (db *DB) findOrInsertLocked(h uint64, key []byte, loc uint64) (entry, bool, error) {
+	var e entry
+	var bad error
+	// Called under the shard's lock: recordAt may take tailMu for reading,
+	// which no holder of tailMu's write lock waits on a shard lock for
+	// (flushes are made under db.mu, which this writer holds).
+	oldLoc, found, err := db.ix.FindOrInsert(h, loc, func(l uint64) bool {
+		r, locked, err := db.recordAt(l)
+		if locked {
+			defer db.tailMu.RUnlock()
+		}
+		if err != nil {
+			if !errors.Is(err, errStale) {
+				bad = err
+			}
+			return false
+		}
+		if !bytes.Equal(r.Key, key) {
+			return false
+		}
+		e.size = segment.Size(len(r.Key), len(r.Value), r.Expiry != 0)
+		return true
+	})
+	switch {
+	case err != nil:
+		return e, false, fmt.Errorf("marlin: %w", err)
+	case found:
+		e.found, e.loc = true, oldLoc
+		return e, false, nil
+	case bad != nil:
+		db.ix.DeleteExact(h, loc)
+		return e, false, bad
+	}
+	return e, true, nil
+}
+
+// batchDups reports, for each hash, whether another hash of hs equals it
+// (dup) and whether an earlier one does (repeated), with an open-addressed
+// table of indexes: the hashes are uniform, so their low bits spread.
+func batchDups(hs []uint64) (dup, repeated []bool) {
+	dup = make([]bool, len(hs))
+	repeated = make([]bool, len(hs))
+	size := 1
+	for size < 2*len(hs) {
+		size <<= 1
+	}
+	table := make([]int32, size) // index+1 of the first op with a hash; 0: empty
+	for i, h := range hs {
+		for j := int(h) & (size - 1); ; j = (j + 1) & (size - 1) {
+			k := table[j]
+			if k == 0 {
+				table[j] = int32(i + 1)
+				break
+			}
+			if hs[k-1] == h {
+				dup[k-1], dup[i], repeated[i] = true, true, true
+				break
+			}
+		}
+	}
+	return dup, repeated
 }
 
 // appendBatchLocked appends a record of a batch at loc, which must be the

@@ -30,7 +30,7 @@ func TestCompactionRacesReadersAndWriters(t *testing.T) {
 			}
 			o := &Options{FS: fs, SegmentSize: 16 << 10, WriteBufferSize: 4096, Sync: SyncNone,
 				Logger: discardLogger, CompactionThreshold: 0.2, CompactionRate: 1 << 30,
-				SnapshotRecords: 2000, SnapshotInterval: time.Hour}
+				SnapshotRecords: 2000, SnapshotInterval: time.Hour, SnapshotLogRatio: -1}
 			db, err := Open(dir, o)
 			require.NoError(t, err)
 

@@ -112,6 +112,9 @@ type DB struct {
 	// snapRewritten is the compaction byte count the newest snapshot
 	// covers: compaction moves entries without user writes.
 	snapRewritten int64
+	// snapLogBytes is st.bytesWritten when the newest snapshot started:
+	// the log written since is what SnapshotLogRatio weighs.
+	snapLogBytes int64
 
 	// provenSize maps a segment generation to the size the newest index
 	// snapshot proves was fsynced (see proven.go). Set during recovery only.

@@ -541,7 +541,7 @@ func TestCloseReportsFailedHandle(t *testing.T) {
 		return op == vfs.OpSync && isSegName(name)
 	}}
 	o := faultOpts(vfs.NewErrorFS(mem, inj), SyncNone)
-	o.SnapshotInterval, o.SnapshotRecords = 10*time.Millisecond, 1
+	o.SnapshotInterval, o.SnapshotRecords, o.SnapshotLogRatio = 10*time.Millisecond, 1, -1
 	db, err := Open("/db", o)
 	require.NoError(t, err)
 	inj.enabled.Store(true)

@@ -38,7 +38,7 @@ const killEnv = "MARLIN_KILL_CHILD" // set in the child: "dir mode seed"
 
 func killOpts(sm SyncMode) *Options {
 	return &Options{SegmentSize: 256 << 10, WriteBufferSize: 64 << 10, Sync: sm,
-		CompactionThreshold: 0.3, SnapshotInterval: 50 * time.Millisecond, SnapshotRecords: 2000,
+		CompactionThreshold: 0.3, SnapshotInterval: 50 * time.Millisecond, SnapshotRecords: 2000, SnapshotLogRatio: -1,
 		ExpiryInterval: -1, IndexReserve: 1 << 28, Logger: discardLogger}
 }
 

@@ -200,6 +200,7 @@ func TestIdleDatabaseGoesQuiet(t *testing.T) {
 	o.CompactionThreshold = 0.25
 	o.CompactionInterval = 20 * time.Millisecond
 	o.SnapshotInterval = 20 * time.Millisecond
+	o.SnapshotLogRatio = -1
 	o.ExpiryInterval = 20 * time.Millisecond
 	db, err := Open("/db", o)
 	require.NoError(t, err)

@@ -475,6 +475,8 @@ func TestMisuseBadOptions(t *testing.T) {
 		"snapshot interval 1ns":        func(o *Options) { o.SnapshotInterval = time.Nanosecond },
 		"snapshot interval negative":   func(o *Options) { o.SnapshotInterval = -time.Second },
 		"snapshot records negative":    func(o *Options) { o.SnapshotRecords = -1 },
+		"snapshot log ratio NaN":       func(o *Options) { o.SnapshotLogRatio = math.NaN() },
+		"snapshot log ratio +Inf":      func(o *Options) { o.SnapshotLogRatio = math.Inf(1) },
 		"expiry interval 1ns":          func(o *Options) { o.ExpiryInterval = time.Nanosecond },
 		"expiry budget negative":       func(o *Options) { o.ExpiryBudget = -1 },
 	}
@@ -503,6 +505,7 @@ func TestMisuseBadOptions(t *testing.T) {
 		"no expirer":         func(o *Options) { o.ExpiryInterval = -1 },
 		"shortest intervals": func(o *Options) {
 			o.SyncInterval, o.SnapshotInterval, o.ExpiryInterval = time.Millisecond, 10*time.Millisecond, 10*time.Millisecond
+			o.SnapshotLogRatio = -1
 		},
 	}
 	for name, mutate := range good {

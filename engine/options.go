@@ -15,6 +15,10 @@ import (
 // for exactly what each mode promises after a crash.
 type SyncMode int
 
+// defaultSnapshotLogRatio: background snapshots write at most half the
+// log's bytes (docs/design.md, Snapshot scheduling).
+const defaultSnapshotLogRatio = 2
+
 const (
 	// SyncGroup (the default): a write returns once an fsync covering it has
 	// completed. A background flusher issues one fsync for all writes that
@@ -104,9 +108,20 @@ type Options struct {
 	// the segment ids, or when segment ids run short (a compacted
 	// segment's file is deleted only after a snapshot that does not list
 	// it), and Compact and Close write one when anything changed.
+	//
+	// SnapshotLogRatio gates the interval and the change rule: the log
+	// written since the last snapshot (bytes appended to segments, user
+	// writes and compaction copies) must be at least SnapshotLogRatio
+	// times the size of the snapshot to write (about 8 bytes per key).
+	// Background snapshots then write at most 1/SnapshotLogRatio of the
+	// log's bytes: with the default 2, a process's writes are at most 1.5
+	// times the log it produces (plus the snapshot Close writes); the
+	// price is a crash replay of up to 2 snapshot sizes of log (about 40%
+	// of the keys as thin records). Negative turns the gate off.
 	SnapshotInterval    time.Duration
 	SnapshotRecords     int64
 	SnapshotChangeRatio float64
+	SnapshotLogRatio    float64
 	// DisableSnapshots turns index snapshots off: every Open replays the
 	// whole log.
 	DisableSnapshots bool
@@ -212,6 +227,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.SnapshotInterval == 0 {
 		c.SnapshotInterval = 10 * time.Minute
 	}
+	if c.SnapshotLogRatio == 0 {
+		c.SnapshotLogRatio = defaultSnapshotLogRatio
+	}
 	if c.SnapshotRecords == 0 {
 		c.SnapshotRecords = 10_000_000
 	}
@@ -264,6 +282,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("CompactionInterval %v below %v", c.CompactionInterval, minWorkerInterval)
 	case math.IsNaN(c.SnapshotChangeRatio) || math.IsInf(c.SnapshotChangeRatio, 0) || c.SnapshotChangeRatio < 0:
 		return bad("SnapshotChangeRatio %v is not a non-negative number", c.SnapshotChangeRatio)
+	case math.IsNaN(c.SnapshotLogRatio) || math.IsInf(c.SnapshotLogRatio, 0):
+		return bad("SnapshotLogRatio %v is not a number", c.SnapshotLogRatio)
 	case c.SnapshotRecords < 0:
 		return bad("SnapshotRecords %d is negative", c.SnapshotRecords)
 	case c.ExpiryInterval > 0 && c.ExpiryInterval < minWorkerInterval:

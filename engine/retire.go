@@ -6,6 +6,7 @@ import (
 	iofs "io/fs"
 	"slices"
 
+	"github.com/marlinkv/marlin/index"
 	"github.com/marlinkv/marlin/segment"
 )
 
@@ -25,8 +26,12 @@ func (db *DB) retiredDueLocked() bool {
 	return bytes >= max(64<<20, db.snapshotSizeEstimate()) || len(db.awaiting) >= segment.MaxSegments/8
 }
 
-// snapshotSizeEstimate is about what a snapshot of the index takes.
-func (db *DB) snapshotSizeEstimate() int64 { return 8*db.ix.Len() + 4096 }
+// snapshotSizeEstimate is about what a snapshot of the index takes: 8
+// bytes per entry, 8 per shard run, frame headers, header and trailer.
+func (db *DB) snapshotSizeEstimate() int64 {
+	n := db.ix.Len()
+	return 8*n + 8*min(n, index.NumShards) + 8*(8*n/snapFrameFlush+1) + 4096
+}
 
 // freeIDsIfShort writes a snapshot, which deletes the retired segments'
 // files and frees their ids, when few ids are free and some await

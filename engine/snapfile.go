@@ -76,10 +76,6 @@ type snapFile struct {
 	entriesAt, trailerAt int64
 }
 
-// entries returns a reader of the entry frames.
-func (s *snapFile) entries() *frameReader {
-	return &frameReader{f: s.f, off: s.entriesAt, end: s.trailerAt}
-}
 
 // openSnapshot opens snapshot file name and reads its footer, header frame
 // and trailer frame. Damage is reported as a *segment.CorruptError naming

@@ -20,6 +20,7 @@ func TestSnapshotScheduling(t *testing.T) {
 	o := lcOpts(fs)
 	o.SnapshotRecords = 1
 	o.SnapshotChangeRatio = 0.25
+	o.SnapshotLogRatio = -1 // the change rule alone (TestSnapshotWriteAmplification has the gate)
 	db, err := Open("/db", o)
 	require.NoError(t, err)
 	defer db.Close()

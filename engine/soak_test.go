@@ -396,12 +396,14 @@ func (r *soakRunner) drawOpts(quiet bool) *Options {
 		o.CompactionThreshold = 0.2 + 0.1*float64(r.rnd.IntN(6))
 		o.SnapshotInterval = time.Duration(10+r.rnd.IntN(90)) * time.Millisecond
 		o.SnapshotRecords = int64(20 + r.rnd.IntN(2000))
+		o.SnapshotLogRatio = -1
 		if r.gate(4) {
 			o.ExpiryInterval = time.Duration(10+r.rnd.IntN(40)) * time.Millisecond
 		}
 	}
 	if quiet {
 		o.SnapshotRecords = 1
+		o.SnapshotLogRatio = -1
 	}
 	o.DisableSnapshots = !quiet && r.rnd.IntN(10) == 0
 	if r.epoch.bg && !quiet && !r.gate(12) {

@@ -384,7 +384,7 @@ func (ix *Index) grow(sn int, sh *shard, pending uint64) error {
 	}
 	newCap := ladder[r]
 	units := uint32((newCap + Overflow) / slotsPerUnit)
-	off, err := ix.slabs.alloc(units, int32(sn))
+	off, err := ix.slabs.allocBlock(units, int32(sn), false, false) // rehash writes every slot
 	if err != nil {
 		return err
 	}
@@ -450,8 +450,10 @@ func fits(src []uint64, n int, pending uint64) bool {
 	return next <= n
 }
 
-// rehash copies the sorted entries of src into the empty dst at their new
-// homes. It reports false if they do not fit (callers check fits first).
+// rehash copies the sorted entries of src into dst at their new homes and
+// writes 0 to every other slot of dst, so dst need not be zeroed first (nor
+// hold zeros: a reused block holds old bytes). It reports false if the
+// entries do not fit (callers check fits first); dst is then garbage.
 func rehash(src, dst []uint64) bool {
 	next := 0
 	for _, s := range src {
@@ -462,8 +464,10 @@ func rehash(src, dst []uint64) bool {
 		if p >= len(dst) {
 			return false
 		}
+		clear(dst[next:p])
 		dst[p] = s
 		next = p + 1
 	}
+	clear(dst[next:])
 	return true
 }

@@ -154,7 +154,9 @@ func (ix *Index) LoadShard(sn int, slots []uint64) error {
 	}
 	c := ladder[r]
 	units := uint32((c + Overflow) / slotsPerUnit)
-	off, err := ix.slabs.alloc(units, int32(sn))
+	// rehash writes every slot; the class's pages are made resident ahead
+	// in bulk (FinishLoad gives back what is left over).
+	off, err := ix.slabs.allocBlock(units, int32(sn), false, true)
 	if err != nil {
 		return err
 	}
@@ -166,6 +168,11 @@ func (ix *Index) LoadShard(sn int, slots []uint64) error {
 	ix.slots.Add(int64(c))
 	return nil
 }
+
+// FinishLoad ends a bulk load by LoadShard: the pages it made resident
+// ahead of each block class's last block are given back. Call it once the
+// shards are loaded (it is harmless at any time: it only trims).
+func (ix *Index) FinishLoad() { ix.slabs.trimLoad() }
 
 // ShardSlots appends the raw slot values (fingerprint and location) of
 // shard sn to buf, as one consistent cut, for snapshots.
