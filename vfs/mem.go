@@ -547,6 +547,17 @@ func (m *memMapping) Bytes() []byte {
 	return m.b
 }
 
+// Advise is a no-op: a memory file has no pages to read ahead.
+func (m *memMapping) Advise(Access) error { return nil }
+
+// Resident reports true: a memory file's bytes are always in memory.
+func (m *memMapping) Resident(off, n int) (bool, error) {
+	if off < 0 || n < 0 || off+n > len(m.b) {
+		return false, syscall.EINVAL
+	}
+	return true, nil
+}
+
 func (m *memMapping) Close() error {
 	m.closed.Store(true)
 	return nil

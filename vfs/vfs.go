@@ -86,4 +86,29 @@ type Mapping interface {
 	Bytes() []byte
 	// Close releases the view.
 	Close() error
+	// Advise tells the OS how the view will be read. It is a hint: it
+	// never changes what is read, and implementations without paging
+	// ignore it. Segment mappings are AccessRandom (see docs/design.md,
+	// "Large-data read path").
+	Advise(a Access) error
+	// Resident reports whether every page holding bytes [off, off+n) of
+	// the view is in memory, so that reading them will not wait for the
+	// disk. It is a snapshot (a page may be evicted right after); an
+	// error means it could not tell. In-memory implementations always
+	// report true.
+	Resident(off, n int) (bool, error)
 }
+
+// Access is an access-pattern hint for Mapping.Advise.
+type Access int
+
+const (
+	// AccessNormal is the OS default: faults read ahead.
+	AccessNormal Access = iota
+	// AccessRandom: reads are random; a fault reads only its page, with
+	// no readahead (madvise MADV_RANDOM).
+	AccessRandom
+	// AccessSequential: the view will be read in order; read ahead
+	// aggressively (madvise MADV_SEQUENTIAL).
+	AccessSequential
+)
