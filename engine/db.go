@@ -135,6 +135,9 @@ type DB struct {
 	salvaged []SalvageSkip
 
 	st counters
+
+	// cold is the state of the cold read path (coldread.go).
+	cold coldReads
 }
 
 // segFile is one open segment.
@@ -224,6 +227,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		compactKick: make(chan struct{}, 1),
 	}
 	db.syncCond = sync.NewCond(&db.syncMu)
+	db.initColdReads()
 	if err := db.open(); err != nil {
 		db.release()
 		return nil, err
@@ -248,7 +252,11 @@ func (db *DB) open() error {
 		return fmt.Errorf("marlin: %w", err)
 	}
 	db.tail.buf = buf
-	return db.recover()
+	if err := db.recover(); err != nil {
+		return err
+	}
+	db.noteSizeLocked()
+	return nil
 }
 
 // Close flushes and fsyncs the active segment and releases everything.

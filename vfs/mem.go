@@ -511,6 +511,9 @@ func (f *memFile) Size() (int64, error) {
 	return int64(len(f.node.data)), nil
 }
 
+// Advise is a no-op: a memory file reads nothing ahead.
+func (f *memFile) Advise(Access) error { return nil }
+
 // Map makes the backing array's capacity at least length so that later
 // appends land where the view can see them. Only a write past the capacity,
 // or a later Map with a larger length, moves the array; views taken before

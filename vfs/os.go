@@ -160,6 +160,22 @@ func (f osFile) Map(length int) (Mapping, error) {
 	return &osMapping{b: b, name: f.Name()}, nil
 }
 
+// Advise applies posix_fadvise to the whole file.
+func (f osFile) Advise(a Access) error {
+	adv := unix.FADV_NORMAL
+	switch a {
+	case AccessRandom:
+		adv = unix.FADV_RANDOM
+	case AccessSequential:
+		adv = unix.FADV_SEQUENTIAL
+	}
+	err := withFd(f.File, func(fd int) error { return unix.Fadvise(fd, 0, 0, adv) })
+	if err != nil {
+		return &os.PathError{Op: "fadvise", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
 // withFd runs fn with f's descriptor without f.Fd, which would switch the
 // file to blocking mode.
 func withFd(f *os.File, fn func(fd int) error) error {

@@ -77,6 +77,10 @@ type File interface {
 	// become visible through the view. The view stays valid until the
 	// Mapping is closed, even after the File is closed.
 	Map(length int) (Mapping, error)
+	// Advise tells the OS how ReadAt will read the file (posix_fadvise on
+	// the open file): with AccessRandom a read fetches only what it asks
+	// for, no readahead. A hint: it never changes what is read.
+	Advise(a Access) error
 }
 
 // Mapping is a read-only view of a file's bytes.
@@ -105,10 +109,10 @@ type Access int
 const (
 	// AccessNormal is the OS default: faults read ahead.
 	AccessNormal Access = iota
-	// AccessRandom: reads are random; a fault reads only its page, with
-	// no readahead (madvise MADV_RANDOM).
+	// AccessRandom: reads are random; a fault (or a read) fetches only
+	// its page(s), with no readahead (MADV_RANDOM, FADV_RANDOM).
 	AccessRandom
-	// AccessSequential: the view will be read in order; read ahead
-	// aggressively (madvise MADV_SEQUENTIAL).
+	// AccessSequential: reads go in order; read ahead aggressively
+	// (MADV_SEQUENTIAL, FADV_SEQUENTIAL).
 	AccessSequential
 )
