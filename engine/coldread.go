@@ -81,6 +81,9 @@ type coldReads struct {
 	preads atomic.Int64
 	// reused counts writes whose unlocked probe held (coldwrite.go).
 	reused atomic.Int64
+	// probeHook, a test hook, runs between a write's unlocked probe and
+	// its taking db.mu (to widen the window in which entries change).
+	probeHook atomic.Pointer[func()]
 }
 
 // initColdReads sets the residency threshold from the machine's memory.

@@ -473,3 +473,86 @@ func TestReadModeOption(t *testing.T) {
 	_, err = Open("/db", &Options{FS: vfs.NewMem(), ReadMode: ReadPread + 1})
 	require.ErrorIs(t, err, ErrBadOptions)
 }
+
+// TestColdUpdatesShared: writers race on the same few keys (puts and
+// deletes), so entries often change between a write's unlocked probe and
+// its lock. A probe reused after a change would leave a second entry for a
+// key or point it at a superseded record. At the end each key must hold
+// some writer's last write for it (the linearization's last), the index
+// must hold one entry per present key, and a reopen must agree.
+func TestColdUpdatesShared(t *testing.T) {
+	o := coldOpts(vfs.NewMem(), ReadPread)
+	o.SegmentSize = 128 << 10
+	o.MaxValueSize = 16 << 10
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	hook := func() { time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond) }
+	db.cold.probeHook.Store(&hook)
+	const keys, writers, ops = 4, 8, 400
+	key := func(k int) []byte { return fmt.Appendf(nil, "key-%d", k) }
+	type last struct {
+		set bool
+		v   []byte // nil: deleted
+	}
+	lasts := make([][keys]last, writers)
+	var wg sync.WaitGroup
+	errc := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 11))
+			for op := range ops {
+				k := rng.IntN(keys)
+				if rng.IntN(3) == 0 {
+					if err := db.Delete(key(k)); err != nil {
+						errc <- err
+						return
+					}
+					lasts[w][k] = last{set: true}
+					continue
+				}
+				v := fmt.Appendf(nil, "w%d-op%d-%s", w, op, bytes.Repeat([]byte{'v'}, op%700))
+				if err := db.Put(key(k), v); err != nil {
+					errc <- err
+					return
+				}
+				lasts[w][k] = last{set: true, v: v}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		require.NoError(t, err)
+	}
+	check := func(db *DB) map[int][]byte {
+		got := map[int][]byte{}
+		for k := range keys {
+			v, err := db.Get(key(k))
+			if errors.Is(err, ErrNotFound) {
+				v = nil
+			} else {
+				require.NoError(t, err)
+				got[k] = v
+			}
+			ok := false
+			for w := range writers {
+				if l := lasts[w][k]; l.set && bytes.Equal(l.v, v) && (l.v == nil) == (v == nil) {
+					ok = true
+				}
+			}
+			require.True(t, ok, "key %d holds %.12q, no writer's last write", k, v)
+		}
+		st, err := db.Stats()
+		require.NoError(t, err)
+		require.EqualValues(t, len(got), st.Keys, "one index entry per present key")
+		return got
+	}
+	before := check(db)
+	require.NoError(t, db.Close())
+	db, err = Open("/db", o)
+	require.NoError(t, err)
+	defer db.Close()
+	require.Equal(t, before, check(db))
+}

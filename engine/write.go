@@ -89,6 +89,9 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 	var pre coldProbe
 	if db.coldProbes() {
 		pre = db.probeCold(h, key)
+		if f := db.cold.probeHook.Load(); f != nil {
+			(*f)()
+		}
 	}
 	db.mu.Lock()
 	if db.failed != nil {
