@@ -157,7 +157,7 @@ func (f osFile) Map(length int) (Mapping, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
 	}
-	return &osMapping{b: b, name: f.Name()}, nil
+	return &osMapping{b: b, view: b, name: f.Name()}, nil
 }
 
 // Advise applies posix_fadvise to the whole file.
@@ -191,8 +191,12 @@ func withFd(f *os.File, fn func(fd int) error) error {
 }
 
 type osMapping struct {
-	mu   sync.Mutex
-	b    []byte
+	mu sync.Mutex
+	b  []byte // nil after Close; guarded by mu
+	// view is b as mapped, never changed: Resident reads it without the
+	// lock (a Get would otherwise take it twice). After Close, mincore on
+	// the unmapped range fails (ENOMEM), never touches memory.
+	view []byte
 	name string // the file's, for errors
 }
 
@@ -246,9 +250,7 @@ const residentPages = 64
 // file. The view's base is page-aligned (mmap returns it so), and mincore
 // wants a page-aligned start, so the range is widened to whole pages.
 func (m *osMapping) Resident(off, n int) (bool, error) {
-	m.mu.Lock()
-	b := m.b
-	m.mu.Unlock()
+	b := m.view
 	if off < 0 || n < 0 || off+n > len(b) {
 		return false, &os.PathError{Op: "mincore", Path: m.name, Err: unix.EINVAL}
 	}

@@ -86,3 +86,29 @@ func TestResidentMem(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func BenchmarkResident(b *testing.B) {
+	name := filepath.Join(b.TempDir(), "f")
+	f, err := Default.Create(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+		b.Fatal(err)
+	}
+	m, err := f.Map(1 << 20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if ok, err := m.Resident((i*4099)%(1<<20-64), 64); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+			i++
+		}
+	})
+}
