@@ -156,6 +156,7 @@ func dropSegmentCache(t *testing.T, db *DB) {
 			require.NoError(t, unix.Madvise(sf.data, unix.MADV_DONTNEED))
 		}
 	}
+	db.cold.epoch.Add(1) // forget the residency memo, as a roll would
 	st, err := db.Stats()
 	require.NoError(t, err)
 	for _, s := range st.Segments {
@@ -210,10 +211,20 @@ func TestAutoReadsColdWithPread(t *testing.T) {
 	require.Greater(t, cold, int64(n/4), "cold records were not preaded")
 
 	// pread fills the page cache too: the same reads are now resident and
-	// go through the mapping.
+	// go through the mapping, and the residency memo knows their pages
+	// (those preaded, or found by mincore) without asking the OS again.
 	before = db.cold.preads.Load()
 	checkContents(t, db, want, n)
 	require.Less(t, db.cold.preads.Load()-before, cold/4, "resident records were preaded")
+	mc := db.cold.mincores.Load()
+	checkContents(t, db, want, n)
+	require.Zero(t, db.cold.mincores.Load()-mc, "mincore asked about pages the memo knows")
+
+	// Once the memo is forgotten (a roll, or residencyTTL of preads), the
+	// pages are checked again.
+	db.cold.epoch.Add(1)
+	checkContents(t, db, want, n)
+	require.Greater(t, db.cold.mincores.Load()-mc, int64(n/4))
 }
 
 // TestPreadReadError: a failed pread is an ErrIO error naming the file and

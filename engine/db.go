@@ -167,6 +167,9 @@ type segFile struct {
 	// marked is the durable size the last sync mark recorded; guarded by
 	// DB.mu.
 	marked int64
+	// res remembers which pages were recently found resident (ReadAuto,
+	// residency.go); nil until the first check.
+	res atomic.Pointer[resMap]
 }
 
 // tailBuf is the active segment's unflushed tail, in off-heap memory.
