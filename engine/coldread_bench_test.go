@@ -156,4 +156,3 @@ func readBytes(t *testing.T) int64 {
 	t.Fatal("no read_bytes in /proc/self/io")
 	return 0
 }
-
