@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"runtime/debug"
 
 	"github.com/marlinkv/marlin/segment"
@@ -33,15 +34,19 @@ import (
 const maxColdCands = 8
 
 // coldProbe is what probeCold learned about a key: the candidate
-// locations the index gave, in order, and the entry found (if any).
-// valid is false when the answer cannot be reused (a candidate was stale
-// or unreadable, or there were too many): the locked probe decides then,
-// and reports a read error as it always did.
+// locations the index gave, in order, and the entry found (if any), as
+// probeLocked would have them (a stale candidate is not the key; an
+// unreadable one is skipped). valid is false when the answer cannot be
+// reused (too many candidates, or a memory fault): the locked probe
+// decides then. bad is the first read error met, at badLoc (kept even if
+// the lock-free walk was retried and a second read of badLoc succeeded).
 type coldProbe struct {
-	valid bool
-	n     int
-	cands [maxColdCands]uint64
-	e     entry
+	valid  bool
+	n      int
+	cands  [maxColdCands]uint64
+	e      entry
+	bad    error
+	badLoc uint64
 }
 
 // probeCold probes key's candidates without db.mu, reading records from
@@ -66,8 +71,10 @@ func (db *DB) probeCold(h uint64, key []byte) (p coldProbe) {
 		r, held, err := db.readRecord(loc)
 		defer db.unhold(held)
 		if err != nil {
-			ok = false
-			return true
+			if !errors.Is(err, errStale) && p.bad == nil {
+				p.bad, p.badLoc = err, loc
+			}
+			return false
 		}
 		if !bytes.Equal(r.Key, key) {
 			return false
@@ -77,6 +84,26 @@ func (db *DB) probeCold(h uint64, key []byte) (p coldProbe) {
 	})
 	p.valid = ok
 	return p
+}
+
+// probeAfterCold is probeLocked for a write that may have probed first
+// without db.mu (p; zero if it did not): it uses p's answer if the index
+// still gives the key the same candidates (validateLocked), else probes
+// again. A read error p met is returned if the key was not found and the
+// unreadable location is still one of the key's entries: the rule of
+// lookup, and of probeLocked, which does not write over a record it cannot
+// read (and a transient error is reported, not hidden by a second read
+// that worked). db.mu must be held.
+func (db *DB) probeAfterCold(h uint64, key []byte, p *coldProbe) (entry, error) {
+	e, ok := db.validateLocked(h, p)
+	var err error
+	if !ok {
+		e, err = db.probeLocked(h, key)
+	}
+	if err == nil && !e.found && p.bad != nil && db.ix.Lookup(h, func(l uint64) bool { return l == p.badLoc }) {
+		err = p.bad
+	}
+	return e, err
 }
 
 // validateLocked returns p's entry if the index still gives key's hash h

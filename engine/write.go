@@ -98,10 +98,7 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		db.mu.Unlock()
 		return db.failed
 	}
-	old, ok := db.validateLocked(h, &pre)
-	if !ok {
-		old, err = db.probeLocked(h, key)
-	}
+	old, err := db.probeAfterCold(h, key, &pre)
 	if err != nil || kind == segment.KindDelete && !old.found {
 		db.mu.Unlock()
 		return err // deleting an absent key writes nothing
@@ -173,8 +170,14 @@ func (db *DB) probeLocked(h uint64, key []byte) (entry, error) {
 	var e entry
 	var bad error
 	e.found = db.ix.Lookup(h, func(loc uint64) bool {
-		r, held, err := db.readRecord(loc)
-		defer db.unhold(held)
+		// Through the mapping, as before the cold read path: a write's
+		// cold reads happen in probeCold, before db.mu, and callers that
+		// ignore this probe's errors (hasKeyLocked) must not meet pread
+		// errors they would hide.
+		r, locked, err := db.recordAt(loc)
+		if locked {
+			defer db.tailMu.RUnlock()
+		}
 		if err != nil {
 			if !errors.Is(err, errStale) {
 				bad = err
