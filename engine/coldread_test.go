@@ -131,9 +131,12 @@ func TestPreadMatchesMmap(t *testing.T) {
 				db, err = Open(dir, coldOpts(fs, mode))
 				require.NoError(t, err)
 				defer db.Close()
-				before := db.cold.preads.Load()
+				st0, err := db.Stats()
+				require.NoError(t, err)
 				checkContents(t, db, want, n)
-				preads := db.cold.preads.Load() - before
+				st1, err := db.Stats()
+				require.NoError(t, err)
+				preads := st1.Sub(st0).PreadReads
 				switch mode {
 				case ReadMmap, ReadAuto: // a small DB: auto reads through the mapping
 					require.Zero(t, preads)
