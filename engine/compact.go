@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 // Compaction reclaims the space of superseded records.
@@ -294,6 +295,15 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 
 	end := sf.flushed.Load()
 	start := time.Now()
+	// The copy reads sf in order: read ahead meanwhile (readers of sf's
+	// records get readahead too until it is done). A retired sf is closed
+	// by then and keeps no hint.
+	db.adviseSeg(sf, vfs.AccessSequential)
+	defer func() {
+		if db.segs[sf.id].Load() == sf {
+			db.adviseSeg(sf, vfs.AccessRandom)
+		}
+	}()
 	var entries []segment.Entry
 	for off := int64(segment.HeaderSize); off < end; {
 		entries = entries[:0]

@@ -138,6 +138,9 @@ type DB struct {
 	salvaged []SalvageSkip
 
 	st counters
+
+	// cold is the state of the cold read path (coldread.go).
+	cold coldReads
 }
 
 // segFile is one open segment.
@@ -167,6 +170,9 @@ type segFile struct {
 	// marked is the durable size the last sync mark recorded; guarded by
 	// DB.mu.
 	marked int64
+	// res remembers which pages were recently found resident (ReadAuto,
+	// residency.go); nil until the first check.
+	res atomic.Pointer[resMap]
 }
 
 // tailBuf is the active segment's unflushed tail, in off-heap memory.
@@ -227,6 +233,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		compactKick: make(chan struct{}, 1),
 	}
 	db.syncCond = sync.NewCond(&db.syncMu)
+	db.initColdReads()
 	if err := db.open(); err != nil {
 		db.release()
 		return nil, err
@@ -251,7 +258,11 @@ func (db *DB) open() error {
 		return fmt.Errorf("marlin: %w", err)
 	}
 	db.tail.buf = buf
-	return db.recover()
+	if err := db.recover(); err != nil {
+		return err
+	}
+	db.noteSizeLocked()
+	return nil
 }
 
 // Close flushes and fsyncs the active segment and releases everything.

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/marlinkv/marlin/segment"
+	"github.com/marlinkv/marlin/vfs"
 )
 
 // Fault-safe reads of mapped segments.
@@ -144,6 +145,9 @@ func (db *DB) checkMapped(sf *segFile) (probs []segment.Problem, err error) {
 // replaySegmentSafe is replaySegment with memory faults (a segment that
 // cannot be read) returned as errors instead of killing the process.
 func (db *DB) replaySegmentSafe(sf *segFile, mayBeTorn bool, from, acct int64) (end int64, err error) {
+	// Replay reads the segment in order: read ahead meanwhile.
+	db.adviseSeg(sf, vfs.AccessSequential)
+	defer db.adviseSeg(sf, vfs.AccessRandom)
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
 	return db.replaySegment(sf, mayBeTorn, from, acct)
 }

@@ -157,6 +157,11 @@ type Options struct {
 	// creation time of the snapshot it opened from (see docs/design.md,
 	// Expiry and clocks). Tests inject a fake clock here.
 	Clock func() time.Time
+	// ReadMode says how reads of records in segment files reach the disk:
+	// ReadAuto (default: through the mapping, or with pread when a large
+	// database's record is not in the page cache), ReadMmap or ReadPread.
+	// See docs/design.md, "Large-data read path".
+	ReadMode ReadMode
 
 	// hash, if set, replaces the database's keyed hash in tests (to force
 	// collisions).
@@ -290,6 +295,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("ExpiryInterval %v below %v (negative turns the expirer off)", c.ExpiryInterval, minWorkerInterval)
 	case c.ExpiryBudget < 0:
 		return bad("ExpiryBudget %d is negative", c.ExpiryBudget)
+	case c.ReadMode < ReadAuto || c.ReadMode > ReadPread:
+		return bad("unknown ReadMode %d", c.ReadMode)
 	case c.IndexReserve < 1<<26:
 		return bad("IndexReserve %d below 64 MiB", c.IndexReserve)
 	}

@@ -54,13 +54,15 @@ func (db *DB) recordAt(loc uint64) (r segment.Record, tailLocked bool, err error
 }
 
 // lookup finds the live record for key. On success the caller must call
-// db.tailMu.RUnlock if tailLocked. Expired records count as absent.
-func (db *DB) lookup(key []byte) (rec segment.Record, tailLocked bool, err error) {
+// db.unhold(held) when done with it (see readRecord: the record may be in
+// the tail, a pread buffer or the mapping). Expired records count as
+// absent.
+func (db *DB) lookup(key []byte) (rec segment.Record, held hold, err error) {
 	var corrupt error
 	var badLoc uint64
 	h := db.hash(key)
 	found := db.ix.Lookup(h, func(loc uint64) bool {
-		r, locked, err := db.recordAt(loc)
+		r, hd, err := db.readRecord(loc)
 		if err != nil {
 			if !errors.Is(err, errStale) {
 				corrupt, badLoc = err, loc // may not even be this key's; decide below
@@ -68,28 +70,24 @@ func (db *DB) lookup(key []byte) (rec segment.Record, tailLocked bool, err error
 			return false
 		}
 		if bytes.Equal(r.Key, key) && r.Kind == segment.KindPut {
-			rec, tailLocked = r, locked
+			rec, held = r, hd
 			return true
 		}
-		if locked {
-			db.tailMu.RUnlock()
-		}
+		db.unhold(hd)
 		return false
 	})
 	switch {
 	case !found && corrupt != nil && db.ix.Lookup(h, func(l uint64) bool { return l == badLoc }):
 		// The unreadable location is a current entry of this key's hash,
 		// not a stale slot seen during a concurrent move.
-		return rec, false, corrupt
+		return rec, hold{}, corrupt
 	case !found:
-		return rec, false, ErrNotFound
+		return rec, hold{}, ErrNotFound
 	case rec.Expiry != 0 && rec.Expiry <= db.now():
-		if tailLocked {
-			db.tailMu.RUnlock()
-		}
-		return rec, false, ErrNotFound
+		db.unhold(held)
+		return rec, hold{}, ErrNotFound
 	}
-	return rec, tailLocked, nil
+	return rec, held, nil
 }
 
 // raiseClockFloor makes DB.now return at least ms from now on.
@@ -139,14 +137,14 @@ func (db *DB) AppendValue(dst, key []byte) (out []byte, err error) {
 		}
 	}()
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
-	rec, locked, err := db.lookup(key)
+	rec, held, err := db.lookup(key)
 	if err != nil {
 		return dst, err
 	}
+	// A fault in the copy skips unhold: a tail lock would stay held. The
+	// copy faults only on a mapped record, which holds nothing.
 	dst = append(dst, rec.Value...)
-	if locked {
-		db.tailMu.RUnlock()
-	}
+	db.unhold(held)
 	return dst, nil
 }
 
@@ -162,7 +160,9 @@ const viewBufMax = 64 << 10
 //
 // Where it points: a record in a segment file is read through the
 // segment's read-only mapping (no lock is held; the segment cannot be
-// unmapped before View returns). A record still in the unflushed write
+// unmapped before View returns), or, when it is not in the page cache
+// (Options.ReadMode), read with pread into a buffer private to this call
+// that goes back to a pool after fn returns. A record still in the unflushed write
 // buffer is first copied into a buffer private to this call (the tail
 // holds only the newest writes, at most WriteBufferSize bytes), and the
 // buffer's lock is released before fn runs: so fn may take as long as it
@@ -181,12 +181,17 @@ func (db *DB) View(key []byte, fn func(value []byte) error) (err error) {
 	defer db.exit(g)
 	db.st.gets.Add(1)
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
-	rec, locked, err := db.lookup(key)
+	rec, held, err := db.lookup(key)
 	if err != nil {
 		return err
 	}
 	v := rec.Value
-	if locked {
+	if held.buf != nil {
+		// Read with pread into a buffer of this call's: valid until fn
+		// returns, then back to the pool.
+		defer db.unhold(held)
+	}
+	if held.tail {
 		bp := viewBufs.Get().(*[]byte)
 		buf := append((*bp)[:0], v...)
 		db.tailMu.RUnlock()
@@ -209,10 +214,8 @@ func (db *DB) Has(key []byte) (bool, error) {
 	}
 	defer db.exit(g)
 	db.st.gets.Add(1)
-	_, locked, err := db.lookup(key)
-	if locked {
-		db.tailMu.RUnlock()
-	}
+	_, held, err := db.lookup(key)
+	db.unhold(held)
 	switch {
 	case err == nil:
 		return true, nil

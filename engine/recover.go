@@ -419,6 +419,7 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 		return fail(fmt.Errorf("marlin: map %s: %w", name, err))
 	}
 	sf.data = sf.m.Bytes()
+	db.adviseSeg(sf, vfs.AccessRandom)
 	sf.flushed.Store(size)
 	sf.durable.Store(size)
 	sf.marked = size

@@ -220,6 +220,7 @@ func (db *DB) createSegmentSizedLocked(mapLen int64) (*segFile, error) {
 	}
 	db.nextGen++
 	sf.data = sf.m.Bytes()
+	db.adviseSeg(sf, vfs.AccessRandom)
 	sf.flushed.Store(segment.HeaderSize)
 	sf.durable.Store(segment.HeaderSize)
 	sf.marked = segment.HeaderSize
@@ -260,6 +261,7 @@ func (db *DB) rollSizedLocked(mapLen int64) error {
 		old.sealed.Store(true)
 	}
 	db.st.rolls.Add(1)
+	db.noteSizeLocked()
 	db.kickCompactor()
 	return nil
 }

@@ -75,6 +75,12 @@ type Stats struct {
 	RecordsReplayed    int64         // records Open replayed
 	OpenTime           time.Duration // how long Open took
 	ExpiredReclaimed   int64         // expired keys the expirer removed from the index
+
+	// Cold read path (docs/design.md, Large-data read path): records read
+	// with pread instead of through the mapping, and writes whose probe
+	// made before the writer mutex was reused under it.
+	PreadReads       int64
+	ColdProbesReused int64
 }
 
 // Stats returns current figures. It takes no lock that writers hold for
@@ -96,6 +102,9 @@ func (db *DB) Stats() (Stats, error) {
 		BytesWritten:   db.st.bytesWritten.Load(),
 		UserBytes:      db.st.userBytes.Load(),
 		TruncatedBytes: db.st.truncated.Load(),
+
+		PreadReads:       db.cold.preads.Load(),
+		ColdProbesReused: db.cold.reused.Load(),
 
 		Compactions:     db.st.compactions.Load(),
 		SegmentsRemoved: db.st.segmentsRemoved.Load(),
@@ -162,6 +171,8 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.CompactionSkippedBytes -= prev.CompactionSkippedBytes
 	d.Snapshots -= prev.Snapshots
 	d.ExpiredReclaimed -= prev.ExpiredReclaimed
+	d.PreadReads -= prev.PreadReads
+	d.ColdProbesReused -= prev.ColdProbesReused
 	return d
 }
 

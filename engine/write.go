@@ -86,12 +86,23 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		return err
 	}
 	h := db.hash(key)
+	// Read the key's old record (from the disk, if cold) before taking
+	// db.mu, so that cold updates keep many reads in flight instead of
+	// queueing on the mutex; under it, only check that the index did not
+	// change meanwhile (probeCold, validateLocked).
+	var pre coldProbe
+	if db.coldProbes() {
+		pre = db.probeCold(h, key)
+		if f := db.cold.probeHook.Load(); f != nil {
+			(*f)()
+		}
+	}
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
 		return db.failed
 	}
-	old, err := db.probeLocked(h, key)
+	old, err := db.probeAfterCold(h, key, &pre)
 	if err != nil || kind == segment.KindDelete && !old.found {
 		db.mu.Unlock()
 		return err // deleting an absent key writes nothing
@@ -163,6 +174,10 @@ func (db *DB) probeLocked(h uint64, key []byte) (entry, error) {
 	var e entry
 	var bad error
 	e.found = db.ix.Lookup(h, func(loc uint64) bool {
+		// Through the mapping, as before the cold read path: a write's
+		// cold reads happen in probeCold, before db.mu, and callers that
+		// ignore this probe's errors (hasKeyLocked) must not meet pread
+		// errors they would hide.
 		r, locked, err := db.recordAt(loc)
 		if locked {
 			defer db.tailMu.RUnlock()

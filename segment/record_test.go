@@ -543,3 +543,30 @@ func TestFileName(t *testing.T) {
 		require.False(t, ok, "%q", bad)
 	}
 }
+
+func TestPeekSize(t *testing.T) {
+	lim := Limits{MaxKey: 1 << 10, MaxValue: 1 << 20}
+	for _, c := range []struct {
+		klen, vlen int
+		exp        bool
+	}{{1, 0, false}, {16, 16, false}, {16, 300, true}, {1000, 1 << 20, false}} {
+		r := Record{Kind: KindPut, Seq: 7, Key: make([]byte, c.klen), Value: make([]byte, c.vlen)}
+		if c.exp {
+			r.Expiry = 12345
+		}
+		want := Size(c.klen, c.vlen, c.exp)
+		buf := make([]byte, want)
+		Encode(buf, 3, 64, &r)
+		got, ok := PeekSize(buf[:min(MaxHeader, len(buf))], lim)
+		if !ok || got != want {
+			t.Errorf("PeekSize(%+v) = %d, %v; want %d", c, got, ok, want)
+		}
+		if _, ok := PeekSize(buf[:fixedHeader+1], lim); ok {
+			t.Errorf("PeekSize of a cut header said ok")
+		}
+		small := Limits{MaxKey: c.klen, MaxValue: c.vlen - 1}
+		if _, ok := PeekSize(buf, small); ok && c.vlen > 0 {
+			t.Errorf("PeekSize accepted a value over the limit")
+		}
+	}
+}

@@ -244,6 +244,9 @@ func (f *errorFile) Size() (int64, error) {
 	return f.inner.Size()
 }
 
+// Advise is a hint and is never failed.
+func (f *errorFile) Advise(a Access) error { return f.inner.Advise(a) }
+
 func (f *errorFile) Map(length int) (Mapping, error) {
 	if err := f.fs.check(OpMap, f.name); err != nil {
 		return nil, err

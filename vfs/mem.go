@@ -511,6 +511,9 @@ func (f *memFile) Size() (int64, error) {
 	return int64(len(f.node.data)), nil
 }
 
+// Advise is a no-op: a memory file reads nothing ahead.
+func (f *memFile) Advise(Access) error { return nil }
+
 // Map makes the backing array's capacity at least length so that later
 // appends land where the view can see them. Only a write past the capacity,
 // or a later Map with a larger length, moves the array; views taken before
@@ -545,6 +548,17 @@ func (m *memMapping) Bytes() []byte {
 		return nil
 	}
 	return m.b
+}
+
+// Advise is a no-op: a memory file has no pages to read ahead.
+func (m *memMapping) Advise(Access) error { return nil }
+
+// Resident reports true: a memory file's bytes are always in memory.
+func (m *memMapping) Resident(off, n int) (bool, error) {
+	if off < 0 || n < 0 || off+n > len(m.b) {
+		return false, syscall.EINVAL
+	}
+	return true, nil
 }
 
 func (m *memMapping) Close() error {

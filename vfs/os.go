@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -156,7 +157,23 @@ func (f osFile) Map(length int) (Mapping, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: err}
 	}
-	return &osMapping{b: b}, nil
+	return &osMapping{b: b, view: b, name: f.Name()}, nil
+}
+
+// Advise applies posix_fadvise to the whole file.
+func (f osFile) Advise(a Access) error {
+	adv := unix.FADV_NORMAL
+	switch a {
+	case AccessRandom:
+		adv = unix.FADV_RANDOM
+	case AccessSequential:
+		adv = unix.FADV_SEQUENTIAL
+	}
+	err := withFd(f.File, func(fd int) error { return unix.Fadvise(fd, 0, 0, adv) })
+	if err != nil {
+		return &os.PathError{Op: "fadvise", Path: f.Name(), Err: err}
+	}
+	return nil
 }
 
 // withFd runs fn with f's descriptor without f.Fd, which would switch the
@@ -175,7 +192,12 @@ func withFd(f *os.File, fn func(fd int) error) error {
 
 type osMapping struct {
 	mu sync.Mutex
-	b  []byte
+	b  []byte // nil after Close; guarded by mu
+	// view is b as mapped, never changed: Resident reads it without the
+	// lock (a Get would otherwise take it twice). After Close, mincore on
+	// the unmapped range fails (ENOMEM), never touches memory.
+	view []byte
+	name string // the file's, for errors
 }
 
 func (m *osMapping) Bytes() []byte {
@@ -195,6 +217,74 @@ func (m *osMapping) Close() error {
 	m.b = nil
 	if err != nil {
 		return os.NewSyscallError("munmap", err)
+	}
+	return nil
+}
+
+// Advise applies madvise to the whole view.
+func (m *osMapping) Advise(a Access) error {
+	adv := unix.MADV_NORMAL
+	switch a {
+	case AccessRandom:
+		adv = unix.MADV_RANDOM
+	case AccessSequential:
+		adv = unix.MADV_SEQUENTIAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.b) == 0 {
+		return nil
+	}
+	if err := unix.Madvise(m.b, adv); err != nil {
+		return &os.PathError{Op: "madvise", Path: m.name, Err: err}
+	}
+	return nil
+}
+
+// residentPages is how many pages one mincore call checks (its result
+// vector lives on the stack).
+const residentPages = 64
+
+// Resident asks mincore whether the pages of [off, off+n) are in the page
+// cache. One system call per residentPages pages; it never reads the
+// file. The view's base is page-aligned (mmap returns it so), and mincore
+// wants a page-aligned start, so the range is widened to whole pages.
+func (m *osMapping) Resident(off, n int) (bool, error) {
+	b := m.view
+	if off < 0 || n < 0 || off+n > len(b) {
+		return false, &os.PathError{Op: "mincore", Path: m.name, Err: unix.EINVAL}
+	}
+	if n == 0 {
+		return true, nil
+	}
+	start := off &^ (pageSize - 1)
+	end := min(len(b), (off+n+pageSize-1)&^(pageSize-1))
+	var vec [residentPages]byte
+	for start < end {
+		chunk := min(end-start, residentPages*pageSize)
+		np := (chunk + pageSize - 1) / pageSize
+		if err := mincore(b[start:start+chunk], vec[:np]); err != nil {
+			return false, &os.PathError{Op: "mincore", Path: m.name, Err: err}
+		}
+		for _, v := range vec[:np] {
+			if v&1 == 0 {
+				return false, nil
+			}
+		}
+		start += chunk
+	}
+	return true, nil
+}
+
+var pageSize = unix.Getpagesize()
+
+// mincore is mincore(2) (x/sys/unix has no wrapper on every platform): it
+// fills vec, one byte per page of b, with bit 0 set for resident pages.
+func mincore(b, vec []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))),
+		uintptr(len(b)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
+	if e != 0 {
+		return e
 	}
 	return nil
 }

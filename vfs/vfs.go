@@ -77,6 +77,10 @@ type File interface {
 	// become visible through the view. The view stays valid until the
 	// Mapping is closed, even after the File is closed.
 	Map(length int) (Mapping, error)
+	// Advise tells the OS how ReadAt will read the file (posix_fadvise on
+	// the open file): with AccessRandom a read fetches only what it asks
+	// for, no readahead. A hint: it never changes what is read.
+	Advise(a Access) error
 }
 
 // Mapping is a read-only view of a file's bytes.
@@ -86,4 +90,29 @@ type Mapping interface {
 	Bytes() []byte
 	// Close releases the view.
 	Close() error
+	// Advise tells the OS how the view will be read. It is a hint: it
+	// never changes what is read, and implementations without paging
+	// ignore it. Segment mappings are AccessRandom (see docs/design.md,
+	// "Large-data read path").
+	Advise(a Access) error
+	// Resident reports whether every page holding bytes [off, off+n) of
+	// the view is in memory, so that reading them will not wait for the
+	// disk. It is a snapshot (a page may be evicted right after); an
+	// error means it could not tell. In-memory implementations always
+	// report true.
+	Resident(off, n int) (bool, error)
 }
+
+// Access is an access-pattern hint for Mapping.Advise.
+type Access int
+
+const (
+	// AccessNormal is the OS default: faults read ahead.
+	AccessNormal Access = iota
+	// AccessRandom: reads are random; a fault (or a read) fetches only
+	// its page(s), with no readahead (MADV_RANDOM, FADV_RANDOM).
+	AccessRandom
+	// AccessSequential: reads go in order; read ahead aggressively
+	// (MADV_SEQUENTIAL, FADV_SEQUENTIAL).
+	AccessSequential
+)
