@@ -224,23 +224,39 @@ func (s *logScan) decode(sg *scanSeg) (segment.Record, int, error) {
 	return r, size, nil
 }
 
-// ensure makes buf hold at least need bytes from s.off on, reading a chunk
-// (or need bytes, if more) from s.off when it does not.
+// ensure makes buf hold at least need bytes from s.off on. When it does
+// not, the bytes from s.off to the end of buf are kept (moved to the
+// front) and the rest of a chunk (or of need bytes, if more) is read
+// after them: the file is read in consecutive, non-overlapping reads.
 func (s *logScan) ensure(sg *scanSeg, need int64) error {
-	if s.off >= s.bufOff && s.off+need <= s.bufOff+int64(len(s.buf)) {
+	bufEnd := s.bufOff + int64(len(s.buf))
+	if s.off >= s.bufOff && s.off+need <= bufEnd {
 		return nil
 	}
 	want := min(max(int64(s.chunk), need), sg.end-s.off)
-	if int64(cap(s.buf)) < want {
-		s.buf = make([]byte, want)
+	kept := int64(0)
+	if s.off >= s.bufOff && s.off < bufEnd {
+		kept = bufEnd - s.off
 	}
-	n, err := s.readAt(sg.sf, s.buf[:want], s.off)
-	s.buf, s.bufOff = s.buf[:n], s.off
-	if int64(n) < need {
+	var rest []byte // the bytes kept
+	if kept > 0 {
+		rest = s.buf[s.off-s.bufOff:]
+	}
+	if int64(cap(s.buf)) < want {
+		nb := make([]byte, want)
+		copy(nb, rest)
+		s.buf = nb
+	} else {
+		copy(s.buf[:cap(s.buf)], rest)
+	}
+	n, err := s.readAt(sg.sf, s.buf[kept:want], s.off+kept)
+	got := kept + int64(n)
+	s.buf, s.bufOff = s.buf[:got], s.off
+	if got < need {
 		if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("%w: read %s at offset %d: %v", ErrIO, sg.sf.name, s.off+int64(n), err)
+		return fmt.Errorf("%w: read %s at offset %d: %v", ErrIO, sg.sf.name, s.off+got, err)
 	}
 	return nil
 }
