@@ -71,7 +71,7 @@ type damage struct {
 // iterator that owns it calls it inside an operation (db.enter).
 type logScan struct {
 	db    *DB
-	pin   *scanPin // nil once released
+	pin   *scanPin // nil once released; guarded by db.mu
 	segs  []scanSeg
 	si    int   // current segment
 	off   int64 // offset of the next record in segs[si]
@@ -129,15 +129,16 @@ func (db *DB) startScan(chunk int) *logScan {
 	return s
 }
 
-// release unpins whatever the scan still pins. Safe to call twice.
+// release unpins whatever the scan still pins. Safe to call twice, and
+// from the iterator's cleanup (another goroutine): s.pin is guarded by
+// db.mu.
 func (s *logScan) release() {
-	if s.pin == nil {
-		return
-	}
 	s.db.mu.Lock()
-	delete(s.db.scans, s.pin)
+	if s.pin != nil {
+		delete(s.db.scans, s.pin)
+		s.pin = nil
+	}
 	s.db.mu.Unlock()
-	s.pin = nil
 }
 
 // next returns the next record of the log that decodes and its location

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -476,4 +477,16 @@ func TestScanCloseReleasesPin(t *testing.T) {
 	db.mu.Lock()
 	require.Empty(t, db.scans)
 	db.mu.Unlock()
+
+	// An iterator dropped without Close releases its pin when collected.
+	func() {
+		it := db.NewIterator()
+		require.True(t, it.Next())
+	}()
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		return len(db.scans) == 0
+	}, 5*time.Second, 10*time.Millisecond)
 }
