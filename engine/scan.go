@@ -211,8 +211,18 @@ func (s *logScan) decode(sg *scanSeg) (segment.Record, int, error) {
 		return segment.Record{}, 0, err
 	}
 	b := s.buf[s.off-s.bufOff:]
-	if n := recordSpan(b); int64(n) > int64(len(b)) && int64(n) <= avail {
-		if err := s.ensure(sg, int64(n)); err != nil {
+	// A record longer than what buf holds: read the rest (up to the end:
+	// a torn write may have cut the last record's padding, which Decode
+	// accepts). Reads stay consecutive (ensure keeps what it has). While
+	// looking for a record after damage, where most candidates are
+	// garbage, only by up to scanChunk more: a garbage length must not
+	// grow the buffer to a whole segment.
+	n := int64(recordSpan(b))
+	if s.inDmg && n > int64(len(b))+scanChunk {
+		n = 0
+	}
+	if n > int64(len(b)) && int64(len(b)) < avail {
+		if err := s.ensure(sg, min(n, avail)); err != nil {
 			s.lastIO = true
 			return segment.Record{}, 0, err
 		}
@@ -306,6 +316,9 @@ func (s *logScan) readAt(sf *segFile, dst []byte, off int64) (int, error) {
 func recordSpan(b []byte) int {
 	const fixed = 12 // crc, meta
 	if len(b) < fixed+2 {
+		return 0
+	}
+	if k := segment.Kind(b[11] & 0xf); k < segment.KindPut || k > segment.KindSyncMark {
 		return 0
 	}
 	flags := b[11] >> 4
