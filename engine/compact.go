@@ -168,7 +168,7 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 	var todo []*segFile
 	for i := range db.segs {
 		sf := db.segs[i].Load()
-		if sf == nil || sf == db.active || db.damaged[sf.gen] {
+		if sf == nil || sf == db.active || db.damaged[sf.gen] || db.scanPinnedLocked(sf.gen) {
 			continue
 		}
 		if qualifies(sf) {
@@ -318,6 +318,14 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 			off += int64(size)
 		}
 		db.mu.Lock()
+		if db.scanPinnedLocked(sf.gen) {
+			// A scan started since the pass chose sf: what was copied
+			// before lies below the scan's end and is seen there; the
+			// rest stays in sf, which the scan reads. A later pass
+			// goes on.
+			db.mu.Unlock()
+			return false, nil
+		}
 		err := db.failed
 		now := db.now()
 		db.idFloor = idForCompact

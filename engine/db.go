@@ -133,6 +133,11 @@ type DB struct {
 	// never goes backwards with the clock.
 	clockFloor atomic.Int64
 
+	// scans lists the log scans in progress (iterators, scan.go) with the
+	// segment generations each one pins: compaction neither copies from
+	// nor retires a pinned segment. Guarded by mu.
+	scans map[*scanPin]struct{}
+
 	// salvaged lists the damage a salvaging Open skipped (Options.Salvage);
 	// written only during Open.
 	salvaged []SalvageSkip

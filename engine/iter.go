@@ -1,40 +1,46 @@
 package engine
 
 import (
-	"errors"
-	"runtime/debug"
+	"io"
+	"runtime"
 
-	"github.com/marlinkv/marlin/index"
 	"github.com/marlinkv/marlin/segment"
 )
 
-// Iterator walks all live pairs in no particular order. It is safe to use
-// while other goroutines write and compact. It works one index shard at a
-// time from a consistent cut of the shard's locations, so every key is
-// visited at most once, every key present for the whole walk is visited,
-// and each pair is a complete record that was the key's value at some
-// moment during the walk. Keys written or deleted during the walk may or
-// may not be seen.
+// Iterator walks all live pairs in no particular order (log order). It
+// reads the log sequentially, segment by segment in large reads (see
+// scan.go), and yields a record only if it is a put, not expired, and the
+// index entry for its key points at exactly its location (a memory
+// lookup; no read per key). It is safe to use while other goroutines
+// write and compact. What a walk yields:
 //
-// When compaction removes a segment under a cut, the iterator takes a new
-// cut of the shard and skips the keys it already returned from it; to know
-// them it keeps the current shard's returned keys (not values), so its
-// memory is bounded by one shard's keys plus one value. An Iterator is not
-// safe for concurrent use.
+//   - Each pair is a complete record that was the key's value when Next
+//     returned it (the index pointed at it then).
+//   - No key is yielded twice, whatever happens during the walk.
+//   - Every key that is present for the whole walk and not written
+//     (overwritten, deleted, or given a new TTL) during it is yielded,
+//     exactly once, unless it expires during the walk.
+//   - A key deleted, or overwritten, before the walk starts (before the
+//     first call to Next) is not yielded (overwritten: only with its new
+//     value). A key deleted during the walk is not yielded if the delete
+//     returned before Next reached the key's record.
+//   - A key written during the walk may be missed, even if it existed
+//     before: the walk covers the log as it was when it started, and an
+//     overwrite moves the key's live record beyond that extent. A key
+//     created during the walk is not yielded.
+//
+// While a walk is in progress, compaction does not rewrite the segments
+// it has not finished (they are pinned; see scan.go): a long walk holds
+// back the reclaiming of those segments. Close an iterator you do not run
+// to its end, or the pin stays until it is garbage-collected. An Iterator
+// is not safe for concurrent use.
 type Iterator struct {
 	db    *DB
-	shard int
-	locs  []uint64
-	gens  []uint64 // generation of each location's segment when the cut was taken
-	i     int
+	s     *logScan // nil until the first Next
 	key   []byte
 	value []byte
 	err   error
 	done  bool
-
-	shardKeys []byte          // keys returned from the current shard, back to back
-	keyEnds   []int           // end offset of each of them in shardKeys
-	skip      map[string]bool // after a re-cut: keys already returned
 
 	opts    IterOptions
 	skipped SkipReport
@@ -42,20 +48,26 @@ type Iterator struct {
 
 // IterOptions configure an Iterator.
 type IterOptions struct {
-	// SkipCorrupt makes the iterator step over records it cannot read (a
-	// failed checksum, a bad length, an I/O error) instead of ending the
-	// walk with the error; Skipped reports them. For salvaging what is
-	// readable from a damaged database; the default stops at the first
-	// unreadable record, so that damage is never missed silently.
+	// SkipCorrupt makes the iterator step over damaged stretches of the
+	// log (a failed checksum, a bad length, a read error) instead of
+	// ending the walk with an error, and report the indexed records that
+	// lay in them in Skipped. For salvaging what is readable from a
+	// damaged database; by default the walk ends with the error when a
+	// damaged stretch holds a record the index points at, so that a lost
+	// pair is never missed silently (damage in dead bytes only is
+	// stepped over either way).
 	SkipCorrupt bool
+
+	// chunk is the size of one sequential read (0: scanChunk); for tests.
+	chunk int
 }
 
-// SkippedRecord is one index entry an iterator with SkipCorrupt could not
-// read.
+// SkippedRecord is one index entry whose record an iterator with
+// SkipCorrupt could not read: it starts in a damaged stretch of the log.
 type SkippedRecord struct {
 	File   string // segment file
 	Offset int64  // offset of the record in File
-	Err    error  // why it could not be read (wraps ErrCorrupt or ErrIO)
+	Err    error  // why the stretch could not be read (wraps ErrCorrupt or ErrIO)
 }
 
 // MaxSkippedListed bounds SkipReport.Records; Count counts all of them.
@@ -75,29 +87,24 @@ func (db *DB) NewIterator() *Iterator {
 // NewIteratorWith returns an iterator with options, positioned before the
 // first pair.
 func (db *DB) NewIteratorWith(o IterOptions) *Iterator {
-	return &Iterator{db: db, shard: -1, opts: o}
+	return &Iterator{db: db, opts: o}
 }
 
 // Skipped returns what the iterator skipped so far (with SkipCorrupt). The
 // report is the iterator's; it is valid until the next call to Next.
 func (it *Iterator) Skipped() SkipReport { return it.skipped }
 
-// skipRecord notes that the record at loc could not be read.
-func (it *Iterator) skipRecord(loc uint64, err error) {
+// skipRecord notes that the record at off of file could not be read.
+func (it *Iterator) skipRecord(file string, off int64, err error) {
 	it.skipped.Count++
-	if len(it.skipped.Records) >= MaxSkippedListed {
-		return
+	if len(it.skipped.Records) < MaxSkippedListed {
+		it.skipped.Records = append(it.skipped.Records, SkippedRecord{File: file, Offset: off, Err: err})
 	}
-	id, off := segment.SplitLoc(loc)
-	file := ""
-	if sf := it.db.segs[id].Load(); sf != nil {
-		file = sf.name
-	}
-	it.skipped.Records = append(it.skipped.Records, SkippedRecord{File: file, Offset: off, Err: err})
 }
 
 // Next advances to the next pair and reports whether there is one. After it
 // returns false, check Err. Key and Value are valid until the next call.
+// The first call fixes the walk's extent (see Iterator).
 func (it *Iterator) Next() bool {
 	if it.done {
 		return false
@@ -108,99 +115,53 @@ func (it *Iterator) Next() bool {
 		return it.stop(err)
 	}
 	defer db.exit(g)
+	if it.s == nil {
+		it.s = db.startScan(it.opts.chunk)
+		// An iterator dropped without Close must not pin segments forever.
+		runtime.AddCleanup(it, func(s *logScan) { s.release() }, it.s)
+	}
 	now := db.now()
 	for {
-		for it.i < len(it.locs) {
-			loc := it.locs[it.i]
-			gen := it.gens[it.i]
-			it.i++
-			// Between calls to Next, compaction may remove the location's
-			// segment and a new one may take its id: the location would then
-			// name another record. The generation tells.
-			id, _ := segment.SplitLoc(loc)
-			if sf := db.segs[id].Load(); sf == nil || sf.gen != gen {
-				it.recut()
-				continue
-			}
-			r, locked, err := db.recordAt(loc)
-			if errors.Is(err, errStale) {
-				it.recut()
-				continue
-			}
-			var ok bool
-			if err == nil {
-				ok = r.Kind == segment.KindPut && (r.Expiry == 0 || r.Expiry > now) && !it.skip[string(r.Key)]
-				if ok {
-					err = it.take(&r, locked)
-				}
-				if locked {
-					db.tailMu.RUnlock()
-				}
-			}
-			if err != nil && it.opts.SkipCorrupt {
-				it.skipRecord(loc, err)
-				continue
-			}
-			if err != nil {
-				return it.stop(err)
-			}
-			if ok {
-				it.shardKeys = append(it.shardKeys, it.key...)
-				it.keyEnds = append(it.keyEnds, len(it.shardKeys))
-				return true
-			}
-		}
-		it.shard++
-		if it.shard >= index.NumShards {
+		r, loc, err := it.s.next(it.onDamage)
+		if err == io.EOF {
 			return it.stop(nil)
 		}
-		it.shardKeys, it.keyEnds, it.skip = it.shardKeys[:0], it.keyEnds[:0], nil
-		it.cut()
-	}
-}
-
-// take copies r's key and value into the iterator. Copying from a mapping
-// reads it again, so a memory fault is caught and returned (inTail: the
-// bytes are in the tail buffer, which cannot fault).
-func (it *Iterator) take(r *segment.Record, inTail bool) (err error) {
-	if !inTail {
-		defer it.db.catchFault(debug.SetPanicOnFault(true), &err)
-	}
-	it.key = append(it.key[:0], r.Key...)
-	it.value = append(it.value[:0], r.Value...)
-	return nil
-}
-
-// cut takes a consistent cut of the current shard's locations and notes
-// their segments' generations.
-func (it *Iterator) cut() {
-	it.locs, it.i = it.db.ix.ShardLocations(it.shard, it.locs[:0]), 0
-	it.gens = it.gens[:0]
-	for _, loc := range it.locs {
-		id, _ := segment.SplitLoc(loc)
-		var g uint64
-		if sf := it.db.segs[id].Load(); sf != nil {
-			g = sf.gen
+		if err != nil {
+			return it.stop(err)
 		}
-		it.gens = append(it.gens, g)
+		if r.Kind != segment.KindPut || (r.Expiry != 0 && r.Expiry <= now) {
+			continue
+		}
+		// The segment is pinned, so its id is its own and loc names this
+		// record only.
+		if !db.ix.Lookup(db.hash(r.Key), func(l uint64) bool { return l == loc }) {
+			continue
+		}
+		it.key, it.value = r.Key, r.Value
+		return true
 	}
 }
 
-// recut takes a fresh cut of the current shard after a location went
-// stale, remembering which keys were already returned.
-func (it *Iterator) recut() {
-	it.skip = make(map[string]bool, len(it.keyEnds))
-	start := 0
-	for _, end := range it.keyEnds {
-		it.skip[string(it.shardKeys[start:end])] = true
-		start = end
-	}
-	it.cut()
+// onDamage handles the damaged stretches of a segment the walk finished:
+// the index entries whose records start in them are reported (SkipCorrupt)
+// or end the walk with the stretch's error. Stretches no entry points into
+// held only dead bytes and change nothing the walk yields.
+func (it *Iterator) onDamage(sf *segFile, d []damage) error {
+	return it.db.indexedIn(sf.id, d, func(off int64, d *damage) error {
+		if !it.opts.SkipCorrupt {
+			return d.err
+		}
+		it.skipRecord(sf.name, off, d.err)
+		return nil
+	})
 }
 
 func (it *Iterator) stop(err error) bool {
 	it.done, it.err = true, err
 	it.key, it.value = nil, nil
+	if it.s != nil {
+		it.s.release()
+	}
 	return false
 }
 
@@ -222,7 +183,9 @@ func (it *Iterator) Close() error {
 }
 
 // ForEach calls fn for every live pair, stopping at fn's first error. The
-// slices are valid only during the call.
+// slices are valid only during the call. It is a walk with an Iterator and
+// gives the same guarantees (see Iterator): the log is read in order with
+// large sequential reads, not one read per key.
 func (db *DB) ForEach(fn func(key, value []byte) error) error {
 	it := db.NewIterator()
 	defer it.Close()

@@ -72,6 +72,13 @@ type retiredSeg struct {
 // It reports whether sf was retired.
 func (db *DB) retireSegment(sf *segFile) (bool, error) {
 	db.mu.Lock()
+	if db.scanPinnedLocked(sf.gen) {
+		// A scan started after the last copy and will read sf (all its
+		// records are dead now, so it yields none of them): sf stays
+		// until a later pass.
+		db.mu.Unlock()
+		return false, nil
+	}
 	if err := db.syncActiveLocked(); err != nil {
 		db.mu.Unlock()
 		return false, err

@@ -10,8 +10,9 @@ import (
 	"github.com/marlinkv/marlin/engine"
 )
 
-const dumpHelp = `Prints every live pair of DIR, one per line, in no particular order
-(--sort for key order). Expired keys are left out, and a key's TTL is not
+const dumpHelp = `Prints every live pair of DIR, one per line, in log order (--sort for
+key order). The log is read sequentially, segment by segment, in large
+reads: a dump costs one pass over the data files, not a read per key. Expired keys are left out, and a key's TTL is not
 carried over (the engine's API does not expose it): it dumps, and loads
 back, as a plain pair. DIR is opened read-only.
 
@@ -23,9 +24,9 @@ Formats (all load back with 'marlin load' to the same pairs):
          base64) when the bytes are not valid UTF-8, or always with --base64
   hex    hexkey<TAB>hexvalue
 
-With --skip-corrupt, dump salvages a damaged directory: records that
-cannot be read (a bad checksum, an I/O error) are skipped instead of
-stopping the dump, and a directory whose damage makes a normal open fail is
+With --skip-corrupt, dump salvages a damaged directory: damaged stretches
+of the log (a bad checksum, an I/O error) are skipped instead of stopping
+the dump, and the live records that lay in them are reported, and a directory whose damage makes a normal open fail is
 opened in salvage mode (the replay skips damaged ranges). Every readable
 pair is printed; a summary of what was skipped goes to stderr, and the exit
 status is 1 if anything was skipped (0 if nothing was). A key whose newest
