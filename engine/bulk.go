@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/marlinkv/marlin/arena"
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
@@ -272,9 +271,10 @@ type bulkBuilder struct {
 	hash func([]byte) uint64
 
 	// The log pass: the segment being written (nil before the first
-	// record), its write buffer (off-heap, owned by the builder until
-	// release) and the bytes of it in use.
+	// record), its write buffer (one of the writer's, owned by the builder
+	// until flush hands it over) and the bytes of it in use.
 	cur   *bulkSeg
+	w     *bulkWriter
 	wbuf  []byte
 	wn    int
 	segs  []*bulkSeg // every segment, in generation order
@@ -308,9 +308,10 @@ func (b *bulkBuilder) build(src BulkSource, nparts int) error {
 	if b.opts.hash != nil {
 		b.hash = b.opts.hash
 	}
-	if b.wbuf, err = arena.Map(bulkWriteBuffer); err != nil {
-		return fmt.Errorf("marlin: bulk load: %w", err)
+	if b.w, err = newBulkWriter(); err != nil {
+		return err
 	}
+	b.wbuf = b.w.get()
 	if b.spill, err = newSpill(b.fs, filepath.Join(b.dir, bulkSpillName), nparts); err != nil {
 		return err
 	}
@@ -346,13 +347,13 @@ func (b *bulkBuilder) build(src BulkSource, nparts int) error {
 // only matter if the load otherwise succeeded, and by then every file
 // that matters was fsynced and closed).
 func (b *bulkBuilder) release() {
+	if b.w != nil {
+		b.w.close() // waits for the writes in flight before closing files
+		b.w, b.wbuf = nil, nil
+	}
 	if b.cur != nil && b.cur.f != nil {
 		_ = b.cur.f.Close()
 		b.cur.f = nil
-	}
-	if b.wbuf != nil {
-		_ = arena.Unmap(b.wbuf)
-		b.wbuf = nil
 	}
 	if b.spill != nil {
 		b.spill.release()
@@ -431,6 +432,11 @@ func (b *bulkBuilder) add(k, v []byte) error {
 		}
 	}
 	if size > len(b.wbuf) {
+		// Larger than a buffer: written directly, after the writes queued
+		// before it.
+		if err := b.w.wait(); err != nil {
+			return err
+		}
 		big := make([]byte, size)
 		segment.Encode(big, sf.gen, off, &rec)
 		if _, err := sf.f.Write(big); err != nil {
@@ -473,12 +479,9 @@ func (b *bulkBuilder) flush() error {
 		return nil
 	}
 	sf := b.cur
-	at := sf.size - int64(b.wn)
-	if _, err := sf.f.Write(b.wbuf[:b.wn]); err != nil {
-		return fmt.Errorf("marlin: bulk load: write %s at %d: %w", sf.name, at, err)
-	}
-	b.wn = 0
-	return nil
+	err := b.w.submit(sf.f, sf.name, sf.size-int64(b.wn), b.wbuf[:b.wn])
+	b.wbuf, b.wn = b.w.get(), 0
+	return err
 }
 
 // seal ends the current segment as a roll of the write path does: a sync
@@ -500,6 +503,9 @@ func (b *bulkBuilder) seal() error {
 		sf.size += int64(markSize)
 	}
 	if err := b.flush(); err != nil {
+		return err
+	}
+	if err := b.w.wait(); err != nil {
 		return err
 	}
 	if err := sf.f.Sync(); err != nil {

@@ -7,6 +7,7 @@ import (
 	iofs "io/fs"
 	"math/rand/v2"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dchest/siphash"
@@ -318,10 +319,9 @@ func TestBulkLoadErrorSweep(t *testing.T) {
 	published := 0
 	for i := 1; ; i++ {
 		fs := vfs.NewMem()
-		ops := 0
+		var ops atomic.Int64 // the writer and the index workers run concurrently
 		_, err := run(vfs.InjectorFunc(func(op vfs.Op, name string) error {
-			ops++
-			if ops == i {
+			if ops.Add(1) == int64(i) {
 				return fmt.Errorf("op %d (%v %s): %w", i, op, name, vfs.ErrInjected)
 			}
 			return nil
@@ -332,7 +332,7 @@ func TestBulkLoadErrorSweep(t *testing.T) {
 			// The failed operation was one whose error does not matter (a
 			// close of a file only read), or none: the sweep is over.
 			require.Equal(t, model, contents(t, "/p/db", &c), "op %d", i)
-			if ops < i {
+			if ops.Load() < int64(i) {
 				require.Greater(t, i, 20, "the sweep covered some operations")
 				require.Positive(t, published, "a failure after the publishing rename")
 				break
@@ -364,10 +364,9 @@ func TestBulkLoadCrashSweep(t *testing.T) {
 	for i := 1; ; i++ {
 		fs := vfs.NewMem()
 		var crashed *vfs.MemFS
-		ops := 0
+		var ops atomic.Int64
 		inj := vfs.InjectorFunc(func(op vfs.Op, name string) error {
-			ops++
-			if ops == i {
+			if ops.Add(1) == int64(i) {
 				crashed = fs.CrashClone(rand.New(rand.NewPCG(uint64(i), 1)))
 				return vfs.ErrInjected
 			}
@@ -375,7 +374,7 @@ func TestBulkLoadCrashSweep(t *testing.T) {
 		})
 		o := &Options{FS: vfs.NewErrorFS(fs, inj), SegmentSize: 8 << 10}
 		_, err := BulkLoad("/p/db", o, source(pairs), &BulkOptions{Partitions: 2})
-		done := err == nil && ops < i
+		done := err == nil && ops.Load() < int64(i)
 		if done {
 			// Loaded: a crash now keeps everything.
 			require.Greater(t, i, 20)
