@@ -308,6 +308,8 @@ func (l *loader) finish() error {
 
 func (l *loader) add(k, v []byte) {
 	if l.sink != nil {
+		l.read.Add(l.unread)
+		l.unread = 0
 		l.sink(k, v)
 		return
 	}
