@@ -400,3 +400,40 @@ func TestBulkLoadCrashSweep(t *testing.T) {
 	require.Positive(t, empty, "crashes before the publishing rename")
 	require.Positive(t, full, "crashes after it")
 }
+
+// TestBulkLoadMisuse: bad partition counts, a staging directory another
+// bulk load holds, and a file as the target are refused before anything
+// is written.
+func TestBulkLoadMisuse(t *testing.T) {
+	fs := vfs.NewMem()
+	o := &Options{FS: fs}
+	for _, n := range []int{3, 8192, -1} {
+		_, err := BulkLoad("/db", o, source(nil), &BulkOptions{Partitions: n})
+		require.ErrorIs(t, err, ErrBadOptions, "%d partitions", n)
+	}
+	require.NoError(t, fs.MkdirAll(bulkStagingName("/db"), 0o755))
+	lock, err := fs.Lock(filepath.Join(bulkStagingName("/db"), LockFileName))
+	require.NoError(t, err)
+	_, err = BulkLoad("/db", o, source(nil), nil)
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, lock.Close())
+	writeFile(t, fs, "/file", []byte("x"))
+	_, err = BulkLoad("/file", o, source(nil), nil)
+	require.ErrorContains(t, err, "not a directory")
+	_, err = fs.Stat("/db")
+	require.ErrorIs(t, err, iofs.ErrNotExist)
+}
+
+// TestBulkLoadOpenKeepsSnapshot: the bulk loader's snapshot is current, so
+// opening and closing the database writes no new one.
+func TestBulkLoadOpenKeepsSnapshot(t *testing.T) {
+	fs := vfs.NewMem()
+	o := &Options{FS: fs}
+	pairs, _ := bulkInput(rand.New(rand.NewPCG(1, 2)), 1000, 8)
+	_, err := BulkLoad("/db", o, source(pairs), nil)
+	require.NoError(t, err)
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.Equal(t, []string{snapName(1)}, snapshotFilesIn(t, fs, "/db"))
+}
