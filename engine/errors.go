@@ -44,4 +44,7 @@ var (
 	// error, or the file was truncated underneath its mapping). The error
 	// names the file and offset; the DB keeps serving other keys.
 	ErrIO = errors.New("marlin: read error")
+	// ErrNotEmpty: BulkLoad builds a new database only; its target
+	// directory exists and is not empty.
+	ErrNotEmpty = errors.New("marlin: directory is not empty")
 )
