@@ -25,8 +25,9 @@ type ScaleConfig struct {
 	Keys      uint64
 	KeySize   int
 	ValueSize int
-	// Load chooses the load path: "batch" (batched puts into the open
-	// database from LoadGoroutines goroutines) or "bulk" (engine.BulkLoad).
+	// Load chooses the load path: "bulk" (engine.BulkLoad into the new
+	// directory) or "batch" (batched puts into the open database from
+	// LoadGoroutines goroutines).
 	Load           string
 	BatchSize      int
 	LoadGoroutines int
@@ -43,7 +44,7 @@ type ScaleConfig struct {
 
 // DefaultScaleConfig is make bench-billion's run, at 10^9 keys.
 func DefaultScaleConfig() ScaleConfig {
-	return ScaleConfig{Keys: 1_000_000_000, KeySize: 16, ValueSize: 8, Load: "batch", BatchSize: 1000,
+	return ScaleConfig{Keys: 1_000_000_000, KeySize: 16, ValueSize: 8, Load: "bulk", BatchSize: 1000,
 		LoadGoroutines: 2, ReadGoroutines: 64, HotGoroutines: 2, PhaseTime: 30 * time.Second,
 		DropCache: true, Seed: 1}
 }
@@ -56,8 +57,8 @@ func (c *ScaleConfig) normalize() error {
 		return fmt.Errorf("key size %d: want 8..250", c.KeySize)
 	case c.ValueSize < 0 || c.ValueSize > 1<<20:
 		return fmt.Errorf("value size %d: want 0..1 MiB", c.ValueSize)
-	case c.Load != "batch":
-		return fmt.Errorf("load %q: want batch", c.Load)
+	case c.Load != "batch" && c.Load != "bulk":
+		return fmt.Errorf("load %q: want bulk or batch", c.Load)
 	case c.BatchSize < 1 || c.LoadGoroutines < 1 || c.ReadGoroutines < 1 || c.HotGoroutines < 1:
 		return errors.New("batch size and goroutine counts must be positive")
 	case c.PhaseTime <= 0:
@@ -279,7 +280,11 @@ func (s *scale) load() error {
 	c := s.cfg
 	io0 := ReadProcIO()
 	t := time.Now()
-	{
+	if c.Load == "bulk" {
+		if err := s.bulkLoad(); err != nil {
+			return err
+		}
+	} else {
 		db, err := engine.Open(s.dir, s.options())
 		if err != nil {
 			return err
@@ -312,6 +317,36 @@ func (s *scale) load() error {
 		p.OpsPerSec = float64(p.Ops) / p.Seconds
 	}
 	return nil
+}
+
+// bulkLoad builds the database with engine.BulkLoad from ids [0, Keys).
+func (s *scale) bulkLoad() error {
+	c := s.cfg
+	return s.timed("load", false, 1, 0, int64(c.Keys), func(w *scaleWorker) error {
+		id := uint64(0)
+		src := engine.BulkSourceFunc(func() ([]byte, []byte, error) {
+			if id == c.Keys {
+				return nil, nil, io.EOF
+			}
+			w.key = Key(w.key, id, c.KeySize)
+			w.val = Value(w.val, id, 0, c.ValueSize)
+			id++
+			if id%1024 == 0 {
+				w.done.Add(1024)
+			}
+			return w.key, w.val, nil
+		})
+		st, err := engine.BulkLoad(s.dir, s.options(), src, nil)
+		w.done.Store(int64(id))
+		if err != nil {
+			return err
+		}
+		s.rep.KeysLoaded, s.rep.LogBytes = st.Keys, st.LogBytes
+		s.note("bulk load: log pass %s, index pass %s, publish %s; spill %s, snapshot %s",
+			st.LogPass.Round(time.Millisecond), st.IndexPass.Round(time.Millisecond),
+			st.Publish.Round(time.Millisecond), ibytes(st.SpillBytes), ibytes(st.SnapshotBytes))
+		return nil
+	})
 }
 
 // insertRange puts ids [lo, hi) in batches.

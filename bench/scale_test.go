@@ -9,7 +9,14 @@ import (
 )
 
 func TestRunScaleSmall(t *testing.T) {
+	for _, load := range []string{"bulk", "batch"} {
+		t.Run(load, func(t *testing.T) { testRunScale(t, load) })
+	}
+}
+
+func testRunScale(t *testing.T, load string) {
 	c := DefaultScaleConfig()
+	c.Load = load
 	c.Dir = t.TempDir()
 	c.Keys, c.Inserts = 30_000, 5_000
 	c.PhaseTime = 150 * time.Millisecond

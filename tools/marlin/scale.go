@@ -31,7 +31,7 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&c.Keep, "keep", false, "keep the data directories")
 	fs.IntVar(&c.KeySize, "key-size", def.KeySize, "key size in bytes")
 	fs.IntVar(&c.ValueSize, "value-size", def.ValueSize, "value size in bytes")
-	fs.StringVar(&c.Load, "load", def.Load, "load path: batch (batched puts into the open database)")
+	fs.StringVar(&c.Load, "load", def.Load, "load path: bulk (engine.BulkLoad, as marlin load --bulk) or batch (batched puts into the open database)")
 	fs.IntVar(&c.BatchSize, "batch", def.BatchSize, "puts per batch in the load and insert phases")
 	fs.IntVar(&c.LoadGoroutines, "load-goroutines", def.LoadGoroutines, "goroutines of the load and insert phases")
 	fs.Uint64Var(&c.Inserts, "inserts", 0, "batched puts of new keys after the restart (0: keys/20 within 10^6..2*10^7)")
