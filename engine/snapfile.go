@@ -76,7 +76,6 @@ type snapFile struct {
 	entriesAt, trailerAt int64
 }
 
-
 // openSnapshot opens snapshot file name and reads its footer, header frame
 // and trailer frame. Damage is reported as a *segment.CorruptError naming
 // the file and the offset of the damaged part; an I/O error is returned as
