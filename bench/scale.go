@@ -37,6 +37,7 @@ type ScaleConfig struct {
 	PhaseTime      time.Duration // length of each timed phase
 	DropCache      bool          // drop the page cache before the cold phases (needs root)
 	Scan           bool          // also time a full scan (ForEach) with a cold cache
+	ReadMode       engine.ReadMode
 	Seed           uint64
 	Progress       io.Writer
 	Terminal       bool
@@ -105,6 +106,7 @@ type ScaleReport struct {
 	KeySize      int          `json:"key_size"`
 	ValueSize    int          `json:"value_size"`
 	Load         string       `json:"load"`
+	ReadMode     string       `json:"read_mode"`
 	Goroutines   int          `json:"goroutines"`     // of the cold phases
 	HotGoroutine int          `json:"hot_goroutines"` // of the hot phase
 	Env          Env          `json:"env"`
@@ -160,7 +162,7 @@ func RunScale(cfg ScaleConfig) (*ScaleReport, error) {
 		return nil, err
 	}
 	rep := &ScaleReport{Keys: cfg.Keys, KeySize: cfg.KeySize, ValueSize: cfg.ValueSize, Load: cfg.Load,
-		Goroutines: cfg.ReadGoroutines, HotGoroutine: cfg.HotGoroutines,
+		Goroutines: cfg.ReadGoroutines, HotGoroutine: cfg.HotGoroutines, ReadMode: cfg.ReadMode.String(),
 		Env: Env{GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
 			CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0)}}
 	dir, err := os.MkdirTemp(cfg.Dir, "marlin-scale-")
@@ -198,7 +200,8 @@ func RunScale(cfg ScaleConfig) (*ScaleReport, error) {
 }
 
 func (s *scale) options() *engine.Options {
-	return &engine.Options{Sync: engine.SyncNone, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return &engine.Options{Sync: engine.SyncNone, ReadMode: s.cfg.ReadMode,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 func (s *scale) run() error {

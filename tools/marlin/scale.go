@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/marlinkv/marlin/bench"
+	"github.com/marlinkv/marlin/engine"
 )
 
 // runScale is marlin scale (make bench-billion): the large-scale run at
@@ -26,6 +27,7 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 		noDrop  = fs.Bool("no-drop-cache", false, "do not drop the page cache before the cold phases")
 		jsonOut = fs.Bool("json", false, "print the reports as JSON instead of the table")
 		quiet   = fs.Bool("quiet", false, "no progress lines")
+		rmode   = fs.String("read-mode", "auto", "how reads reach segment files: auto, mmap, pread (engine.Options.ReadMode)")
 	)
 	fs.StringVar(&c.Dir, "dir", "", "parent directory of the data directories (default: the system temp dir)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the data directories")
@@ -51,6 +53,9 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c.DropCache = !*noDrop
+	if c.ReadMode, err = engine.ParseReadMode(*rmode); err != nil {
+		return err
+	}
 	if !*quiet {
 		c.Progress = stderr
 		c.Terminal = isTerminal(stderr)
@@ -81,8 +86,8 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(reps) > 0 {
 		r := reps[0]
-		fmt.Fprintf(stdout, "marlin scale: keys of %d bytes, values of %d bytes, sync none, %s %s/%s, %d CPUs\n\n",
-			r.KeySize, r.ValueSize, r.Env.GoVersion, r.Env.OS, r.Env.Arch, r.Env.CPUs)
+		fmt.Fprintf(stdout, "marlin scale: keys of %d bytes, values of %d bytes, sync none, read mode %s, %s %s/%s, %d CPUs, GOMAXPROCS %d\n\n",
+			r.KeySize, r.ValueSize, r.ReadMode, r.Env.GoVersion, r.Env.OS, r.Env.Arch, r.Env.CPUs, r.Env.GOMAXPROCS)
 		bench.ScaleTable(stdout, reps)
 	}
 	return firstErr
