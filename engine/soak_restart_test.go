@@ -276,7 +276,7 @@ func soakObserve(db *DB, keys []string, writes []swWrite) (map[string]int, error
 		if err != nil {
 			return nil, err
 		}
-		if w >= len(writes) || writes[w].key != k || writes[w].del || writes[w].size != len(v) {
+		if !swWrote(writes, k, w, v) {
 			return nil, fmt.Errorf("key %q reads write %d, which never put that value", k, w)
 		}
 		obs[k] = w
