@@ -12,18 +12,18 @@ build:
 	$(GO) build ./...
 	$(GO) build -o $(BIN)/marlin ./tools/marlin
 
-# The test command (README, CI): vet, then every test with the race detector
-# (including a bounded crash sweep, error sweep, corruption sweep, soak and
-# 20 kills of a writing child process), the long randomized tests again
-# without it, then each fuzz target for 10 s.
+# The test command (README, CI): vet, every test with the race detector in
+# its short form, every test at full length without it (a bounded crash
+# sweep, error sweep, corruption sweep, soak and 20 kills of a writing child
+# process), then each fuzz target for 10 s.
 #
-# The randomized long tests (sweeps, model, soak) run shorter under the race
-# detector, which slows them tenfold, and again at full length without it.
-LONG_TESTS = ^(TestCrashSweep|TestErrorSweep|TestCorruptionSweep|TestCorruptionSweepOpen|TestModel|TestSoak)$$
+# The race detector slows the randomized long tests (sweeps, model, soak)
+# tenfold: under it every test runs in its -short form, then every test
+# runs again at full length without it.
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 25m ./...
-	$(GO) test -count=1 -timeout 15m -run '$(LONG_TESTS)' ./engine/
+	$(GO) test -race -short -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -timeout 25m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
 # Fuzz targets (package:target); make fuzz runs each for FUZZTIME.
