@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -10,14 +11,32 @@ import (
 // progress prints the phase's rate until stop closes: one redrawn line on
 // a terminal, otherwise a line every 5 seconds.
 func (r *runner) progress(name string, total int64, stop <-chan struct{}, done chan<- struct{}) {
+	printProgress(progressSpec{out: r.cfg.Progress, terminal: r.cfg.Terminal, every: 5 * time.Second,
+		name: name, total: total, duration: r.cfg.Duration, completed: r.completed}, stop, done)
+}
+
+// progressSpec says what printProgress reports and where.
+type progressSpec struct {
+	out       io.Writer // nil: print nothing
+	terminal  bool      // out is a terminal: redraw one line every second
+	every     time.Duration
+	name      string
+	total     int64         // operations in the phase, 0 if unknown
+	duration  time.Duration // the phase's length if timed
+	completed func() int64  // operations so far
+	extra     func() string // appended to each line, if set
+}
+
+// printProgress prints a progress line at each interval until stop closes,
+// then closes done.
+func printProgress(p progressSpec, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	out := r.cfg.Progress
-	if out == nil {
+	if p.out == nil {
 		<-stop
 		return
 	}
-	every := 5 * time.Second
-	if r.cfg.Terminal {
+	every := p.every
+	if p.terminal {
 		every = time.Second
 	}
 	t := time.NewTicker(every)
@@ -26,18 +45,21 @@ func (r *runner) progress(name string, total int64, stop <-chan struct{}, done c
 	for {
 		select {
 		case <-stop:
-			if r.cfg.Terminal {
-				fmt.Fprint(out, "\r\033[K")
+			if p.terminal {
+				fmt.Fprint(p.out, "\r\033[K")
 			}
 			return
 		case now := <-t.C:
-			n := r.completed()
-			line := progressLine(name, n, n-lastN, now.Sub(last), now.Sub(start), total, r.cfg.Duration)
+			n := p.completed()
+			line := progressLine(p.name, n, n-lastN, now.Sub(last), now.Sub(start), p.total, p.duration)
+			if p.extra != nil {
+				line += p.extra()
+			}
 			last, lastN = now, n
-			if r.cfg.Terminal {
-				fmt.Fprintf(out, "\r\033[K%s", line)
+			if p.terminal {
+				fmt.Fprintf(p.out, "\r\033[K%s", line)
 			} else {
-				fmt.Fprintln(out, line)
+				fmt.Fprintln(p.out, line)
 			}
 		}
 	}

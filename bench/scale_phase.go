@@ -149,39 +149,12 @@ func heapBytes() int64 {
 // disk until stop closes: a redrawn line on a terminal, else a line every
 // 10 seconds.
 func (s *scale) progress(name string, total int64, d time.Duration, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	out := s.cfg.Progress
-	if out == nil {
-		<-stop
-		return
-	}
-	every := 10 * time.Second
-	if s.cfg.Terminal {
-		every = time.Second
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	start, last, lastN := time.Now(), time.Now(), int64(0)
-	for {
-		select {
-		case <-stop:
-			if s.cfg.Terminal {
-				fmt.Fprint(out, "\r\033[K")
-			}
-			return
-		case now := <-t.C:
-			n := s.completed()
-			line := progressLine(name, n, n-lastN, now.Sub(last), now.Sub(start), total, d)
-			line += fmt.Sprintf(", RssAnon %s, heap %s, disk %s", ibytes(RSSAnon()), ibytes(heapBytes()),
+	printProgress(progressSpec{out: s.cfg.Progress, terminal: s.cfg.Terminal, every: 10 * time.Second,
+		name: name, total: total, duration: d, completed: s.completed,
+		extra: func() string {
+			return fmt.Sprintf(", RssAnon %s, heap %s, disk %s", ibytes(RSSAnon()), ibytes(heapBytes()),
 				ibytes(DirBytes(s.dir)))
-			last, lastN = now, n
-			if s.cfg.Terminal {
-				fmt.Fprintf(out, "\r\033[K%s", line)
-			} else {
-				fmt.Fprintln(out, line)
-			}
-		}
-	}
+		}}, stop, done)
 }
 
 // note prints a remark on the progress stream.

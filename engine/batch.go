@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -344,23 +343,7 @@ func (db *DB) findOrInsertLocked(h uint64, key []byte, loc uint64) (entry, bool,
 	// Called under the shard's lock: recordAt may take tailMu for reading,
 	// which no holder of tailMu's write lock waits on a shard lock for
 	// (flushes are made under db.mu, which this writer holds).
-	oldLoc, found, err := db.ix.FindOrInsert(h, loc, func(l uint64) bool {
-		r, locked, err := db.recordAt(l)
-		if locked {
-			defer db.tailMu.RUnlock()
-		}
-		if err != nil {
-			if !errors.Is(err, errStale) {
-				bad = err
-			}
-			return false
-		}
-		if !bytes.Equal(r.Key, key) {
-			return false
-		}
-		e.size = segment.Size(len(r.Key), len(r.Value), r.Expiry != 0)
-		return true
-	})
+	oldLoc, found, err := db.ix.FindOrInsert(h, loc, db.matchKey(key, &e, &bad))
 	switch {
 	case err != nil:
 		return e, false, fmt.Errorf("marlin: %w", err)

@@ -173,18 +173,29 @@ type entry struct {
 func (db *DB) probeLocked(h uint64, key []byte) (entry, error) {
 	var e entry
 	var bad error
-	e.found = db.ix.Lookup(h, func(loc uint64) bool {
-		// Through the mapping, as before the cold read path: a write's
-		// cold reads happen in probeCold, before db.mu, and callers that
-		// ignore this probe's errors (hasKeyLocked) must not meet pread
-		// errors they would hide.
+	e.found = db.ix.Lookup(h, db.matchKey(key, &e, &bad))
+	if !e.found && bad != nil {
+		return e, bad
+	}
+	return e, nil
+}
+
+// matchKey returns an index match function that reports whether the
+// record at a location is key's, filling e's location and size when it
+// is and setting *bad to the error of a candidate that cannot be read (a
+// stale location is not an error). It reads through the mapping, as
+// before the cold read path: a write's cold reads happen in probeCold,
+// before db.mu, and callers that ignore the probe's errors (hasKeyLocked)
+// must not meet pread errors they would hide.
+func (db *DB) matchKey(key []byte, e *entry, bad *error) func(loc uint64) bool {
+	return func(loc uint64) bool {
 		r, locked, err := db.recordAt(loc)
 		if locked {
 			defer db.tailMu.RUnlock()
 		}
 		if err != nil {
 			if !errors.Is(err, errStale) {
-				bad = err
+				*bad = err
 			}
 			return false
 		}
@@ -193,11 +204,7 @@ func (db *DB) probeLocked(h uint64, key []byte) (entry, error) {
 		}
 		e.loc, e.size = loc, segment.Size(len(r.Key), len(r.Value), r.Expiry != 0)
 		return true
-	})
-	if !e.found && bad != nil {
-		return e, bad
 	}
-	return e, nil
 }
 
 // hasKeyLocked reports whether the index holds an entry for key (expired
