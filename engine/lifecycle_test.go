@@ -470,3 +470,35 @@ func TestDeletesOnALiveFullLog(t *testing.T) {
 	require.NoError(t, db.Put([]byte("again"), big), "puts work once deletes freed space")
 	require.NoError(t, db.Close())
 }
+
+// TestDeletesOnAFullLogWithCompactionOff: the soak (seed
+// 9257852097143333283) had a burst of deletes refused with ErrFull on a
+// log full of dead data, opened with background compaction off: the
+// deletes used up the ids reserved for them and a write's reclaim pass
+// never ran with compaction off. A delete is never blocked by a full log:
+// with background compaction off, a delete's write still compacts what it
+// needs (puts still get ErrFull, as documented).
+func TestDeletesOnAFullLogWithCompactionOff(t *testing.T) {
+	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	db, err := Open("/db", lcOpts(vfs.NewMem())) // CompactionThreshold -1
+	require.NoError(t, err)
+	const keys = 3000
+	for i := range keys {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "small%d", i), []byte("v")))
+	}
+	big := bytes.Repeat([]byte("b"), 1800)
+	for i := 0; ; i++ {
+		require.Less(t, i, 1<<20, "the log never filled")
+		if err := db.Put([]byte("big"), big); err != nil {
+			require.ErrorIs(t, err, ErrFull, "puts are refused on a full log with compaction off")
+			break
+		}
+	}
+	for i := range keys {
+		require.NoError(t, db.Delete(fmt.Appendf(nil, "small%d", i)), "delete %d", i)
+	}
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st.Keys)
+	require.NoError(t, db.Close())
+}

@@ -89,7 +89,8 @@ type Options struct {
 	// CompactionThreshold is the dead share of a sealed segment (dead bytes
 	// over record bytes) at which the background compactor rewrites it.
 	// Default 0.5; a negative value turns background compaction off
-	// (Compact still works).
+	// (Compact still works, and a delete that finds no segment id still
+	// compacts what it needs: deletes are never blocked by a full log).
 	CompactionThreshold float64
 	// CompactionRate bounds the background compactor's reading, in bytes per
 	// second, so foreground latency stays flat. Default 64 MiB/s.

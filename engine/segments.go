@@ -52,8 +52,13 @@ var reclaimWait = 10 * time.Second // a variable for tests
 // should be retried: whether more than floor ids are free, floor being
 // what the write itself must leave (idForDelete for deletes, which may use
 // the reserve, else idForPut). The caller must hold no lock.
+//
+// With background compaction off (a negative CompactionThreshold) only a
+// delete's write compacts: a delete is never blocked by a log full of dead
+// data, while puts get ErrFull until Compact runs.
 func (db *DB) reclaimIDs(floor int) bool {
-	if db.opts.CompactionThreshold < 0 || db.opts.ReadOnly || db.startBg() != nil {
+	off := db.opts.CompactionThreshold < 0
+	if off && floor != idForDelete || db.opts.ReadOnly || db.startBg() != nil {
 		return false
 	}
 	db.idWaiters.Add(1)
@@ -100,7 +105,11 @@ const reclaimBatch = 4 * idReserve
 func (db *DB) reclaimIDsNow() bool {
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
-	for _, threshold := range []float64{db.opts.CompactionThreshold, 0} {
+	thresholds := []float64{db.opts.CompactionThreshold, 0}
+	if db.opts.CompactionThreshold < 0 { // background compaction off: a delete's reclaim
+		thresholds = thresholds[1:]
+	}
+	for _, threshold := range thresholds {
 		db.mu.Lock()
 		free := db.freeIDsLocked()
 		db.mu.Unlock()
