@@ -153,6 +153,7 @@ func TestFailedCompactionKeepsFiles(t *testing.T) {
 // work again.
 func TestSegmentIDsRunOut(t *testing.T) {
 	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	skipIDExhaustionUnderRace(t)
 	fs := vfs.NewMem()
 	db, err := Open("/db", lcOpts(fs))
 	require.NoError(t, err)
@@ -366,6 +367,7 @@ func TestReclaimInsideOperationDoesNotHang(t *testing.T) {
 // finds no segment id now compacts and retries, so ErrFull means live data.
 func TestOverwritesNeverFillTheLog(t *testing.T) {
 	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	skipIDExhaustionUnderRace(t)
 	fs := vfs.NewMem()
 	o := lcOpts(fs)
 	o.CompactionThreshold = 0.5
@@ -391,6 +393,7 @@ func TestOverwritesNeverFillTheLog(t *testing.T) {
 // segments first, failing with ErrFull on a log mostly of dead data.
 func TestFullLogAfterShrinkingSegments(t *testing.T) {
 	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	skipIDExhaustionUnderRace(t)
 	fs := vfs.NewMem()
 	o := lcOpts(fs)
 	o.SegmentSize, o.WriteBufferSize = 64<<10, 16<<10
@@ -442,6 +445,7 @@ func TestFullLogAfterShrinkingSegments(t *testing.T) {
 // delete failed although it now fitted. Every delete must succeed here.
 func TestDeletesOnALiveFullLog(t *testing.T) {
 	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	skipIDExhaustionUnderRace(t)
 	opts := lcOpts(vfs.NewMem())
 	opts.CompactionThreshold = 0.5
 	opts.CompactionInterval = time.Hour // compaction only when a write needs ids
@@ -480,6 +484,7 @@ func TestDeletesOnALiveFullLog(t *testing.T) {
 // needs (puts still get ErrFull, as documented).
 func TestDeletesOnAFullLogWithCompactionOff(t *testing.T) {
 	t.Parallel() // a long test: runs beside the other long ones, after the short ones
+	skipIDExhaustionUnderRace(t)
 	db, err := Open("/db", lcOpts(vfs.NewMem())) // CompactionThreshold -1
 	require.NoError(t, err)
 	const keys = 3000
@@ -501,4 +506,17 @@ func TestDeletesOnAFullLogWithCompactionOff(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, st.Keys)
 	require.NoError(t, db.Close())
+}
+
+// skipIDExhaustionUnderRace skips a test that fills all 8192 segment ids
+// when the race detector runs in -short mode: scanning the id table on
+// every roll is instrumented there and such a test takes minutes (200 s
+// for one, against 1 s without). make test runs it again, at full length,
+// without the race detector; its code is single-goroutine bookkeeping the
+// detector has little to say about, and the concurrent tests cover the
+// same paths under it.
+func skipIDExhaustionUnderRace(t *testing.T) {
+	if raceEnabled && testing.Short() {
+		t.Skip("fills every segment id: runs without the race detector (make test's second pass)")
+	}
 }
