@@ -147,8 +147,9 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 		db.mu.Unlock()
 		return 0, db.failed
 	}
+	mins := db.genMinsLocked()
 	qualifies := func(sf *segFile) bool {
-		r := db.reclaimableLocked(sf)
+		r := db.reclaimableWith(sf, mins)
 		if tombsOnly && r == sf.dead.Load() {
 			return false
 		}
@@ -165,6 +166,7 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 			return 0, err
 		}
 	}
+	mins = db.genMinsLocked() // after the roll
 	var todo []*segFile
 	for i := range db.segs {
 		sf := db.segs[i].Load()
@@ -183,7 +185,7 @@ func (db *DB) compactRound(threshold float64, rate int64, sealActive, tombsOnly 
 	short := db.freeIDsLocked() <= idsShortBelow
 	gain := make(map[*segFile]int64, len(todo))
 	for _, sf := range todo {
-		gain[sf] = db.reclaimableLocked(sf)
+		gain[sf] = db.reclaimableWith(sf, mins)
 	}
 	db.mu.Unlock()
 	sort.Slice(todo, func(i, j int) bool {
@@ -252,29 +254,52 @@ func (db *DB) idsToCopy(sf *segFile, gain int64) bool {
 	return need <= 1 && 4*gain >= records
 }
 
-// reclaimableLocked returns the bytes compacting sf would reclaim: its dead
-// bytes, plus its tombstones once nothing they shadow can exist any more.
-// db.mu must be held.
-func (db *DB) reclaimableLocked(sf *segFile) int64 {
+// reclaimableWith returns the bytes compacting sf would reclaim: its dead
+// bytes, plus its tombstones once nothing they shadow can exist any more
+// (every other segment's generation is above what they shadow). mins is
+// genMinsLocked's reading, taken under the same hold of db.mu.
+func (db *DB) reclaimableWith(sf *segFile, mins genMins) int64 {
 	n := sf.dead.Load()
-	if t := sf.tomb.Load(); t > 0 && sf.tombMaxShadow.Load() < db.minOtherGenLocked(sf) {
+	if t := sf.tomb.Load(); t > 0 && sf.tombMaxShadow.Load() < mins.other(sf) {
 		n += t
 	}
 	return n
 }
 
-// minOtherGenLocked returns the oldest generation of any segment other
-// than sf whose file exists (open segments and retired ones awaiting
-// deletion), or MaxUint64 if there is none. db.mu must be held.
-func (db *DB) minOtherGenLocked(sf *segFile) uint64 {
-	m := uint64(math.MaxUint64)
+// genMins holds the two oldest generations among the existing segment
+// files (open and awaiting deletion), so that the oldest generation other
+// than any one segment's is found in O(1): a compaction round asks for
+// every segment, and scanning 8192 ids each time made it quadratic.
+type genMins struct {
+	first, second uint64
+	firstSeg      *segFile // the open segment of generation first, if any
+}
+
+func (m genMins) other(sf *segFile) uint64 {
+	if sf != nil && sf == m.firstSeg {
+		return m.second
+	}
+	return m.first
+}
+
+// genMinsLocked reads the two oldest generations. db.mu must be held.
+func (db *DB) genMinsLocked() genMins {
+	m := genMins{first: math.MaxUint64, second: math.MaxUint64}
+	add := func(gen uint64, sf *segFile) {
+		switch {
+		case gen < m.first:
+			m.second, m.first, m.firstSeg = m.first, gen, sf
+		case gen < m.second:
+			m.second = gen
+		}
+	}
 	for i := range db.segs {
-		if o := db.segs[i].Load(); o != nil && o != sf && o.gen < m {
-			m = o.gen
+		if o := db.segs[i].Load(); o != nil {
+			add(o.gen, o)
 		}
 	}
 	for _, r := range db.awaiting {
-		m = min(m, r.gen)
+		add(r.gen, nil)
 	}
 	return m
 }
@@ -290,7 +315,7 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 	db.mu.Lock()
 	// Tombstones shadowing a generation older than every other existing
 	// segment are dropped; so are expired puts without a replacement.
-	minOther := db.minOtherGenLocked(sf)
+	minOther := db.genMinsLocked().other(sf)
 	db.mu.Unlock()
 
 	end := sf.flushed.Load()

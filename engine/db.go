@@ -86,7 +86,12 @@ type DB struct {
 	compactMu sync.Mutex
 	// retiring marks segment ids whose file is being removed: not in segs
 	// any more, but not reusable until the removal is durable. Guarded by mu.
-	retiring    [segment.MaxSegments]bool
+	retiring [segment.MaxSegments]bool
+	// usedIDs counts the ids taken: open segments (in segs) and retiring
+	// ones. Kept so that free ids are counted in O(1): compaction asks
+	// for every candidate, and with 8192 segments a count by scanning made
+	// a pass quadratic. Guarded by mu (Open sets it before any worker).
+	usedIDs     int
 	compactKick chan struct{} // wakes the compactor (buffered, 1)
 	// awaiting lists compacted segments whose files are deleted after the
 	// next snapshot (which does not list them) is durable; their ids stay

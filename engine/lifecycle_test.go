@@ -341,6 +341,7 @@ func TestReclaimInsideOperationDoesNotHang(t *testing.T) {
 	for i, free := 0, db.freeIDsLocked(); free > idForPut; i++ {
 		if db.segs[i].Load() == nil && !db.retiring[i] {
 			db.retiring[i] = true
+			db.usedIDs++
 			free--
 		}
 	}
@@ -472,6 +473,9 @@ func TestDeletesOnALiveFullLog(t *testing.T) {
 		require.NoError(t, db.Delete(fmt.Appendf(nil, "k%d", k)), "delete %d (k%d) of a live-full log", i, k)
 	}
 	require.NoError(t, db.Put([]byte("again"), big), "puts work once deletes freed space")
+	db.mu.Lock()
+	require.Equal(t, db.countFreeIDsLocked(), db.freeIDsLocked(), "the free id count kept matches a scan")
+	db.mu.Unlock()
 	require.NoError(t, db.Close())
 }
 

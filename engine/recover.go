@@ -424,6 +424,7 @@ func (db *DB) openSegment(gen uint64, newest, mayTruncate bool) (*segFile, error
 	sf.durable.Store(size)
 	sf.marked = size
 	db.segs[sf.id].Store(sf)
+	db.usedIDs++
 	return sf, nil
 }
 

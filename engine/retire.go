@@ -150,6 +150,7 @@ func (db *DB) deleteRetired() error {
 	db.mu.Lock()
 	for _, r := range done {
 		db.retiring[r.id] = false
+		db.usedIDs--
 		db.st.segmentsRemoved.Add(1)
 		db.st.bytesReclaimed.Add(r.size)
 	}

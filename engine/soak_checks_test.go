@@ -107,6 +107,12 @@ func (r *soakRunner) recount() error {
 	if err := soakRecount(r.db); err != nil {
 		return err
 	}
+	r.db.mu.Lock()
+	counted, kept := r.db.countFreeIDsLocked(), r.db.freeIDsLocked()
+	r.db.mu.Unlock()
+	if counted != kept {
+		return fmt.Errorf("free segment ids: %d counted, %d kept", counted, kept)
+	}
 	st, err := r.db.Stats()
 	if err != nil {
 		return err
