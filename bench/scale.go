@@ -38,16 +38,23 @@ type ScaleConfig struct {
 	DropCache      bool          // drop the page cache before the cold phases (needs root)
 	Scan           bool          // also time a full scan (ForEach) with a cold cache
 	ReadMode       engine.ReadMode
-	Seed           uint64
-	Progress       io.Writer
-	Terminal       bool
+	// ColdProcs is GOMAXPROCS during the cold phases (0: unchanged). A
+	// goroutine blocked in pread keeps its P until the runtime's monitor
+	// takes it back (tens of µs), so with GOMAXPROCS 2 about two dozen
+	// thousand reads a second reach the disk however many goroutines
+	// read; more Ps than cores keep the disk's queue full
+	// (docs/design.md, "Large-data read path").
+	ColdProcs int
+	Seed      uint64
+	Progress  io.Writer
+	Terminal  bool
 }
 
 // DefaultScaleConfig is make bench-billion's run, at 10^9 keys.
 func DefaultScaleConfig() ScaleConfig {
 	return ScaleConfig{Keys: 1_000_000_000, KeySize: 16, ValueSize: 8, Load: "bulk", BatchSize: 1000,
 		LoadGoroutines: 2, ReadGoroutines: 64, HotGoroutines: 2, PhaseTime: 30 * time.Second,
-		DropCache: true, Seed: 1}
+		DropCache: true, ColdProcs: 16, Seed: 1}
 }
 
 func (c *ScaleConfig) normalize() error {
@@ -64,6 +71,8 @@ func (c *ScaleConfig) normalize() error {
 		return errors.New("batch size and goroutine counts must be positive")
 	case c.PhaseTime <= 0:
 		return errors.New("phase time must be positive")
+	case c.ColdProcs < 0:
+		return errors.New("cold procs must not be negative")
 	}
 	if c.Inserts == 0 {
 		c.Inserts = min(max(c.Keys/20, 1_000_000), 20_000_000)
@@ -84,6 +93,7 @@ type ScalePhase struct {
 	ProcReadBytes int64   `json:"proc_read_bytes"` // bytes this process read from storage
 	WrittenBytes  int64   `json:"written_bytes"`   // bytes this process wrote to storage
 	Cold          bool    `json:"cold"`            // the page cache was dropped first
+	GOMAXPROCS    int     `json:"gomaxprocs"`      // during the phase
 }
 
 // ReadsPerOp returns the device reads per operation.

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,10 @@ func (s *scale) completed() int64 {
 // it fails.
 func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int64, op func(w *scaleWorker) error) error {
 	p := ScalePhase{Name: name}
+	if cold && g > 1 && s.cfg.ColdProcs > 0 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(s.cfg.ColdProcs))
+	}
+	p.GOMAXPROCS = runtime.GOMAXPROCS(0)
 	if cold && s.cfg.DropCache {
 		if err := DropPageCache(); err != nil {
 			s.note("%s: %v; the phase runs with a warm cache", name, err)
@@ -217,11 +222,14 @@ func ScaleTable(w interface{ Write([]byte) (int, error) }, reps []*ScaleReport) 
 		return fmt.Sprintf("%s (%s)", secs(r.RestartSecs), how)
 	})
 	row("batched inserts at size", rate("insert"))
-	g, hg := 0, 0
+	g, hg, procs := 0, 0, ""
 	if len(reps) > 0 {
 		g, hg = reps[0].Goroutines, reps[0].HotGoroutine
+		if p := reps[0].Phase("cold get"); p != nil {
+			procs = fmt.Sprintf(", GOMAXPROCS %d", p.GOMAXPROCS)
+		}
 	}
-	row(fmt.Sprintf("cold uniform gets, %d goroutines", g), rate("cold get"))
+	row(fmt.Sprintf("cold uniform gets, %d goroutines%s", g, procs), rate("cold get"))
 	row("  disk reads / get", func(r *ScaleReport) string {
 		return phase(r, "cold get", func(p *ScalePhase) string { return fmt.Sprintf("%.3f", p.ReadsPerOp()) })
 	})
@@ -236,7 +244,7 @@ func ScaleTable(w interface{ Write([]byte) (int, error) }, reps []*ScaleReport) 
 		return phase(r, "absent get", func(p *ScalePhase) string { return fmt.Sprintf("%.4f", p.ReadsPerOp()) })
 	})
 	row(fmt.Sprintf("hot zipfian gets, %d goroutines", hg), rate("hot zipfian get"))
-	row(fmt.Sprintf("cold uniform updates, %d goroutines", g), rate("cold update"))
+	row(fmt.Sprintf("cold uniform updates, %d goroutines%s", g, procs), rate("cold update"))
 	row("full scan (cold)", func(r *ScaleReport) string {
 		return phase(r, "scan", func(p *ScalePhase) string {
 			return fmt.Sprintf("%s pairs/s, %s", humanize.Comma(int64(p.OpsPerSec)), secs(p.Seconds))

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +24,13 @@ func testRunScale(t *testing.T, load string) {
 	c.ReadGoroutines = 8
 	c.DropCache = false // needs root, and would slow every other test on the machine
 	c.Scan = true
+	procs := runtime.GOMAXPROCS(0)
 	rep, err := RunScale(c)
 	require.NoError(t, err)
+	require.Equal(t, procs, runtime.GOMAXPROCS(0), "GOMAXPROCS restored after the cold phases")
+	require.Equal(t, 16, rep.Phase("cold get").GOMAXPROCS)
+	require.Equal(t, 16, rep.Phase("cold update").GOMAXPROCS)
+	require.Equal(t, procs, rep.Phase("hot zipfian get").GOMAXPROCS)
 	require.Empty(t, rep.Err)
 	require.Zero(t, rep.Wrong)
 	require.EqualValues(t, 35_000, rep.KeysInDB)
@@ -49,7 +55,7 @@ func testRunScale(t *testing.T, load string) {
 	out := b.String()
 	require.Contains(t, out, "| keys | 30,000 | 30,000 |")
 	require.Contains(t, out, "| error | none | none |")
-	require.Contains(t, out, "| cold uniform gets, 8 goroutines |")
+	require.Contains(t, out, "| cold uniform gets, 8 goroutines, GOMAXPROCS 16 |")
 }
 
 func TestRunScaleRejectsBadConfig(t *testing.T) {

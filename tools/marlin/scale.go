@@ -40,6 +40,7 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.ReadGoroutines, "goroutines", def.ReadGoroutines, "goroutines of the cold get and update phases")
 	fs.IntVar(&c.HotGoroutines, "hot-goroutines", def.HotGoroutines, "goroutines of the hot zipfian phase")
 	fs.DurationVar(&c.PhaseTime, "phase-time", def.PhaseTime, "length of each timed phase")
+	fs.IntVar(&c.ColdProcs, "cold-procs", def.ColdProcs, "GOMAXPROCS during the cold phases, so that dozens of preads reach the disk at once (0: unchanged)")
 	fs.BoolVar(&c.Scan, "scan", false, "also time a full scan with a cold cache")
 	fs.Uint64Var(&c.Seed, "seed", def.Seed, "random seed")
 	if err := fs.Parse(args); err != nil {
