@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -35,10 +36,13 @@ import (
 type ReadMode int
 
 const (
-	// ReadAuto (the default) reads through the mapping while the segment
-	// files total at most half of physical memory (they can be cached);
-	// above that, each read first asks mincore whether the record's first
-	// page is resident, and preads it if not.
+	// ReadAuto (the default) checks, before each read of a segment file,
+	// whether the record's pages are resident (a memo of pages, then
+	// mincore), and preads the record if not. While the segment files total
+	// at most half of physical memory it checks only a sample of reads,
+	// until one finds a page missing (a cold cache after a restart, or
+	// evictions): from then every read is checked until the share of reads
+	// that go to the disk falls under 1% again.
 	ReadAuto ReadMode = iota
 	// ReadMmap always reads through the mapping (a miss is a page fault).
 	ReadMmap
@@ -77,6 +81,15 @@ type coldReads struct {
 	// segment, and after compaction it stays true until the next roll.
 	limit int64
 	big   atomic.Bool
+	// faulting: in ReadAuto for a database that fits in memory (!big), a
+	// sampled read found its page missing, so every read is checked as if
+	// big. checked and missed count the checks and preads since it was
+	// set; every faultWindow checks, it is cleared if under 1% missed.
+	// sample is faultSample (tests lower it).
+	faulting atomic.Bool
+	sample   uint32
+	checked  atomic.Int64
+	missed   atomic.Int64
 	// preads counts records read with pread (Stats.PreadReads).
 	preads atomic.Int64
 	// mincores counts residency checks that asked the OS (residency.go).
@@ -96,6 +109,7 @@ type coldReads struct {
 func (db *DB) initColdReads() {
 	var si unix.Sysinfo_t
 	db.cold.limit = 8 << 30 // if Sysinfo fails
+	db.cold.sample = faultSample
 	if unix.Sysinfo(&si) == nil && si.Totalram > 0 {
 		db.cold.limit = int64(uint64(si.Totalram) * uint64(si.Unit) / 2)
 	}
@@ -152,10 +166,55 @@ func (db *DB) usePread(sf *segFile, off, end int64) bool {
 	case ReadPread:
 		return true
 	}
-	if !db.cold.big.Load() {
-		return false
-	}
 	n := min(residentProbe, end-off)
+	if !db.cold.big.Load() {
+		if !db.cold.faulting.Load() {
+			// A database that fits in memory is usually cached: check one
+			// read in faultSample, and go on checking all only once one
+			// finds its page missing.
+			if rand.Uint32()%db.cold.sample != 0 || db.residentMemo(sf, off, n) {
+				return false
+			}
+			db.cold.checked.Store(0)
+			db.cold.missed.Store(0)
+			db.cold.faulting.Store(true)
+			return true
+		}
+		miss := db.checkResident(sf, off, n, end)
+		db.noteFaulting(miss)
+		return miss
+	}
+	return db.checkResident(sf, off, n, end)
+}
+
+const (
+	// faultSample: a database that fits in memory checks one read in
+	// faultSample for a missing page (a mincore call or a memo lookup,
+	// amortized to a few ns a read).
+	faultSample = 256
+	// faultWindow: while faulting, every faultWindow checks the share of
+	// reads that went to the disk is compared with 1%.
+	faultWindow = 4096
+)
+
+// noteFaulting counts one check while faulting, and clears faulting at the
+// end of a window in which under 1% of reads missed.
+func (db *DB) noteFaulting(miss bool) {
+	if miss {
+		db.cold.missed.Add(1)
+	}
+	if db.cold.checked.Add(1)%faultWindow != 0 {
+		return
+	}
+	if db.cold.missed.Swap(0) < faultWindow/100 {
+		db.cold.faulting.Store(false)
+	}
+}
+
+// checkResident reports whether the record at off (n bytes probed) must
+// be preaded: its first n bytes are not resident, or it is longer and the
+// rest is not.
+func (db *DB) checkResident(sf *segFile, off, n, end int64) bool {
 	if !db.residentMemo(sf, off, n) {
 		return true
 	}
@@ -183,7 +242,7 @@ func (db *DB) coldProbes() bool {
 	case ReadPread:
 		return true
 	}
-	return db.cold.big.Load()
+	return db.cold.big.Load() || db.cold.faulting.Load()
 }
 
 // readBufs holds the buffers records are preaded into. A buffer belongs

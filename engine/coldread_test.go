@@ -231,6 +231,53 @@ func TestAutoReadsColdWithPread(t *testing.T) {
 	require.Greater(t, db.cold.mincores.Load()-mc, int64(n/4))
 }
 
+// TestAutoSmallDBTurnsColdAndBack: in ReadAuto a database that fits in
+// memory reads through the mapping, checking only a sample of reads;
+// once a sampled read finds its page missing (the cache was dropped), every
+// read is checked and cold records are preaded, and once the pages are
+// back and reads stop missing, it returns to unchecked reads.
+func TestAutoSmallDBTurnsColdAndBack(t *testing.T) {
+	const n = 300
+	dir := t.TempDir()
+	db, err := Open(dir, coldOpts(vfs.Default, ReadAuto))
+	require.NoError(t, err)
+	want := fillCold(t, db, n)
+	require.NoError(t, db.Close())
+	db, err = Open(dir, coldOpts(vfs.Default, ReadAuto))
+	require.NoError(t, err)
+	defer db.Close()
+	require.False(t, db.cold.big.Load(), "a 1 MiB database is larger than half of memory")
+
+	// Cached: no read is preaded, and the sampled checks (every read here)
+	// keep finding their pages.
+	db.cold.sample = 1
+	checkContents(t, db, want, n)
+	require.False(t, db.cold.faulting.Load())
+	require.False(t, db.coldProbes())
+	before := db.cold.preads.Load()
+	checkContents(t, db, want, n)
+	require.Zero(t, db.cold.preads.Load()-before)
+
+	dropSegmentCache(t, db)
+	checkContents(t, db, want, n)
+	require.True(t, db.cold.faulting.Load(), "a read of a dropped page did not turn the cold checks on")
+	require.True(t, db.coldProbes(), "cold writes do not probe outside db.mu")
+	require.Greater(t, db.cold.preads.Load()-before, int64(n/4), "cold records were not preaded")
+
+	// Everything is resident again: within two windows of checks the
+	// database stops checking every read.
+	db.cold.sample = 1 << 30
+	for i := 0; db.cold.faulting.Load(); i++ {
+		require.Less(t, i, 2*faultWindow/n+2, "still checking every read after %d rounds", i)
+		checkContents(t, db, want, n)
+	}
+	before = db.cold.preads.Load()
+	mc := db.cold.mincores.Load()
+	checkContents(t, db, want, n)
+	require.Zero(t, db.cold.preads.Load()-before)
+	require.Zero(t, db.cold.mincores.Load()-mc)
+}
+
 // TestPreadReadError: a failed pread is an ErrIO error naming the file and
 // offset, not a panic; other keys (in other segments) still read, and the
 // same key reads again once the disk answers.

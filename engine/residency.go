@@ -25,7 +25,8 @@ import (
 //
 // Memory: one bit per 4 KiB page of a segment's mapping (4 KiB for a
 // 128 MiB segment), allocated at the first check of the segment, only
-// in ReadAuto and only once the database is large (coldReads.big).
+// in ReadAuto and only once the database is large (coldReads.big) or a
+// sampled read found a page missing (coldReads.faulting).
 
 // residencyTTL bounds how long a page's mark is trusted while preads go on.
 const residencyTTL = time.Second
