@@ -64,7 +64,21 @@ type class struct {
 	// ahead by a bulk load (allocBlock with populate); trimLoad releases
 	// what the load did not use.
 	populated int
+	// touched: blocks [0, touched) may have resident pages (the most
+	// blocks the class held since its pages past the end were last
+	// released). Invariant: touched >= len(owners), and the pages past
+	// block touched's end in the class's chunks are released.
+	touched int
 }
+
+// releaseSlack is how many bytes of freed blocks a class keeps resident
+// past its end before giving their pages back. In a load every shard's
+// growth frees a block; releasing its pages at each free was a madvise
+// (and a TLB shootdown) per growth, and the next allocation faulted them
+// in again: a third of the time of batched puts at 10^7 keys (issue 10).
+// Memory: at most this much per class in use (a few classes are in use at
+// once as the shards climb the ladder in waves).
+const releaseSlack = 512 << 10
 
 // populateAhead is how far a bulk load makes a class's pages resident
 // ahead of its blocks, in bytes: big enough that one call replaces
@@ -140,6 +154,7 @@ func (s *slabs) allocBlock(units uint32, owner int32, zero, populate bool) (uint
 			c.chunks = append(c.chunks, ch)
 		}
 		c.owners = append(c.owners, 0)
+		c.touched = max(c.touched, len(c.owners))
 	}
 	c.owners[i] = owner
 	off := c.offset(i)
@@ -175,6 +190,7 @@ func (s *slabs) trimLoad() {
 			}
 		}
 		c.populated = 0
+		c.touched = n
 	}
 }
 
@@ -203,7 +219,6 @@ func (s *slabs) free(off uint64, units uint32, move func(owner int32, from, to u
 	c := s.classes[units]
 	ch := int(off) / chunkBytes
 	i := int(s.chunkPos[ch])*c.perChunk + (int(off)-ch*chunkBytes)/c.blockBytes
-	oldN := len(c.owners)
 	c.owners[i] = -1
 	c.trimHoles()
 	if last := len(c.owners) - 1; i < last {
@@ -215,22 +230,33 @@ func (s *slabs) free(off uint64, units uint32, move func(owner int32, from, to u
 			c.holes = append(c.holes, int32(i))
 		}
 	}
-	s.shrink(c, oldN)
+	s.shrink(c)
 }
 
-// shrink returns to the OS the pages of c past its new end (it held oldN
-// blocks before) and gives chunks it no longer uses back to the free list.
-func (s *slabs) shrink(c *class, oldN int) {
+// shrink gives chunks c no longer uses back to the free list, their pages
+// released, and returns to the OS the pages past c's end once they exceed
+// releaseSlack.
+func (s *slabs) shrink(c *class) {
 	newN := len(c.owners)
+	release := (c.touched-newN)*c.blockBytes > releaseSlack
 	for j := len(c.chunks) - 1; j >= 0 && j*c.perChunk >= newN-c.perChunk+1; j-- {
-		start := int(c.chunks[j]) * chunkBytes
-		if from, to := pageUp(c.used(j, newN)), pageUp(c.used(j, oldN)); from < to {
-			arena.Release(s.mem[start+from : start+to])
+		empty := c.used(j, newN) == 0
+		if release || empty {
+			start := int(c.chunks[j]) * chunkBytes
+			if from, to := pageUp(c.used(j, newN)), pageUp(c.used(j, c.touched)); from < to {
+				arena.Release(s.mem[start+from : start+to])
+			}
 		}
-		if c.used(j, newN) == 0 {
+		if empty {
 			s.spare = append(s.spare, c.chunks[j])
 			c.chunks = c.chunks[:j]
 		}
+	}
+	if release {
+		c.touched = newN
+	} else {
+		// Chunks given back took their pages with them.
+		c.touched = min(c.touched, len(c.chunks)*c.perChunk)
 	}
 }
 
@@ -263,7 +289,7 @@ func (s *slabs) usage() slabUsage {
 		n := len(c.owners)
 		u.live += int64((n - len(c.holes)) * c.blockBytes)
 		for j := range c.chunks {
-			u.resident += int64(pageUp(c.used(j, n)))
+			u.resident += int64(pageUp(c.used(j, c.touched)))
 		}
 		u.inUse += int64(len(c.chunks))
 		if n > 0 {

@@ -352,3 +352,63 @@ func TestIndexFull(t *testing.T) {
 	}
 	m.verify()
 }
+
+// TestSlabsReleaseSlack: freeing a block keeps its pages while the freed
+// bytes past the class's end stay within releaseSlack (no madvise per
+// free), gives them all back once they exceed it, and an allocation into
+// kept pages is zeroed like any other.
+func TestSlabsReleaseSlack(t *testing.T) {
+	s := newTestSlabs(t, 1<<32)
+	const units = 1024 // 64 KiB blocks
+	bs := int(units * arena.UnitSize)
+	per := releaseSlack / bs
+	n := 2*per + 2
+	offs := make([]uint64, n)
+	for i := range offs {
+		off, err := s.alloc(units, int32(i))
+		require.NoError(t, err)
+		offs[i] = off
+		b := s.bytes(off, units)
+		for j := range b {
+			b[j] = 0xAB
+		}
+	}
+	c := s.classes[units]
+	base := uint64(c.offset(0))
+	region := s.mem[base : base+uint64(n*bs)]
+	residentBlocks := func() int {
+		pages := pagesResident(t, region)
+		k := 0
+		for k < n && pages[k*bs/arena.PageSize] {
+			k++
+		}
+		for i := k * bs / arena.PageSize; i < len(pages); i++ {
+			require.False(t, pages[i], "page %d resident past block %d", i, k)
+		}
+		return k
+	}
+	require.Equal(t, n, residentBlocks())
+	last := func(owner int32, from, to uint64) bool { return true }
+
+	// Free per blocks from the end: exactly releaseSlack past the end,
+	// nothing given back yet.
+	for i := n - 1; i >= n-per; i-- {
+		s.free(offs[i], units, last)
+	}
+	require.Len(t, c.owners, n-per)
+	require.Equal(t, n, residentBlocks(), "pages given back within the slack")
+	require.Equal(t, int64(n*bs), s.usage().resident)
+
+	// Reusing a kept block zeroes it.
+	off, err := s.alloc(units, 7)
+	require.NoError(t, err)
+	require.Equal(t, offs[n-per], off)
+	require.True(t, allZero(s.bytes(off, units)))
+	s.free(off, units, last)
+
+	// One more past the slack: every page past the end goes back.
+	s.free(offs[n-per-1], units, last)
+	require.Len(t, c.owners, n-per-1)
+	require.Equal(t, n-per-1, residentBlocks())
+	require.Equal(t, int64((n-per-1)*bs), s.usage().resident)
+}
