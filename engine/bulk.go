@@ -293,7 +293,7 @@ type bulkSeg struct {
 	name string
 	f    vfs.File // open for writing while current
 	size int64    // bytes appended (written or in the write buffer)
-	live int64    // bytes of the winning records (index pass)
+	live int64    // bytes of the records, less those replaced (index pass)
 }
 
 // bulkWriteBuffer is the size of the log pass's write buffer.
@@ -447,7 +447,8 @@ func (b *bulkBuilder) add(k, v []byte) error {
 		b.wn += size
 	}
 	sf.size += int64(size)
-	return b.spill.add(b.hash(k), segment.Loc(sf.id, off), size)
+	sf.live += int64(size) // less what a later record of the key replaces (indexPass)
+	return b.spill.add(b.hash(k), segment.Loc(sf.id, off))
 }
 
 // newSegment creates the next segment and writes its header (into the

@@ -32,14 +32,14 @@ type bulkWorker struct {
 	out  []uint64 // winners' slot values, in hash order
 	// shardN[i] is the number of winners in the partition's i-th shard.
 	shardN   []int
-	live     []int64 // bytes of winning records per segment id
+	dropped  []int64 // bytes of replaced records per segment id
 	keyReads int64
 	rbuf     []byte
-	group    []uint64 // lw of the winners of one group, newest first
+	group    []uint64 // locations of the winners of one group, newest first
 }
 
 func newBulkWorker(b *bulkBuilder, shardsPerPart int) *bulkWorker {
-	return &bulkWorker{b: b, shardN: make([]int, shardsPerPart), live: make([]int64, segment.MaxSegments)}
+	return &bulkWorker{b: b, shardN: make([]int, shardsPerPart), dropped: make([]int64, segment.MaxSegments)}
 }
 
 // grow makes the sort buffer hold n entries.
@@ -74,7 +74,7 @@ func cmpEntry(a, b spillEntry) int {
 	if c := cmp.Compare(a.h, b.h); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.lw, b.lw)
+	return cmp.Compare(a.loc, b.loc)
 }
 
 // process loads partition p, sorts it and keeps, for each key, its last
@@ -111,7 +111,7 @@ func (w *bulkWorker) process(p int) error {
 		}
 		w.group = w.group[:0]
 		if e-i == 1 {
-			w.group = append(w.group, ents[i].lw)
+			w.group = append(w.group, ents[i].loc)
 		} else if err := w.reduce(ents[i:e]); err != nil {
 			return err
 		}
@@ -119,10 +119,7 @@ func (w *bulkWorker) process(p int) error {
 		// Equal fingerprints keep location order (LoadShard accepts any
 		// order among them); write oldest first like the sort.
 		for k := len(w.group) - 1; k >= 0; k-- {
-			loc, size := unpackLW(w.group[k])
-			id, _ := segment.SplitLoc(loc)
-			w.live[id] += int64(size)
-			out[j] = index.Slot(fp, loc)
+			out[j] = index.Slot(fp, w.group[k])
 			j++
 			w.shardN[sn-firstShard]++
 		}
@@ -132,45 +129,70 @@ func (w *bulkWorker) process(p int) error {
 	return nil
 }
 
-// reduce appends to w.group the lw of the last record of each distinct key
-// among g (entries with one hash, in location order), newest first.
+// reduce appends to w.group the location of the last record of each
+// distinct key among g (entries with one stored hash, in location order),
+// newest first, and takes the records it drops (replaced by a later one of
+// the same key) off their segment's live bytes.
 func (w *bulkWorker) reduce(g []spillEntry) error {
 	seen := make(map[string]bool, 2)
 	for k := len(g) - 1; k >= 0; k-- {
-		key, err := w.readKey(g[k].lw)
+		key, size, err := w.readKey(g[k].loc)
 		if err != nil {
 			return err
 		}
-		if !seen[string(key)] {
-			seen[string(key)] = true
-			w.group = append(w.group, g[k].lw)
+		if seen[string(key)] {
+			id, _ := segment.SplitLoc(g[k].loc)
+			w.dropped[id] += int64(size)
+			continue
 		}
+		seen[string(key)] = true
+		w.group = append(w.group, g[k].loc)
 	}
 	return nil
 }
 
-// readKey reads back the key of the record at lw (checking its checksum).
-func (w *bulkWorker) readKey(lw uint64) ([]byte, error) {
-	loc, size := unpackLW(lw)
+// readKey reads back the record at loc (checking its checksum) and
+// returns its key and size. The first read runs to the end of the
+// record's 4 KiB block (bounded by the segment's end); a longer record is
+// sized from its header and read whole.
+func (w *bulkWorker) readKey(loc uint64) ([]byte, int, error) {
 	id, off := segment.SplitLoc(loc)
 	sf := w.b.segs[id]
 	f, err := w.b.readers.get(sf)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if cap(w.rbuf) < size {
-		w.rbuf = make([]byte, size)
+	n := min((off/preadChunk+1)*preadChunk, sf.size) - off
+	if n < segment.MaxHeader {
+		n = min(n+preadChunk, sf.size-off)
 	}
-	buf := w.rbuf[:size]
+	buf, err := w.readFull(f, sf, int(n), off)
+	if err != nil {
+		return nil, 0, err
+	}
+	if size, ok := segment.PeekSize(buf, segment.FormatLimits); ok && size > len(buf) && off+int64(size) <= sf.size {
+		if buf, err = w.readFull(f, sf, size, off); err != nil {
+			return nil, 0, err
+		}
+	}
+	w.keyReads++
+	r, size, err := segment.Decode(buf, sf.gen, off, segment.FormatLimits)
+	if err != nil {
+		return nil, 0, segment.WithFile(err, sf.name)
+	}
+	return r.Key, size, nil
+}
+
+// readFull reads n bytes at off of sf into w.rbuf.
+func (w *bulkWorker) readFull(f vfs.File, sf *bulkSeg, n int, off int64) ([]byte, error) {
+	if cap(w.rbuf) < n {
+		w.rbuf = make([]byte, n)
+	}
+	buf := w.rbuf[:n]
 	if _, err := f.ReadAt(buf, off); err != nil {
 		return nil, fmt.Errorf("marlin: bulk load: read %s at %d: %w", sf.name, off, err)
 	}
-	w.keyReads++
-	r, _, err := segment.Decode(buf, sf.gen, off, segment.FormatLimits)
-	if err != nil {
-		return nil, segment.WithFile(err, sf.name)
-	}
-	return r.Key, nil
+	return buf, nil
 }
 
 // segReaders opens the finished segments for reading on demand.
@@ -270,9 +292,9 @@ func (b *bulkBuilder) indexPass() error {
 	b.st.Keys = int64(entries)
 	for _, wk := range workers {
 		b.st.KeyReads += wk.keyReads
-		for id, n := range wk.live {
+		for id, n := range wk.dropped {
 			if n != 0 {
-				b.segs[id].live += n
+				b.segs[id].live -= n
 			}
 		}
 	}
