@@ -94,6 +94,7 @@ type ScalePhase struct {
 	WrittenBytes  int64   `json:"written_bytes"`   // bytes this process wrote to storage
 	Cold          bool    `json:"cold"`            // the page cache was dropped first
 	GOMAXPROCS    int     `json:"gomaxprocs"`      // during the phase
+	Preads        int64   `json:"preads"`          // records read with pread (engine Stats.PreadReads)
 }
 
 // ReadsPerOp returns the device reads per operation.
@@ -163,6 +164,7 @@ type scale struct {
 	wrong   atomic.Int64
 	peakRSS atomic.Int64
 	peakHp  atomic.Int64
+	stage   atomic.Pointer[string] // where a long phase is, for the progress line
 }
 
 // RunScale runs the large-scale benchmark at one size. It returns the
@@ -349,7 +351,15 @@ func (s *scale) bulkLoad() error {
 			}
 			return w.key, w.val, nil
 		})
-		st, err := engine.BulkLoad(s.dir, s.options(), src, nil)
+		progress := func(p engine.BulkProgress) {
+			stage := p.Phase + " pass"
+			if p.Phase == "index" {
+				stage = fmt.Sprintf("index pass, %d of %d partitions", p.PartsDone, p.Parts)
+			}
+			s.stage.Store(&stage)
+		}
+		st, err := engine.BulkLoad(s.dir, s.options(), src, &engine.BulkOptions{Progress: progress})
+		s.stage.Store(nil)
 		w.done.Store(int64(id))
 		if err != nil {
 			return err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/marlinkv/marlin/engine"
 )
 
 // scaleWorker is one goroutine of a phase; its fields are its own.
@@ -60,7 +62,7 @@ func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int6
 	}
 	stop, progDone := make(chan struct{}), make(chan struct{})
 	go s.progress(name, total, d, stop, progDone)
-	disk0, io0 := s.disk(), ReadProcIO()
+	disk0, io0, preads0 := s.disk(), ReadProcIO(), s.preads()
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
@@ -92,6 +94,7 @@ func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int6
 		p.DiskReadBytes = (disk1.SectorsRead - disk0.SectorsRead) * 512
 	}
 	p.ProcReadBytes = io1.ReadBytes - io0.ReadBytes
+	p.Preads = s.preads() - preads0
 	p.WrittenBytes = io1.WriteBytes - io0.WriteBytes
 	hs := make([]*Histogram, len(s.workers))
 	for i, w := range s.workers {
@@ -106,6 +109,18 @@ func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int6
 		}
 	}
 	return nil
+}
+
+// preads returns the database's pread count so far (0 without a database).
+func (s *scale) preads() int64 {
+	if s.db == nil {
+		return 0
+	}
+	st, err := s.db.Stats()
+	if err != nil {
+		return 0
+	}
+	return st.PreadReads
 }
 
 // sample records the peak RssAnon and Go heap every second until stop
@@ -157,8 +172,12 @@ func (s *scale) progress(name string, total int64, d time.Duration, stop <-chan 
 	printProgress(progressSpec{out: s.cfg.Progress, terminal: s.cfg.Terminal, every: 10 * time.Second,
 		name: name, total: total, duration: d, completed: s.completed,
 		extra: func() string {
-			return fmt.Sprintf(", RssAnon %s, heap %s, disk %s", ibytes(RSSAnon()), ibytes(heapBytes()),
-				ibytes(DirBytes(s.dir)))
+			stage := ""
+			if p := s.stage.Load(); p != nil {
+				stage = ", " + *p
+			}
+			return fmt.Sprintf("%s, RssAnon %s, heap %s, disk %s", stage, ibytes(RSSAnon()), ibytes(heapBytes()),
+				ibytes(DirBytes(s.dir)+DirBytes(engine.BulkStagingDir(s.dir))))
 		}}, stop, done)
 }
 
@@ -236,8 +255,14 @@ func ScaleTable(w interface{ Write([]byte) (int, error) }, reps []*ScaleReport) 
 	row("  bytes read / get", func(r *ScaleReport) string {
 		return phase(r, "cold get", func(p *ScalePhase) string { return humanize.IBytes(uint64(p.BytesPerOp())) })
 	})
+	row("  preads / get", func(r *ScaleReport) string {
+		return phase(r, "cold get", func(p *ScalePhase) string { return fmt.Sprintf("%.3f", ratio(p.Preads, p.Ops)) })
+	})
 	row("  p99 latency", func(r *ScaleReport) string {
 		return phase(r, "cold get", func(p *ScalePhase) string { return dur(p.Latency.P99) })
+	})
+	row("  bytes written during the phase", func(r *ScaleReport) string {
+		return phase(r, "cold get", func(p *ScalePhase) string { return ibytes(p.WrittenBytes) })
 	})
 	row("absent gets", rate("absent get"))
 	row("  disk reads / absent get", func(r *ScaleReport) string {

@@ -83,9 +83,10 @@ type BulkStats struct {
 	PartitionBufferBytes int64 // off-heap partition buffers
 }
 
-// bulkStagingName returns the staging directory BulkLoad builds dir's
+// BulkStagingDir returns the staging directory BulkLoad builds dir's
 // database in: a hidden sibling of dir, so that renaming it is atomic.
-func bulkStagingName(dir string) string {
+// It exists only while a load runs (or after one was interrupted).
+func BulkStagingDir(dir string) string {
 	d := filepath.Clean(dir)
 	return filepath.Join(filepath.Dir(d), "."+filepath.Base(d)+".bulkload")
 }
@@ -133,7 +134,7 @@ func BulkLoad(dir string, opts *Options, src BulkSource, bo *BulkOptions) (BulkS
 	if err := checkBulkTarget(fs, dir); err != nil {
 		return st, err
 	}
-	staging := bulkStagingName(dir)
+	staging := BulkStagingDir(dir)
 	if err := clearStaging(fs, staging); err != nil {
 		return st, err
 	}

@@ -262,7 +262,7 @@ func TestBulkLoadLargeValues(t *testing.T) {
 // directory is left beside it.
 func requireNoDatabase(t *testing.T, fs vfs.FS, dir string) {
 	t.Helper()
-	_, err := fs.Stat(bulkStagingName(dir))
+	_, err := fs.Stat(BulkStagingDir(dir))
 	require.ErrorIs(t, err, iofs.ErrNotExist, "staging directory left")
 	_, err = fs.Stat(dir)
 	require.ErrorIs(t, err, iofs.ErrNotExist, "target created")
@@ -297,8 +297,8 @@ func TestBulkLoadFailures(t *testing.T) {
 	require.Equal(t, map[string]string{"keep": "me"}, contents(t, "/a/existing", o))
 
 	// A staging directory left by a crash is cleared by the next load.
-	require.NoError(t, fs.MkdirAll(bulkStagingName("/a/db"), 0o755))
-	writeFile(t, fs, filepath.Join(bulkStagingName("/a/db"), segment.FileName(1)), []byte("junk"))
+	require.NoError(t, fs.MkdirAll(BulkStagingDir("/a/db"), 0o755))
+	writeFile(t, fs, filepath.Join(BulkStagingDir("/a/db"), segment.FileName(1)), []byte("junk"))
 	_, err = BulkLoad("/a/db", o, source(pairs[:100]), nil)
 	require.NoError(t, err)
 	requireVerifyOK(t, "/a/db", o)
@@ -345,7 +345,7 @@ func TestBulkLoadErrorSweep(t *testing.T) {
 			published++
 			continue
 		}
-		_, serr := fs.Stat(bulkStagingName("/p/db"))
+		_, serr := fs.Stat(BulkStagingDir("/p/db"))
 		require.ErrorIs(t, serr, iofs.ErrNotExist, "op %d: staging left", i)
 		_, err = BulkLoad("/p/db", &c, source(pairs), &BulkOptions{Partitions: 4})
 		require.NoError(t, err, "op %d: a retry", i)
@@ -411,8 +411,8 @@ func TestBulkLoadMisuse(t *testing.T) {
 		_, err := BulkLoad("/db", o, source(nil), &BulkOptions{Partitions: n})
 		require.ErrorIs(t, err, ErrBadOptions, "%d partitions", n)
 	}
-	require.NoError(t, fs.MkdirAll(bulkStagingName("/db"), 0o755))
-	lock, err := fs.Lock(filepath.Join(bulkStagingName("/db"), LockFileName))
+	require.NoError(t, fs.MkdirAll(BulkStagingDir("/db"), 0o755))
+	lock, err := fs.Lock(filepath.Join(BulkStagingDir("/db"), LockFileName))
 	require.NoError(t, err)
 	_, err = BulkLoad("/db", o, source(nil), nil)
 	require.ErrorIs(t, err, ErrLocked)
