@@ -31,6 +31,7 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 	)
 	fs.StringVar(&c.Dir, "dir", "", "parent directory of the data directories (default: the system temp dir)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the data directories")
+	fs.StringVar(&c.Reuse, "reuse", "", "run the phases after the load on this directory, kept by an earlier run with --keep of the same --keys (one size only)")
 	fs.IntVar(&c.KeySize, "key-size", def.KeySize, "key size in bytes")
 	fs.IntVar(&c.ValueSize, "value-size", def.ValueSize, "value size in bytes")
 	fs.StringVar(&c.Load, "load", def.Load, "load path: bulk (engine.BulkLoad, as marlin load --bulk) or batch (batched puts into the open database)")
@@ -52,6 +53,9 @@ func runScale(args []string, stdout, stderr io.Writer) error {
 	sizes, err := parseSizes(*keys)
 	if err != nil {
 		return err
+	}
+	if c.Reuse != "" && len(sizes) != 1 {
+		return errors.New("--reuse takes one size in --keys")
 	}
 	c.DropCache = !*noDrop
 	if c.ReadMode, err = engine.ParseReadMode(*rmode); err != nil {
