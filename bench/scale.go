@@ -20,12 +20,12 @@ import (
 // database, cold uniform gets (page cache dropped), gets of absent keys,
 // hot zipfian gets, cold uniform updates and optionally a full scan.
 type ScaleConfig struct {
-	Dir       string // parent of the data directory; "" means the system temp dir
-	Keep      bool   // keep the data directory afterwards
+	Dir  string // parent of the data directory; "" means the system temp dir
+	Keep bool   // keep the data directory afterwards
 	// Reuse, if set, is a data directory kept by an earlier run of the same
 	// Keys, KeySize and ValueSize (Keep): the load is skipped, the other
 	// phases run on it, and it is kept.
-	Reuse string
+	Reuse     string
 	Keys      uint64
 	KeySize   int
 	ValueSize int
@@ -99,6 +99,12 @@ type ScalePhase struct {
 	Cold          bool    `json:"cold"`            // the page cache was dropped first
 	GOMAXPROCS    int     `json:"gomaxprocs"`      // during the phase
 	Preads        int64   `json:"preads"`          // records read with pread (engine Stats.PreadReads)
+	// DiskQueue is the device's mean number of requests in flight over
+	// the phase, and DiskReadMs the mean time of one of its reads: when
+	// the queue stays near the goroutines' number, the disk, not the
+	// engine, sets the rate.
+	DiskQueue  float64 `json:"disk_queue"`
+	DiskReadMs float64 `json:"disk_read_ms"`
 }
 
 // ReadsPerOp returns the device reads per operation.
@@ -260,6 +266,15 @@ func (s *scale) run() error {
 		return err
 	}
 	total := n + c.Inserts
+	if rd, err := openRawDisk(s.dir); err != nil {
+		s.note("raw disk phase skipped: %v", err)
+	} else {
+		err := s.timed("raw disk", true, c.ReadGoroutines, c.PhaseTime/2, 0, rd.read)
+		rd.close()
+		if err != nil {
+			s.note("raw disk phase: %v", err) // the filesystem may refuse O_DIRECT
+		}
+	}
 	if err := s.timed("cold get", true, c.ReadGoroutines, c.PhaseTime, 0, func(w *scaleWorker) error {
 		return s.get(w, w.rnd.Uint64N(total), true)
 	}); err != nil {
@@ -451,4 +466,11 @@ func (s *scale) wrongf(format string, args ...any) {
 	if s.wrong.Add(1) <= 5 && s.cfg.Progress != nil {
 		fmt.Fprintf(s.cfg.Progress, "WRONG: "+format+"\n", args...)
 	}
+}
+
+func ratioF(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
 }

@@ -21,6 +21,7 @@ type scaleWorker struct {
 	hist *Histogram
 	key  []byte
 	val  []byte
+	raw  []byte // an aligned buffer of the raw disk phase
 	_    [64]byte
 	done atomic.Int64 // operations completed in this phase
 	_    [56]byte
@@ -92,6 +93,8 @@ func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int6
 	if disk0.OK && disk1.OK {
 		p.DiskReads = disk1.Reads - disk0.Reads
 		p.DiskReadBytes = (disk1.SectorsRead - disk0.SectorsRead) * 512
+		p.DiskQueue = float64(disk1.QueueMillis-disk0.QueueMillis) / (p.Seconds * 1000)
+		p.DiskReadMs = ratioF(float64(disk1.ReadMillis-disk0.ReadMillis), float64(p.DiskReads))
 	}
 	p.ProcReadBytes = io1.ReadBytes - io0.ReadBytes
 	p.Preads = s.preads() - preads0
@@ -254,6 +257,16 @@ func ScaleTable(w interface{ Write([]byte) (int, error) }, reps []*ScaleReport) 
 	})
 	row("  bytes read / get", func(r *ScaleReport) string {
 		return phase(r, "cold get", func(p *ScalePhase) string { return humanize.IBytes(uint64(p.BytesPerOp())) })
+	})
+	row("  disk queue depth, read latency", func(r *ScaleReport) string {
+		return phase(r, "cold get", func(p *ScalePhase) string {
+			return fmt.Sprintf("%.1f, %.2f ms", p.DiskQueue, p.DiskReadMs)
+		})
+	})
+	row("raw disk: random 4 KiB O_DIRECT reads, same goroutines", func(r *ScaleReport) string {
+		return phase(r, "raw disk", func(p *ScalePhase) string {
+			return fmt.Sprintf("%s/s (queue %.1f, %.2f ms)", humanize.Comma(int64(p.OpsPerSec)), p.DiskQueue, p.DiskReadMs)
+		})
 	})
 	row("  preads / get", func(r *ScaleReport) string {
 		return phase(r, "cold get", func(p *ScalePhase) string { return fmt.Sprintf("%.3f", ratio(p.Preads, p.Ops)) })

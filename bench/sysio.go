@@ -45,7 +45,9 @@ func ReadProcIO() ProcIO {
 // (/sys/dev/block/MAJ:MIN/stat), counting every process's I/O on it.
 type DiskCounters struct {
 	Reads, SectorsRead int64
-	OK                 bool // the device was found
+	ReadMillis         int64 // time the reads spent (summed over reads in flight)
+	QueueMillis        int64 // time requests spent in flight, weighted by their number
+	OK                 bool  // the device was found
 }
 
 // DiskOf returns a function reading the counters of the block device that
@@ -61,13 +63,15 @@ func DiskOf(dir string) func() DiskCounters {
 		if err != nil {
 			return DiskCounters{}
 		}
+		// Documentation/block/stat.rst: reads, merged, sectors, ms
+		// reading, writes, merged, sectors, ms writing, in flight,
+		// ms busy, weighted ms in queue.
 		f := strings.Fields(string(data))
-		if len(f) < 3 {
+		if len(f) < 11 {
 			return DiskCounters{}
 		}
-		reads, _ := strconv.ParseInt(f[0], 10, 64)
-		sectors, _ := strconv.ParseInt(f[2], 10, 64)
-		return DiskCounters{Reads: reads, SectorsRead: sectors, OK: true}
+		n := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
+		return DiskCounters{Reads: n(0), SectorsRead: n(2), ReadMillis: n(3), QueueMillis: n(10), OK: true}
 	}
 }
 
