@@ -103,6 +103,9 @@ type ScalePhase struct {
 	// the phase, and DiskReadMs the mean time of one of its reads: when
 	// the queue stays near the goroutines' number, the disk, not the
 	// engine, sets the rate.
+	// SideOps is the reference operations a mixed phase ran beside Ops
+	// (the cold gets beside raw disk reads).
+	SideOps    int64   `json:"side_ops,omitempty"`
 	DiskQueue  float64 `json:"disk_queue"`
 	DiskReadMs float64 `json:"disk_read_ms"`
 }
@@ -266,13 +269,25 @@ func (s *scale) run() error {
 		return err
 	}
 	total := n + c.Inserts
+	// The disk's own rate, alone and then beside cold gets (half the
+	// goroutines each, the same disk at the same moment: a throttled
+	// disk's windows cannot tell them apart).
 	if rd, err := openRawDisk(s.dir); err != nil {
-		s.note("raw disk phase skipped: %v", err)
+		s.note("raw disk phases skipped: %v", err)
 	} else {
 		err := s.timed("raw disk", true, c.ReadGoroutines, c.PhaseTime/2, 0, rd.read)
+		if err == nil {
+			err = s.timed("cold get beside raw reads", true, c.ReadGoroutines, c.PhaseTime/2, 0, func(w *scaleWorker) error {
+				if w.id%2 == 0 {
+					w.side.Add(1)
+					return rd.read(w)
+				}
+				return s.get(w, w.rnd.Uint64N(total), true)
+			})
+		}
 		rd.close()
 		if err != nil {
-			s.note("raw disk phase: %v", err) // the filesystem may refuse O_DIRECT
+			s.note("raw disk phases: %v", err) // the filesystem may refuse O_DIRECT
 		}
 	}
 	if err := s.timed("cold get", true, c.ReadGoroutines, c.PhaseTime, 0, func(w *scaleWorker) error {

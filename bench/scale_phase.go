@@ -24,6 +24,7 @@ type scaleWorker struct {
 	raw  []byte // an aligned buffer of the raw disk phase
 	_    [64]byte
 	done atomic.Int64 // operations completed in this phase
+	side atomic.Int64 // of which reference operations (ScalePhase.SideOps)
 	_    [56]byte
 }
 
@@ -89,6 +90,10 @@ func (s *scale) timed(name string, cold bool, g int, d time.Duration, total int6
 	<-progDone
 	disk1, io1 := s.disk(), ReadProcIO()
 	p.Ops = s.completed()
+	for _, w := range s.workers {
+		p.SideOps += w.side.Load()
+	}
+	p.Ops -= p.SideOps
 	p.OpsPerSec = float64(p.Ops) / p.Seconds
 	if disk0.OK && disk1.OK {
 		p.DiskReads = disk1.Reads - disk0.Reads
@@ -261,6 +266,13 @@ func ScaleTable(w interface{ Write([]byte) (int, error) }, reps []*ScaleReport) 
 	row("  disk queue depth, read latency", func(r *ScaleReport) string {
 		return phase(r, "cold get", func(p *ScalePhase) string {
 			return fmt.Sprintf("%.1f, %.2f ms", p.DiskQueue, p.DiskReadMs)
+		})
+	})
+	row("cold gets beside raw reads, half the goroutines each", func(r *ScaleReport) string {
+		return phase(r, "cold get beside raw reads", func(p *ScalePhase) string {
+			return fmt.Sprintf("%s gets/s, %s raw reads/s (%.2fx, %.3f disk reads a get)", humanize.Comma(int64(p.OpsPerSec)),
+				humanize.Comma(int64(float64(p.SideOps)/p.Seconds)), ratio(p.Ops, p.SideOps),
+				ratioF(float64(p.DiskReads-p.SideOps), float64(p.Ops)))
 		})
 	})
 	row("raw disk: random 4 KiB O_DIRECT reads, same goroutines", func(r *ScaleReport) string {
