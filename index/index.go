@@ -464,7 +464,12 @@ func rehash(src, dst []uint64) bool {
 		if p >= len(dst) {
 			return false
 		}
-		clear(dst[next:p])
+		// The gap before an entry is a slot or two at the load factors
+		// the index keeps: a loop, not a call to memclr per entry (which
+		// was a third of a snapshot load's CPU at 10^9 keys).
+		for ; next < p; next++ {
+			dst[next] = 0
+		}
 		dst[p] = s
 		next = p + 1
 	}
