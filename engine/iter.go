@@ -132,6 +132,7 @@ func (it *Iterator) Next() bool {
 		if r.Kind != segment.KindPut || (r.Expiry != 0 && r.Expiry <= now) {
 			continue
 		}
+		it.s.prefetch()
 		// The segment is pinned, so its id is its own and loc names this
 		// record only.
 		if !db.ix.Lookup(db.hash(r.Key), func(l uint64) bool { return l == loc }) {

@@ -87,6 +87,8 @@ type logScan struct {
 	dmgFrom int64
 	dmgErr  error
 	lastIO  bool // the last decode failed because bytes could not be read
+
+	pf prefetchState // scan_prefetch.go
 }
 
 // startScan fixes a scan's extent and pins it. chunk <= 0 means scanChunk.
