@@ -387,7 +387,7 @@ func (l *loader) loadFile(name string) error {
 		}
 		if len(line) > 0 {
 			if parse == nil {
-				parse = l.parser(detectFormat(line))
+				parse = l.parser(l.detectFormat(line))
 			}
 			k, v, perr := parse(line)
 			if perr == nil {
@@ -405,9 +405,19 @@ func (l *loader) loadFile(name string) error {
 	return nil // the writer failed; finish reports it
 }
 
-func detectFormat(line []byte) string {
+// detectFormat decides a file's format from its first non-empty line. A
+// line starting with '{' is jsonl unless it holds a tab (a tsv line must;
+// a JSON line has none outside strings, where a tab is escaped) and does
+// not decode as a pair: tsv passes '{' through, so a tsv dump whose first
+// key starts with '{' is tsv (it was taken for broken jsonl).
+func (l *loader) detectFormat(line []byte) string {
 	if line[0] == '{' {
-		return "jsonl"
+		if bytes.IndexByte(line, '\t') < 0 {
+			return "jsonl"
+		}
+		if _, _, err := l.json.decode(line); err == nil {
+			return "jsonl"
+		}
 	}
 	return "tsv"
 }

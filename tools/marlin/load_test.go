@@ -345,3 +345,22 @@ func TestPutFromStdinAndMissingInput(t *testing.T) {
 	require.Contains(t, r.stderr, "no such file")
 	require.NoDirExists(t, fresh)
 }
+
+// TestLoadDetectsTSVWithBraceKey: a tsv file whose first key starts with
+// '{' (a dump of random keys can start so) is tsv, not broken jsonl; a
+// first line that is a JSON object without a tab is still jsonl, with
+// jsonl's errors.
+func TestLoadDetectsTSVWithBraceKey(t *testing.T) {
+	root := t.TempDir()
+	file := filepath.Join(root, "in")
+	require.NoError(t, os.WriteFile(file, []byte("{odd key\tv1\nplain\tv2\n{\"key\":\"a\",\"value\":\"1\"}\tv3\n"), 0o644))
+	dst := filepath.Join(root, "db")
+	mustRun(t, "load", "--quiet", dst, file)
+	require.Equal(t, map[string]string{"{odd key": "v1", "plain": "v2", `{"key":"a","value":"1"}`: "v3"}, readPairs(t, dst))
+
+	bad := filepath.Join(root, "bad")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"key":"a","value":1}`+"\n"), 0o644))
+	r := marlin(t, "load", "--quiet", filepath.Join(root, "db2"), bad)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "want a string")
+}
