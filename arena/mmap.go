@@ -86,16 +86,6 @@ func Populate(b []byte) {
 	}
 }
 
-// HugePages asks the OS to back b with transparent huge pages
-// (MADV_HUGEPAGE) where it can: one TLB entry then covers 2 MiB instead of
-// 4 KiB. It is only a hint (nothing happens where THP is off). b should
-// be aligned to 2 MiB.
-func HugePages(b []byte) {
-	if len(b) > 0 {
-		_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
-	}
-}
-
 // Release returns the pages of b to the OS; they read as zeros afterwards
 // and become resident again when written. b should be page-aligned.
 func Release(b []byte) { release(b) }

@@ -206,24 +206,8 @@ func (s *slabs) takeChunk() (int32, error) {
 	}
 	s.carved++
 	s.chunkPos = append(s.chunkPos, 0)
-	switch {
-	case s.carved == hugeFromChunks:
-		arena.HugePages(s.mem[:s.carved*chunkBytes])
-	case s.carved > hugeFromChunks:
-		arena.HugePages(s.mem[(s.carved-1)*chunkBytes : s.carved*chunkBytes])
-	}
 	return int32(s.carved - 1), nil
 }
-
-// hugeFromChunks: once the index has carved this many chunks (512 MiB),
-// its chunks are backed by transparent huge pages where the OS allows
-// (arena.HugePages). A lookup is a random access into GBs of slots, and
-// with 4 KiB pages nearly every one also misses the TLB: at 10^8 keys
-// huge pages made absent gets 1.55 times as fast and cached gets 1.6 times
-// (marlin scale --no-drop-cache), at the same resident size. A small index
-// keeps 4 KiB pages: a huge page per class's partly used chunk would cost
-// more than the index itself.
-const hugeFromChunks = 32
 
 // free hands back the block at byte offset off. To keep the class packed it
 // asks move to relocate the class's last block into the hole; move returns

@@ -1,10 +1,6 @@
 package index
 
 import (
-	"os"
-	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"unsafe"
 
@@ -415,45 +411,4 @@ func TestSlabsReleaseSlack(t *testing.T) {
 	require.Len(t, c.owners, n-per-1)
 	require.Equal(t, n-per-1, residentBlocks())
 	require.Equal(t, int64((n-per-1)*bs), s.usage().resident)
-}
-
-// TestSlabsHugePagesFromThreshold: chunks are advised to use huge pages
-// (VmFlags "hg" in smaps) once hugeFromChunks are carved, not before.
-func TestSlabsHugePagesFromThreshold(t *testing.T) {
-	s := newTestSlabs(t, (hugeFromChunks+4)*chunkBytes)
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(s.mem)))
-	for range hugeFromChunks - 1 {
-		_, err := s.takeChunk()
-		require.NoError(t, err)
-	}
-	require.False(t, vmFlag(t, start, "hg"), "huge pages before the threshold")
-	_, err := s.takeChunk()
-	require.NoError(t, err)
-	require.True(t, vmFlag(t, start, "hg"), "no huge pages at the threshold")
-	_, err = s.takeChunk()
-	require.NoError(t, err)
-	require.True(t, vmFlag(t, start+uintptr(hugeFromChunks*chunkBytes), "hg"), "a chunk past the threshold")
-}
-
-// vmFlag reports whether the mapping that holds addr has flag in its
-// smaps VmFlags.
-func vmFlag(t *testing.T, addr uintptr, flag string) bool {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/smaps")
-	require.NoError(t, err)
-	in := false
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			r := strings.Split(f[0], "-")
-			lo, err1 := strconv.ParseUint(r[0], 16, 64)
-			hi, err2 := strconv.ParseUint(r[1], 16, 64)
-			in = err1 == nil && err2 == nil && uintptr(lo) <= addr && addr < uintptr(hi)
-			continue
-		}
-		if in && strings.HasPrefix(line, "VmFlags:") {
-			return slices.Contains(strings.Fields(line)[1:], flag)
-		}
-	}
-	t.Fatalf("no mapping holds %#x", addr)
-	return false
 }
