@@ -110,7 +110,7 @@ bench-peers-quick:
 # The billion-key run (issue 10): load N thin records, restart, batched
 # inserts at that size, cold uniform gets and updates from 64 goroutines
 # with the page cache dropped (run as root), absent keys, hot zipfian gets,
-# a cold full scan; prints one table. Needs about 50 GB of disk at 10^9
+# a cold full scan; prints one table. Needs about 60 GB of disk at 10^9
 # (under TMPDIR, removed afterwards). bench-scale runs 10^7, 10^8 and 10^9
 # one after another and prints their costs per key side by side.
 # (N defaults to 10^9 here, whatever make crash's default is.)
