@@ -107,6 +107,16 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		db.mu.Unlock()
 		return err // deleting an absent key writes nothing
 	}
+	_, err = db.writeLocked(kind, h, key, value, expiry, old)
+	return err
+}
+
+// writeLocked appends key's record (a put of value with expiry, or a
+// tombstone) over old, the key's entry that db.mu's holder just probed,
+// updates the index and the accounting, and commits: it unlocks db.mu
+// (in every case) and returns once the sync mode's promise holds. It
+// returns the record's sequence number.
+func (db *DB) writeLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, old entry) (uint64, error) {
 	var shadow uint64
 	if kind == segment.KindDelete {
 		shadow = db.shadowOfLocked(old.loc)
@@ -119,7 +129,7 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 	db.idFloor = idForPut
 	if err != nil {
 		db.mu.Unlock()
-		return err
+		return 0, err
 	}
 	loc := segment.Loc(db.active.id, off)
 	// A new key enters the index before its record is appended, so that an
@@ -130,7 +140,7 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 	if insert {
 		if _, _, _, err := db.ix.Put(h, loc, noMatch); err != nil {
 			db.mu.Unlock()
-			return fmt.Errorf("marlin: index: %w", err)
+			return 0, fmt.Errorf("marlin: index: %w", err)
 		}
 	}
 	if err := db.putRecordLocked(&rec, size, off); err != nil {
@@ -138,7 +148,7 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 			db.ix.DeleteExact(h, loc)
 		}
 		db.mu.Unlock()
-		return err
+		return 0, err
 	}
 	db.nextSeq++
 	db.applyLocked(h, kind, old, loc, size, insert, shadow)
@@ -153,7 +163,7 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 	} else {
 		db.st.userBytes.Add(int64(len(key)))
 	}
-	return db.commitLocked(loc, size) // unlocks mu
+	return rec.Seq, db.commitLocked(loc, size) // unlocks mu
 }
 
 func noMatch(uint64) (bool, bool) { return false, false }
