@@ -192,3 +192,14 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	db.unhold(held)
 	return dst, it, nil
 }
+
+// Limits are the largest key and value this handle accepts (its Options
+// after defaults).
+type Limits struct {
+	MaxKeySize, MaxValueSize int
+}
+
+// Limits returns the handle's key and value limits.
+func (db *DB) Limits() Limits {
+	return Limits{MaxKeySize: db.opts.MaxKeySize, MaxValueSize: db.opts.MaxValueSize}
+}

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one client connection, served by one goroutine. Its buffers are
+// its own: a 4 KiB reader and writer, a line buffer that grows to at most
+// maxLine for long lines, and a data buffer for the current storage
+// command (at most MaxItemSize+2). Replies are flushed when no further
+// command is already buffered, so a pipeline gets one write per batch.
+type conn struct {
+	s    *Server
+	nc   net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	line []byte   // a line longer than the reader's buffer, assembled
+	toks [][]byte // scratch tokens
+	data []byte   // the current storage command's data block
+	val  []byte   // scratch for reads
+
+	// busy is set while a command runs; shutdown closes a connection
+	// that is not busy at once and tells a busy one to stop after it.
+	mu       sync.Mutex
+	busy     bool
+	stopping atomic.Bool
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, bufSize), w: bufio.NewWriterSize(nc, bufSize)}
+}
+
+// shutdown closes the connection if it waits for a command; otherwise it
+// ends after the command it runs.
+func (c *conn) shutdown() {
+	c.stopping.Store(true)
+	c.mu.Lock()
+	busy := c.busy
+	c.mu.Unlock()
+	if !busy {
+		_ = c.nc.SetReadDeadline(time.Now())
+	}
+}
+
+func (c *conn) setBusy(b bool) {
+	c.mu.Lock()
+	c.busy = b
+	c.mu.Unlock()
+}
+
+// errClose ends a connection after its reply is flushed.
+var errClose = errors.New("close the connection")
+
+func (c *conn) serve() {
+	defer c.nc.Close()
+	for !c.stopping.Load() {
+		if c.r.Buffered() == 0 {
+			if err := c.flush(); err != nil {
+				return
+			}
+			if t := c.s.cfg.IdleTimeout; t > 0 {
+				_ = c.nc.SetReadDeadline(time.Now().Add(t))
+			} else {
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
+		}
+		line, err := c.readLine()
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				c.reply(errLineTooLong.line)
+				_ = c.flush()
+			}
+			return
+		}
+		c.setBusy(true)
+		err = c.command(line)
+		c.setBusy(false)
+		if err != nil {
+			if errors.Is(err, errClose) {
+				_ = c.flush()
+			}
+			return
+		}
+	}
+	_ = c.flush()
+}
+
+func (c *conn) flush() error {
+	if c.w.Buffered() == 0 {
+		return nil
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	n := c.w.Buffered()
+	err := c.w.Flush()
+	c.s.stats.bytesWritten.Add(int64(n - c.w.Buffered()))
+	return err
+}
+
+// readLine returns the next line without its "\n" or "\r\n" (memcached
+// accepts both). It aliases the reader's buffer or c.line until the next
+// read. A line longer than maxLine is errLineTooLong.
+func (c *conn) readLine() ([]byte, error) {
+	b, err := c.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		c.line = append(c.line[:0], b...)
+		for err == bufio.ErrBufferFull {
+			if len(c.line) > maxLine {
+				return nil, errLineTooLong
+			}
+			b, err = c.r.ReadSlice('\n')
+			c.line = append(c.line, b...)
+		}
+		b = c.line
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.s.stats.bytesRead.Add(int64(len(b)))
+	if len(b) > maxLine {
+		return nil, errLineTooLong
+	}
+	b = b[:len(b)-1]
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	return b, nil
+}
+
+// readData reads a storage command's n-byte data block and its CRLF.
+func (c *conn) readData(n int) ([]byte, error) {
+	if cap(c.data) < n+2 {
+		c.data = make([]byte, n+2)
+	}
+	d := c.data[:n+2]
+	if _, err := io.ReadFull(c.r, d); err != nil {
+		return nil, err
+	}
+	c.s.stats.bytesRead.Add(int64(n + 2))
+	if d[n] != '\r' || d[n+1] != '\n' {
+		return nil, errBadDataChunk
+	}
+	// A large block's buffer is not kept for an idle connection.
+	if cap(c.data) > 64<<10 {
+		defer func() { c.data = nil }()
+	}
+	return d[:n], nil
+}
+
+// swallow reads and drops n bytes (a refused data block).
+func (c *conn) swallow(n int64) error {
+	m, err := io.CopyN(io.Discard, c.r, n)
+	c.s.stats.bytesRead.Add(m)
+	return err
+}
+
+func (c *conn) reply(line string) {
+	_, _ = c.w.WriteString(line)
+	_, _ = c.w.WriteString("\r\n")
+}
+
+// command parses and runs one command line. An error ends the connection.
+func (c *conn) command(line []byte) error {
+	cmd, toks, err := parseText(line, c.toks, c.s.cfg.MaxItemSize)
+	c.toks = toks[:0]
+	if err != nil {
+		var pe *protoError
+		if !errors.As(err, &pe) {
+			return err
+		}
+		if pe.swallow > 0 {
+			if err := c.swallow(pe.swallow); err != nil {
+				return err
+			}
+		}
+		c.reply(pe.line)
+		if pe == errLineTooLong {
+			return errClose
+		}
+		return nil
+	}
+	switch cmd.kind {
+	case cmdSet, cmdAdd, cmdReplace, cmdAppend, cmdPrepend, cmdCas:
+		data, err := c.readData(cmd.bytes)
+		if err != nil {
+			if errors.Is(err, errBadDataChunk) {
+				// memcached answers and goes on reading commands.
+				c.reply(errBadDataChunk.line)
+				return nil
+			}
+			return err
+		}
+		c.store(&cmd, data)
+	case cmdGet, cmdGets, cmdGat, cmdGats:
+		c.retrieve(&cmd)
+	case cmdTouch:
+		c.touch(&cmd)
+	case cmdDelete:
+		c.delete(&cmd)
+	case cmdIncr, cmdDecr:
+		c.arith(&cmd)
+	case cmdVersion:
+		c.reply("VERSION " + c.s.cfg.Version)
+	case cmdVerbosity:
+		if !cmd.noreply {
+			c.reply("OK")
+		}
+	case cmdQuit:
+		return errClose
+	}
+	return nil
+}
+
+// replyTo writes line unless the command said noreply.
+func (c *conn) replyTo(cmd *textCmd, line string) {
+	if !cmd.noreply {
+		c.reply(line)
+	}
+}
+
+// replyErr answers an engine error as memcached answers a server failure.
+func (c *conn) replyErr(cmd *textCmd, err error) {
+	c.s.log.Warn("marlin serve: command failed", "err", err)
+	c.reply("SERVER_ERROR " + oneLine(err.Error()))
+}
+
+// oneLine keeps an error message on one line.
+func oneLine(s string) string {
+	return string(bytes.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, []byte(s)))
+}

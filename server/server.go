@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/marlinkv/marlin/engine"
+)
+
+// Config holds a server's limits. Zero fields take memcached's defaults
+// where one applies.
+type Config struct {
+	// MaxItemSize is the largest data block stored (memcached -I; 1 MiB).
+	MaxItemSize int
+	// MaxConns is the most connections served at once (memcached -c;
+	// 1024); one more is accepted, told "SERVER_ERROR too many open
+	// connections" and closed, as memcached does.
+	MaxConns int
+	// IdleTimeout closes a connection that sends nothing for that long
+	// (0: never, as memcached by default).
+	IdleTimeout time.Duration
+	// WriteTimeout closes a connection that does not read its replies
+	// for that long (default 30 s): a client that never reads must not
+	// hold a goroutine and its buffers forever.
+	WriteTimeout time.Duration
+	// Version is what "version" reports (default "1.6.18", a memcached 1.6
+	// version: clients and memccapable change behaviour by it).
+	Version string
+	Logger  *slog.Logger
+}
+
+const (
+	defaultMaxItem      = 1 << 20
+	defaultMaxConns     = 1024
+	defaultWriteTimeout = 30 * time.Second
+	defaultVersion      = "1.6.18"
+	// maxLine bounds a command line: a get of about 250 keys of 250
+	// bytes. A longer line is refused and the connection closed.
+	maxLine = 64 << 10
+	// bufSize is a connection's read and write buffer size.
+	bufSize = 4 << 10
+)
+
+// Server serves one database over memcached's text protocol.
+type Server struct {
+	db  *engine.DB
+	cfg Config
+	log *slog.Logger
+
+	// mu guards listeners, conns and closing.
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	wg        sync.WaitGroup // connection goroutines
+
+	stats stats
+}
+
+// New returns a server of db. The database's MaxValueSize must hold
+// MaxItemSize plus an item header, and its MaxKeySize 250 bytes.
+func New(db *engine.DB, cfg Config) (*Server, error) {
+	if cfg.MaxItemSize == 0 {
+		cfg.MaxItemSize = defaultMaxItem
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = defaultMaxConns
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = defaultWriteTimeout
+	}
+	if cfg.Version == "" {
+		cfg.Version = defaultVersion
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	switch {
+	case cfg.MaxItemSize < 0 || cfg.MaxConns < 0 || cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0:
+		return nil, errors.New("server: negative limit")
+	case cfg.MaxItemSize+itemHeader > db.Limits().MaxValueSize:
+		return nil, fmt.Errorf("server: items of %d bytes need the database's MaxValueSize at least %d (it is %d)",
+			cfg.MaxItemSize, cfg.MaxItemSize+itemHeader, db.Limits().MaxValueSize)
+	case db.Limits().MaxKeySize < maxKeyLen:
+		return nil, fmt.Errorf("server: the database's MaxKeySize %d is under memcached's 250", db.Limits().MaxKeySize)
+	}
+	s := &Server{db: db, cfg: cfg, log: cfg.Logger,
+		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+	s.stats.started = time.Now()
+	return s, nil
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("server: closed")
+
+// Serve accepts connections on ln until Shutdown (ErrServerClosed) or an
+// accept error. It closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors or a transient failure: wait and
+				// go on, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("marlin serve: accept", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.stats.totalConns.Add(1)
+		if !s.track(nc) {
+			continue
+		}
+	}
+}
+
+// track starts serving nc, or refuses it when MaxConns are open or the
+// server is closing. It reports whether nc is served.
+func (s *Server) track(nc net.Conn) bool {
+	s.mu.Lock()
+	if s.closing || len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		s.stats.rejectedConns.Add(1)
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(nc, "SERVER_ERROR too many open connections\r\n")
+		nc.Close()
+		return false
+	}
+	c := newConn(s, nc)
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// Shutdown stops accepting, lets every connection finish the command it
+// is running (a connection waiting for its next command is closed at
+// once), and waits for them until ctx ends. It does not close the
+// database.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.shutdown()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// stats are the server's counters (memcached's "stats" names).
+type stats struct {
+	started       time.Time
+	totalConns    atomic.Int64
+	rejectedConns atomic.Int64
+	cmdGet        atomic.Int64
+	cmdSet        atomic.Int64
+	cmdTouch      atomic.Int64
+	getHits       atomic.Int64
+	getMisses     atomic.Int64
+	deleteHits    atomic.Int64
+	deleteMisses  atomic.Int64
+	incrHits      atomic.Int64
+	incrMisses    atomic.Int64
+	decrHits      atomic.Int64
+	decrMisses    atomic.Int64
+	casHits       atomic.Int64
+	casMisses     atomic.Int64
+	casBadval     atomic.Int64
+	touchHits     atomic.Int64
+	touchMisses   atomic.Int64
+	bytesRead     atomic.Int64
+	bytesWritten  atomic.Int64
+}

@@ -1,0 +1,225 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/engine"
+)
+
+// startServer serves a new database in a temp dir on a free port and
+// returns its address. Everything is closed at the test's end.
+func startServer(t *testing.T, dir string, cfg Config) (string, *Server, *engine.DB) {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
+	require.NoError(t, err)
+	s, err := New(db, cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, s.Shutdown(ctx))
+		require.ErrorIs(t, <-done, ErrServerClosed)
+		require.NoError(t, db.Close())
+	})
+	return ln.Addr().String(), s, db
+}
+
+// exchange sends in on a new connection, closes the write side (the
+// server answers everything it read, then closes), and returns the
+// answers.
+func exchange(t *testing.T, addr, in string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, in)
+	require.NoError(t, err)
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	var out strings.Builder
+	buf := make([]byte, 64<<10)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		out.Write(buf[:n])
+		if err != nil {
+			return out.String()
+		}
+	}
+}
+
+// casRe matches the CAS field of a gets/gats VALUE line: servers number
+// versions differently, so tests compare CAS values by where they repeat.
+var casRe = regexp.MustCompile(`(?m)^(VALUE \S+ \d+ \d+) (\d+)\r$`)
+
+// textCases are exchanges on one connection each, with memcached 1.6.18's
+// replies (checked against the binary by TestTextAgainstMemcached).
+var textCases = []struct{ name, in, want string }{
+	{"set-get", "set k 5 0 3\r\nabc\r\nget k\r\n", "STORED\r\nVALUE k 5 3\r\nabc\r\nEND\r\n"},
+	{"get-miss", "get nope\r\n", "END\r\n"},
+	{"multi-get", "set a 1 0 1\r\nx\r\nset b 2 0 2\r\nyy\r\nget a nope b\r\n",
+		"STORED\r\nSTORED\r\nVALUE a 1 1\r\nx\r\nVALUE b 2 2\r\nyy\r\nEND\r\n"},
+	{"add", "add k 0 0 1\r\na\r\nadd k 0 0 1\r\nb\r\nget k\r\n", "STORED\r\nNOT_STORED\r\nVALUE k 0 1\r\na\r\nEND\r\n"},
+	{"replace", "replace k 0 0 1\r\na\r\nset k 0 0 1\r\nb\r\nreplace k 3 0 1\r\nc\r\nget k\r\n",
+		"NOT_STORED\r\nSTORED\r\nSTORED\r\nVALUE k 3 1\r\nc\r\nEND\r\n"},
+	{"append-prepend", "append k 0 0 1\r\na\r\nset k 7 0 2\r\nbc\r\nappend k 0 0 1\r\nd\r\nprepend k 0 0 1\r\na\r\nget k\r\n",
+		"NOT_STORED\r\nSTORED\r\nSTORED\r\nSTORED\r\nVALUE k 7 4\r\nabcd\r\nEND\r\n"},
+	{"delete", "delete k\r\nset k 0 0 1\r\na\r\ndelete k\r\nget k\r\ndelete k 0\r\n",
+		"NOT_FOUND\r\nSTORED\r\nDELETED\r\nEND\r\nNOT_FOUND\r\n"},
+	{"delete-time", "delete k 5\r\n", "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"},
+	{"incr-decr", "incr n 1\r\nset n 0 0 2\r\n10\r\nincr n 5\r\ndecr n 100\r\nincr n 18446744073709551615\r\nincr n 2\r\n",
+		"NOT_FOUND\r\nSTORED\r\n15\r\n0\r\n18446744073709551615\r\n1\r\n"},
+	{"incr-nonnumeric", "set k 0 0 1\r\nx\r\nincr k 1\r\nincr k abc\r\n",
+		"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nCLIENT_ERROR invalid numeric delta argument\r\n"},
+	{"touch", "touch k 10\r\nset k 0 0 1\r\na\r\ntouch k 10\r\n", "NOT_FOUND\r\nSTORED\r\nTOUCHED\r\n"},
+	{"noreply", "set k 0 0 1 noreply\r\na\r\nadd k 0 0 1 noreply\r\nb\r\ndelete nope noreply\r\nincr k 1 noreply\r\nget k\r\n",
+		"VALUE k 0 1\r\na\r\nEND\r\n"}, // noreply silences errors too
+	{"negative-exptime", "set k 0 -1 1\r\na\r\nget k\r\n", "STORED\r\nEND\r\n"},
+	{"past-unix-exptime", "set k 0 1000000000 1\r\na\r\nget k\r\n", "STORED\r\nEND\r\n"},
+	{"unknown", "bogus\r\n", "ERROR\r\n"},
+	{"get-no-key", "get\r\n", "ERROR\r\n"},
+	{"key-too-long", "set " + strings.Repeat("x", 251) + " 0 0 1\r\na\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"},
+	{"negative-bytes", "set k 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n"},
+	{"bad-data-chunk", "set k 0 0 1\r\nab\r\nget k\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n"},
+	{"too-large", "set k 0 0 1048577\r\n" + strings.Repeat("z", 1048577) + "\r\nget k\r\n",
+		"SERVER_ERROR object too large for cache\r\nEND\r\n"},
+	{"verbosity", "verbosity 1\r\nverbosity 1 noreply\r\nverbosity\r\n", "OK\r\nERROR\r\n"},
+	{"quit", "set k 0 0 1\r\na\r\nquit\r\nget k\r\n", "STORED\r\n"},
+	{"bare-newlines", "set k 0 0 1\na\r\nget k\n", "STORED\r\nVALUE k 0 1\r\na\r\nEND\r\n"},
+}
+
+func TestTextProtocol(t *testing.T) {
+	addr, _, _ := startServer(t, "", Config{})
+	for _, c := range textCases {
+		t.Run(c.name, func(t *testing.T) {
+			exchange(t, addr, "delete k\r\ndelete a\r\ndelete b\r\ndelete n\r\n")
+			require.Equal(t, c.want, exchange(t, addr, c.in))
+		})
+	}
+}
+
+// TestTextAgainstMemcached runs textCases against the memcached binary
+// (CI installs it) to keep the table true to memcached 1.6.
+func TestTextAgainstMemcached(t *testing.T) {
+	addr := startMemcached(t)
+	for _, c := range textCases {
+		t.Run(c.name, func(t *testing.T) {
+			exchange(t, addr, "delete k\r\ndelete a\r\ndelete b\r\ndelete n\r\n")
+			require.Equal(t, c.want, exchange(t, addr, c.in))
+		})
+	}
+}
+
+// startMemcached starts the memcached binary on a free port. The test
+// fails (it does not skip) without it, unless MARLIN_NO_MEMCACHED=1 says
+// the machine has none.
+func startMemcached(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("memcached")
+	if err != nil {
+		if os.Getenv("MARLIN_NO_MEMCACHED") == "1" {
+			t.Skip("MARLIN_NO_MEMCACHED=1: no memcached binary on this machine")
+		}
+		t.Fatalf("the memcached binary is needed (apt-get install memcached; MARLIN_NO_MEMCACHED=1 to skip): %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "-U", "0", "-l", "127.0.0.1", "-p", fmt.Sprint(port), "-u", "root", "-m", "64")
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		require.Less(t, i, 100, "memcached did not start: %v", err)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGetsCas: gets returns a CAS that cas must match; a write changes it,
+// a touch does not (as memcached).
+func TestGetsCas(t *testing.T) {
+	addr, _, _ := startServer(t, "", Config{})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	send := func(s string) { _, err := io.WriteString(c, s); require.NoError(t, err) }
+	line := func() string {
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		return l
+	}
+	gets := func() string {
+		send("gets k\r\n")
+		m := casRe.FindStringSubmatch(strings.TrimSuffix(line(), "\n"))
+		require.NotNil(t, m)
+		line()
+		require.Equal(t, "END\r\n", line())
+		return m[2]
+	}
+	send("set k 0 0 1\r\na\r\n")
+	require.Equal(t, "STORED\r\n", line())
+	cas1 := gets()
+	send("touch k 100\r\n")
+	require.Equal(t, "TOUCHED\r\n", line())
+	require.Equal(t, cas1, gets(), "touch changed the CAS")
+	send("cas k 0 0 1 " + cas1 + "1\r\nb\r\n")
+	require.Equal(t, "EXISTS\r\n", line())
+	send("cas k 0 0 1 " + cas1 + "\r\nb\r\n")
+	require.Equal(t, "STORED\r\n", line())
+	cas2 := gets()
+	require.NotEqual(t, cas1, cas2)
+	send("cas k 0 0 1 " + cas1 + "\r\nc\r\n")
+	require.Equal(t, "EXISTS\r\n", line())
+	send("cas nope 0 0 1 1\r\nc\r\n")
+	require.Equal(t, "NOT_FOUND\r\n", line())
+}
+
+// TestItemsSurviveRestart: flags, CAS and expiry are stored with the item.
+func TestItemsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
+	require.NoError(t, err)
+	s, err := New(db, Config{})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s.Serve(ln) }()
+	first := exchange(t, ln.Addr().String(), "set k 42 1000 3\r\nabc\r\nset gone 0 1 1\r\nx\r\ngets k\r\n")
+	require.NoError(t, s.Shutdown(context.Background()))
+	require.NoError(t, db.Close())
+
+	addr, _, _ := startServer(t, dir, Config{})
+	again := exchange(t, addr, "gets k\r\n")
+	require.Equal(t, strings.TrimPrefix(first, "STORED\r\nSTORED\r\n"), again)
+	require.Contains(t, again, "VALUE k 42 3 ")
+	time.Sleep(1100 * time.Millisecond)
+	require.Equal(t, "END\r\n", exchange(t, addr, "get gone\r\n"))
+}
