@@ -24,6 +24,7 @@ type conn struct {
 	line []byte   // a line longer than the reader's buffer, assembled
 	toks [][]byte // scratch tokens
 	data []byte   // the current storage command's data block
+	key  []byte   // the current storage command's key (a copy)
 	val  []byte   // scratch for reads
 
 	// busy is set while a command runs; shutdown closes a connection
@@ -179,7 +180,9 @@ func (c *conn) command(line []byte) error {
 				return err
 			}
 		}
-		c.reply(pe.line)
+		if !cmd.noreply || pe == errLineTooLong {
+			c.reply(pe.line)
+		}
 		if pe == errLineTooLong {
 			return errClose
 		}
@@ -187,6 +190,10 @@ func (c *conn) command(line []byte) error {
 	}
 	switch cmd.kind {
 	case cmdSet, cmdAdd, cmdReplace, cmdAppend, cmdPrepend, cmdCas:
+		// The key aliases the reader's buffer, which reading the data
+		// block may refill: keep a copy first.
+		c.key = append(c.key[:0], cmd.key...)
+		cmd.key = c.key
 		data, err := c.readData(cmd.bytes)
 		if err != nil {
 			if errors.Is(err, errBadDataChunk) {
@@ -213,6 +220,14 @@ func (c *conn) command(line []byte) error {
 		}
 	case cmdQuit:
 		return errClose
+	case cmdFlushAll:
+		if err := c.s.flushAll(cmd.exptime); err != nil {
+			c.replyErr(&cmd, err)
+		} else {
+			c.replyTo(&cmd, "OK")
+		}
+	case cmdStats:
+		c.stats(&cmd)
 	}
 	return nil
 }

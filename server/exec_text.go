@@ -58,6 +58,7 @@ func (c *conn) store(cmd *textCmd, data []byte) {
 			if flags, cas, old, err = parseItem(v); err != nil {
 				return engine.Change{}, err
 			}
+			found = !c.s.flushed(cas)
 		}
 		switch cmd.kind {
 		case cmdAdd:
@@ -157,6 +158,10 @@ func (c *conn) retrieve(cmd *textCmd) {
 			c.replyErr(cmd, err)
 			return
 		}
+		if c.s.flushed(cas) {
+			c.s.stats.getMisses.Add(1)
+			continue
+		}
 		c.s.stats.getHits.Add(1)
 		if touch {
 			c.s.stats.touchHits.Add(1)
@@ -198,6 +203,9 @@ func (c *conn) touchItem(key []byte, expiry time.Time) ([]byte, error) {
 		if !found {
 			return engine.Change{Op: engine.Keep}, nil
 		}
+		if _, cas, _, err := parseItem(v); err != nil || c.s.flushed(cas) {
+			return engine.Change{Op: engine.Keep}, err
+		}
 		out = v
 		return engine.Change{Op: engine.Set, Value: v, Expiry: expiry}, nil
 	})
@@ -224,7 +232,14 @@ func (c *conn) touch(cmd *textCmd) {
 
 func (c *conn) delete(cmd *textCmd) {
 	found := false
-	_, err := c.s.db.Update(cmd.key, func(_ []byte, _ engine.Item, f bool, _ uint64) (engine.Change, error) {
+	_, err := c.s.db.Update(cmd.key, func(v []byte, _ engine.Item, f bool, _ uint64) (engine.Change, error) {
+		if f {
+			_, cas, _, err := parseItem(v)
+			if err != nil {
+				return engine.Change{}, err
+			}
+			f = !c.s.flushed(cas)
+		}
 		found = f
 		if !f {
 			return engine.Change{Op: engine.Keep}, nil
@@ -255,13 +270,15 @@ func (c *conn) arith(cmd *textCmd) {
 	var result uint64
 	found := false
 	_, err := c.s.db.Update(cmd.key, func(v []byte, cur engine.Item, f bool, next uint64) (engine.Change, error) {
-		found = f
 		if !f {
 			return engine.Change{Op: engine.Keep}, nil
 		}
-		flags, _, data, err := parseItem(v)
+		flags, cas, data, err := parseItem(v)
 		if err != nil {
 			return engine.Change{}, err
+		}
+		if found = !c.s.flushed(cas); !found {
+			return engine.Change{Op: engine.Keep}, nil
 		}
 		if len(data) == 0 || len(data) > maxNumLen {
 			return engine.Change{}, errNonNumericValue

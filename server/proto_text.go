@@ -43,6 +43,8 @@ const (
 	cmdVersion
 	cmdVerbosity
 	cmdQuit
+	cmdFlushAll
+	cmdStats
 )
 
 // textCmd is one parsed command line.
@@ -56,6 +58,7 @@ type textCmd struct {
 	cas     uint64
 	delta   uint64
 	noreply bool
+	args    [][]byte // stats: its arguments
 }
 
 // protoError is a reply line for a command that could not be parsed or
@@ -160,11 +163,38 @@ func parseText(line []byte, toks [][]byte, maxItem int) (textCmd, [][]byte, erro
 		c.kind = cmdVersion
 		return c, toks, nil
 	case "verbosity":
+		// verbosity <level> [noreply]; a level that is not a number is a
+		// format error (silent with noreply, as memcached).
 		c.kind = cmdVerbosity
 		if len(toks) < 2 || len(toks) > 3 {
 			return c, toks, errUnknown
 		}
-		c.noreply = len(toks) == 3 && string(toks[2]) == "noreply"
+		c.noreply = string(toks[len(toks)-1]) == "noreply"
+		if _, err := strconv.ParseUint(string(toks[1]), 10, 32); err != nil {
+			return c, toks, errFormat
+		}
+		return c, toks, nil
+	case "flush_all":
+		// flush_all [delay] [noreply]
+		c.kind = cmdFlushAll
+		args := toks[1:]
+		if n := len(args); n > 0 && string(args[n-1]) == "noreply" {
+			c.noreply, args = true, args[:n-1]
+		}
+		switch {
+		case len(args) > 1:
+			return c, toks, errUnknown
+		case len(args) == 1:
+			e, err := strconv.ParseInt(string(args[0]), 10, 64)
+			if err != nil {
+				return c, toks, errExptime
+			}
+			c.exptime = e
+		}
+		return c, toks, nil
+	case "stats":
+		c.kind = cmdStats
+		c.args = toks[1:]
 		return c, toks, nil
 	case "quit":
 		c.kind = cmdQuit

@@ -63,6 +63,12 @@ type Server struct {
 	wg        sync.WaitGroup // connection goroutines
 
 	stats stats
+
+	// flush_all (flush.go): flushThreshold is read by every command;
+	// flushMu guards flushTimer.
+	flushThreshold atomic.Uint64
+	flushMu        sync.Mutex
+	flushTimer     *time.Timer
 }
 
 // New returns a server of db. The database's MaxValueSize must hold
@@ -95,6 +101,9 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	s := &Server{db: db, cfg: cfg, log: cfg.Logger,
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
+	if err := s.loadFlush(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -178,6 +187,7 @@ func (s *Server) track(nc net.Conn) bool {
 // once), and waits for them until ctx ends. It does not close the
 // database.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopFlush()
 	s.mu.Lock()
 	s.closing = true
 	for ln := range s.listeners {
@@ -213,6 +223,7 @@ type stats struct {
 	cmdGet        atomic.Int64
 	cmdSet        atomic.Int64
 	cmdTouch      atomic.Int64
+	cmdFlush      atomic.Int64
 	getHits       atomic.Int64
 	getMisses     atomic.Int64
 	deleteHits    atomic.Int64

@@ -223,3 +223,36 @@ func TestItemsSurviveRestart(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	require.Equal(t, "END\r\n", exchange(t, addr, "get gone\r\n"))
 }
+
+// TestStorageDataInLaterPacket: a storage command whose data block comes in
+// a later packet stores the key it named (the key once aliased the read
+// buffer, which reading the data refilled: memccapable's gets found
+// "e\r\nt_ascii_get" stored instead of "test_ascii_get").
+func TestStorageDataInLaterPacket(t *testing.T) {
+	addr, _, _ := startServer(t, "", Config{})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for i := range 20 {
+		key := fmt.Sprintf("test_key_%d", i)
+		_, err := io.WriteString(c, "set "+key+" 0 0 5\r\n")
+		require.NoError(t, err)
+		time.Sleep(2 * time.Millisecond)
+		_, err = io.WriteString(c, "value\r\n")
+		require.NoError(t, err)
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "STORED\r\n", l)
+	}
+	var want strings.Builder
+	var cmd strings.Builder
+	cmd.WriteString("get")
+	for i := range 20 {
+		key := fmt.Sprintf("test_key_%d", i)
+		cmd.WriteString(" " + key)
+		want.WriteString("VALUE " + key + " 0 5\r\nvalue\r\n")
+	}
+	want.WriteString("END\r\n")
+	require.Equal(t, want.String(), exchange(t, addr, cmd.String()+"\r\n"))
+}

@@ -1,0 +1,69 @@
+package server
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// stats answers "stats" with the general figures memcached users and
+// dashboards read; counts of items and bytes are the engine's. Other
+// groups ("stats settings", "stats items", ...) are not served yet and get
+// memcached's answer to an unknown group, ERROR.
+func (c *conn) stats(cmd *textCmd) {
+	if len(cmd.args) > 0 {
+		c.reply(errUnknown.line)
+		return
+	}
+	s := c.s
+	st, err := s.db.Stats()
+	if err != nil {
+		c.replyErr(cmd, err)
+		return
+	}
+	now := time.Now()
+	var ru runtime.MemStats
+	runtime.ReadMemStats(&ru)
+	s.mu.Lock()
+	curr := len(s.conns)
+	s.mu.Unlock()
+	stat := func(name string, v int64) { c.reply("STAT " + name + " " + strconv.FormatInt(v, 10)) }
+	stat("pid", int64(os.Getpid()))
+	stat("uptime", int64(now.Sub(s.stats.started).Seconds()))
+	stat("time", now.Unix())
+	c.reply("STAT version " + s.cfg.Version)
+	stat("pointer_size", 64)
+	stat("max_connections", int64(s.cfg.MaxConns))
+	stat("curr_connections", int64(curr))
+	stat("total_connections", s.stats.totalConns.Load())
+	stat("rejected_connections", s.stats.rejectedConns.Load())
+	stat("cmd_get", s.stats.cmdGet.Load())
+	stat("cmd_set", s.stats.cmdSet.Load())
+	stat("cmd_flush", s.stats.cmdFlush.Load())
+	stat("cmd_touch", s.stats.cmdTouch.Load())
+	stat("get_hits", s.stats.getHits.Load())
+	stat("get_misses", s.stats.getMisses.Load())
+	stat("delete_misses", s.stats.deleteMisses.Load())
+	stat("delete_hits", s.stats.deleteHits.Load())
+	stat("incr_misses", s.stats.incrMisses.Load())
+	stat("incr_hits", s.stats.incrHits.Load())
+	stat("decr_misses", s.stats.decrMisses.Load())
+	stat("decr_hits", s.stats.decrHits.Load())
+	stat("cas_misses", s.stats.casMisses.Load())
+	stat("cas_hits", s.stats.casHits.Load())
+	stat("cas_badval", s.stats.casBadval.Load())
+	stat("touch_hits", s.stats.touchHits.Load())
+	stat("touch_misses", s.stats.touchMisses.Load())
+	stat("bytes_read", s.stats.bytesRead.Load())
+	stat("bytes_written", s.stats.bytesWritten.Load())
+	stat("limit_maxbytes", st.DiskBytes)
+	stat("threads", int64(runtime.GOMAXPROCS(0)))
+	stat("bytes", st.DiskBytes)
+	stat("curr_items", st.Keys)
+	stat("total_items", s.stats.cmdSet.Load())
+	stat("evictions", 0)
+	stat("marlin_index_bytes", st.Index.ResidentBytes)
+	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
+	c.reply("END")
+}

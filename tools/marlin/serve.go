@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/server"
+)
+
+// runServe is marlin serve: the database of --dir over memcached's text
+// protocol on --listen, until SIGTERM or SIGINT. Shutdown stops accepting,
+// lets the commands in flight finish, syncs and closes the database, and
+// exits 0.
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "--dir DIR [flags]",
+		"marlin serve --dir /var/lib/marlin --listen 127.0.0.1:11211", stderr)
+	var (
+		dir      = fs.String("dir", "", "data directory (created if absent)")
+		listen   = fs.String("listen", "127.0.0.1:11211", "address to listen on (host:port)")
+		maxItem  = fs.Int("max-item-size", 1<<20, "largest value stored, in bytes (memcached -I)")
+		maxConns = fs.Int("max-conns", 1024, "most connections served at once (memcached -c)")
+		syncMode = fs.String("sync", "periodic", "durability: periodic (fsync every --sync-interval), group (fsync before each reply), always, none")
+		syncIvl  = fs.Duration("sync-interval", time.Second, "period of --sync periodic")
+		idle     = fs.Duration("idle-timeout", 0, "close a connection idle this long (0: never, as memcached)")
+		wtimeout = fs.Duration("write-timeout", 30*time.Second, "close a connection that does not read its replies for this long")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *dir == "" {
+		return errors.New("--dir is required")
+	}
+	sm, err := engine.ParseSyncMode(*syncMode)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	db, err := engine.Open(*dir, &engine.Options{Sync: sm, SyncInterval: *syncIvl,
+		MaxValueSize: *maxItem + 64, Logger: log})
+	if err != nil {
+		return err
+	}
+	s, err := server.New(db, server.Config{MaxItemSize: *maxItem, MaxConns: *maxConns,
+		IdleTimeout: *idle, WriteTimeout: *wtimeout, Logger: log})
+	if err != nil {
+		db.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	log.Info("marlin serve: listening", "addr", ln.Addr().String(), "dir", *dir, "sync", sm.String())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	var serveErr error
+	select {
+	case sig := <-sigs:
+		log.Info("marlin serve: shutting down", "signal", sig.String())
+	case serveErr = <-served:
+		log.Error("marlin serve: accept failed", "err", serveErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		log.Warn("marlin serve: connections still busy at the deadline were closed", "err", err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", *dir, err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, server.ErrServerClosed) {
+		return serveErr
+	}
+	log.Info("marlin serve: stopped")
+	return nil
+}
