@@ -256,3 +256,62 @@ func TestStorageDataInLaterPacket(t *testing.T) {
 	want.WriteString("END\r\n")
 	require.Equal(t, want.String(), exchange(t, addr, cmd.String()+"\r\n"))
 }
+
+// TestMemccapableASCII runs libmemcached's conformance suite (memccapable
+// -a: 27 text-protocol tests) against the server. CI installs
+// libmemcached-tools; without it the test fails unless
+// MARLIN_NO_MEMCACHED=1 says the machine has none.
+func TestMemccapableASCII(t *testing.T) {
+	bin, err := exec.LookPath("memccapable")
+	if err != nil {
+		if os.Getenv("MARLIN_NO_MEMCACHED") == "1" {
+			t.Skip("MARLIN_NO_MEMCACHED=1: no memccapable on this machine")
+		}
+		t.Fatalf("memccapable is needed (apt-get install libmemcached-tools; MARLIN_NO_MEMCACHED=1 to skip): %v", err)
+	}
+	addr, _, _ := startServer(t, "", Config{})
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	out, err := exec.Command(bin, "-h", host, "-p", port, "-a", "-t", "5").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "All tests passed", "%s", out)
+	require.NotContains(t, string(out), "[FAIL]", "%s", out)
+}
+
+// TestFlushAll: flush_all hides every item stored before it, at once or
+// after its delay, keeps hiding them after a restart, and leaves later
+// items alone; stats counts what happened.
+func TestFlushAll(t *testing.T) {
+	dir := t.TempDir()
+	addr, s, db := startServer(t, dir, Config{})
+	require.Equal(t, "STORED\r\nSTORED\r\nOK\r\nEND\r\nNOT_FOUND\r\nNOT_STORED\r\nSTORED\r\nVALUE a 0 1\r\nz\r\nEND\r\n",
+		exchange(t, addr, "set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\nflush_all\r\nget a b\r\nincr b 1\r\nreplace b 0 0 1\r\nq\r\nadd a 0 0 1\r\nz\r\nget a b\r\n"))
+
+	// Delayed: still there until the delay passes.
+	require.Equal(t, "STORED\r\nOK\r\nVALUE c 0 1\r\nc\r\nEND\r\n",
+		exchange(t, addr, "set c 0 0 1\r\nc\r\nflush_all 1\r\nget c\r\n"))
+	time.Sleep(1500 * time.Millisecond)
+	require.Equal(t, "END\r\n", exchange(t, addr, "get a c\r\n"))
+
+	stats := exchange(t, addr, "stats\r\n")
+	for _, want := range []string{"STAT cmd_flush 2\r\n", "STAT version 1.6.18\r\n", "STAT curr_connections 1\r\n", "STAT get_misses "} {
+		require.Contains(t, stats, want)
+	}
+	require.True(t, strings.HasSuffix(stats, "END\r\n"))
+	require.Equal(t, "ERROR\r\n", exchange(t, addr, "stats nonsense\r\n"))
+
+	// After a restart the threshold still holds.
+	require.Equal(t, "STORED\r\n", exchange(t, addr, "set d 0 0 1\r\nd\r\n"))
+	require.NoError(t, s.Shutdown(context.Background()))
+	require.NoError(t, db.Close())
+	db2, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
+	require.NoError(t, err)
+	defer db2.Close()
+	s2, err := New(db2, Config{})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = s2.Serve(ln) }()
+	defer s2.Shutdown(context.Background())
+	require.Equal(t, "VALUE d 0 1\r\nd\r\nEND\r\n", exchange(t, ln.Addr().String(), "get a b c d\r\n"))
+}
