@@ -36,7 +36,7 @@ test:
 	$(MAKE) fuzz FUZZTIME=10s
 
 # Fuzz targets (package:target); make fuzz runs each for FUZZTIME.
-FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment
+FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment ./server:FuzzParseText ./server:FuzzTextSession
 FUZZTIME ?= 60s
 
 fuzz:

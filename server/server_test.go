@@ -20,7 +20,7 @@ import (
 
 // startServer serves a new database in a temp dir on a free port and
 // returns its address. Everything is closed at the test's end.
-func startServer(t *testing.T, dir string, cfg Config) (string, *Server, *engine.DB) {
+func startServer(t testing.TB, dir string, cfg Config) (string, *Server, *engine.DB) {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()

@@ -1,0 +1,51 @@
+package server
+
+import (
+	"testing"
+)
+
+// FuzzParseText: any line parses to a command or a protocol error, never
+// a panic; a parsed command's keys are valid memcached keys and its data
+// length within the item limit.
+func FuzzParseText(f *testing.F) {
+	for _, c := range textCases {
+		f.Add([]byte(c.in))
+	}
+	f.Add([]byte("gat 10 a b c"))
+	f.Add([]byte("cas k 1 2 3 4 noreply"))
+	f.Add([]byte("flush_all 5 noreply"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		cmd, _, err := parseText(line, nil, 1024)
+		if err != nil {
+			if _, ok := err.(*protoError); !ok {
+				t.Fatalf("%q: error %v is not a protocol error", line, err)
+			}
+			return
+		}
+		for _, k := range append(cmd.keys, cmd.key) {
+			if k != nil && !validKey(k) {
+				t.Fatalf("%q: parsed an invalid key %q", line, k)
+			}
+		}
+		if cmd.bytes < 0 || cmd.bytes > 1024 {
+			t.Fatalf("%q: data length %d", line, cmd.bytes)
+		}
+	})
+}
+
+// FuzzTextSession sends arbitrary bytes on one connection; whatever they
+// do to that connection, the server keeps answering another one.
+func FuzzTextSession(f *testing.F) {
+	for _, c := range textCases {
+		f.Add(c.in)
+	}
+	f.Add("set k 0 0 10\r\nshort\r\n")
+	f.Add("get " + string(make([]byte, 300)) + "\r\n")
+	addr, _, _ := startServer(f, f.TempDir(), Config{MaxItemSize: 4096})
+	f.Fuzz(func(t *testing.T, in string) {
+		_ = exchange(t, addr, in)
+		if got := exchange(t, addr, "version\r\n"); got != "VERSION 1.6.18\r\n" {
+			t.Fatalf("after %q another connection got %q", in, got)
+		}
+	})
+}
