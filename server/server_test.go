@@ -315,3 +315,23 @@ func TestFlushAll(t *testing.T) {
 	defer s2.Shutdown(context.Background())
 	require.Equal(t, "VALUE d 0 1\r\nd\r\nEND\r\n", exchange(t, ln.Addr().String(), "get a b c d\r\n"))
 }
+
+// TestPymemcache drives the server with pymemcache (Debian's
+// python3-pymemcache, imported by /usr/bin/python3): set/get/gets/cas,
+// many keys, add/replace/append/prepend, incr/decr, delete, touch, expiry,
+// key errors, stats and flush_all.
+func TestPymemcache(t *testing.T) {
+	const py = "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import pymemcache").Run(); err != nil {
+		if os.Getenv("MARLIN_NO_MEMCACHED") == "1" {
+			t.Skip("MARLIN_NO_MEMCACHED=1: no pymemcache on this machine")
+		}
+		t.Fatalf("%s cannot import pymemcache (apt-get install python3-pymemcache; MARLIN_NO_MEMCACHED=1 to skip): %v", py, err)
+	}
+	addr, _, _ := startServer(t, "", Config{})
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	out, err := exec.Command(py, "testdata/pymemcache_check.py", host, port).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "ok\n", string(out))
+}
