@@ -240,3 +240,14 @@ type stats struct {
 	bytesRead     atomic.Int64
 	bytesWritten  atomic.Int64
 }
+
+// reset zeroes the counters that "stats reset" resets (memcached keeps
+// the connection totals' current values, and so does this).
+func (st *stats) reset() {
+	for _, c := range []*atomic.Int64{&st.cmdGet, &st.cmdSet, &st.cmdTouch, &st.cmdFlush, &st.getHits, &st.getMisses,
+		&st.deleteHits, &st.deleteMisses, &st.incrHits, &st.incrMisses, &st.decrHits, &st.decrMisses,
+		&st.casHits, &st.casMisses, &st.casBadval, &st.touchHits, &st.touchMisses, &st.bytesRead, &st.bytesWritten,
+		&st.rejectedConns} {
+		c.Store(0)
+	}
+}

@@ -299,6 +299,11 @@ func TestFlushAll(t *testing.T) {
 	}
 	require.True(t, strings.HasSuffix(stats, "END\r\n"))
 	require.Equal(t, "ERROR\r\n", exchange(t, addr, "stats nonsense\r\n"))
+	require.Contains(t, exchange(t, addr, "stats settings\r\n"), "STAT item_size_max 1048576\r\nSTAT flush_enabled yes\r\n")
+	require.Contains(t, exchange(t, addr, "stats items\r\n"), "STAT items:1:number ")
+	require.Contains(t, exchange(t, addr, "stats slabs\r\n"), "STAT active_slabs 1\r\n")
+	require.Equal(t, "RESET\r\n", exchange(t, addr, "stats reset\r\n"))
+	require.Contains(t, exchange(t, addr, "stats\r\n"), "STAT cmd_flush 0\r\n")
 
 	// After a restart the threshold still holds.
 	require.Equal(t, "STORED\r\n", exchange(t, addr, "set d 0 0 1\r\nd\r\n"))

@@ -8,12 +8,11 @@ import (
 )
 
 // stats answers "stats" with the general figures memcached users and
-// dashboards read; counts of items and bytes are the engine's. Other
-// groups ("stats settings", "stats items", ...) are not served yet and get
-// memcached's answer to an unknown group, ERROR.
+// dashboards read; counts of items and bytes are the engine's. The groups
+// are in statsGroup.
 func (c *conn) stats(cmd *textCmd) {
 	if len(cmd.args) > 0 {
-		c.reply(errUnknown.line)
+		c.statsGroup(cmd)
 		return
 	}
 	s := c.s
@@ -65,5 +64,51 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("evictions", 0)
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
 	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
+	c.reply("END")
+}
+
+// statsGroup answers "stats settings" (the settings that apply, with this
+// server's values), "stats items" and "stats slabs" (memcached's per slab
+// class figures: Marlin has no slab classes, so one class holds every
+// item), and "stats reset" (zeroes the counters). Any other group gets
+// memcached's answer to an unknown one, ERROR.
+func (c *conn) statsGroup(cmd *textCmd) {
+	s := c.s
+	stat := func(name, v string) { c.reply("STAT " + name + " " + v) }
+	itoa := func(v int64) string { return strconv.FormatInt(v, 10) }
+	switch {
+	case len(cmd.args) == 1 && string(cmd.args[0]) == "settings":
+		stat("maxconns", itoa(int64(s.cfg.MaxConns)))
+		stat("evictions", "off")
+		stat("cas_enabled", "yes")
+		stat("item_size_max", itoa(int64(s.cfg.MaxItemSize)))
+		stat("flush_enabled", "yes")
+		stat("idle_timeout", itoa(int64(s.cfg.IdleTimeout.Seconds())))
+		stat("num_threads", itoa(int64(runtime.GOMAXPROCS(0))))
+		stat("binding_protocol", "ascii")
+	case len(cmd.args) == 1 && (string(cmd.args[0]) == "items" || string(cmd.args[0]) == "slabs"):
+		st, err := s.db.Stats()
+		if err != nil {
+			c.replyErr(cmd, err)
+			return
+		}
+		if string(cmd.args[0]) == "items" {
+			stat("items:1:number", itoa(st.Keys))
+			stat("items:1:evicted", "0")
+			stat("items:1:outofmemory", "0")
+		} else {
+			stat("1:chunk_size", itoa(int64(s.cfg.MaxItemSize)))
+			stat("1:used_chunks", itoa(st.Keys))
+			stat("active_slabs", "1")
+			stat("total_malloced", itoa(st.Index.ResidentBytes))
+		}
+	case len(cmd.args) == 1 && string(cmd.args[0]) == "reset":
+		s.stats.reset()
+		c.reply("RESET")
+		return
+	default:
+		c.reply(errUnknown.line)
+		return
+	}
 	c.reply("END")
 }
