@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// serveChildEnv, set in a child test process, makes TestServeChild run
+// marlin serve with the arguments it holds (separated by spaces).
+const serveChildEnv = "MARLIN_SERVE_CHILD"
+
+// TestServeChild is the child of TestServeSurvivesKill: marlin serve in a
+// process of its own, to be killed.
+func TestServeChild(t *testing.T) {
+	args := os.Getenv(serveChildEnv)
+	if args == "" {
+		t.Skip("run by TestServeSurvivesKill as its child")
+	}
+	os.Exit(run(append([]string{"serve"}, strings.Fields(args)...), os.Stdout, os.Stderr))
+}
+
+// startServeChild runs marlin serve on dir in a child process and returns
+// its address once it accepts connections.
+func startServeChild(t *testing.T, dir, sync string) (*exec.Cmd, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=--dir %s --listen %s --sync %s", serveChildEnv, dir, addr, sync))
+	cmd.Stderr = io.Discard
+	require.NoError(t, cmd.Start())
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return cmd, addr
+		}
+		require.Less(t, i, 250, "marlin serve did not start: %v", err)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeSurvivesKill: with --sync group every acknowledged write is
+// fsynced before its reply, so after SIGKILL and a restart every key
+// reads back with its flags, CAS and expiry; SIGTERM stops the server
+// with exit status 0.
+func TestServeSurvivesKill(t *testing.T) {
+	dir := t.TempDir()
+	cmd, addr := startServeChild(t, dir, "group")
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	r := bufio.NewReader(c)
+	const n = 300
+	for i := range n {
+		exp := 0
+		if i%3 == 0 {
+			exp = 3600
+		}
+		_, err := fmt.Fprintf(c, "set key%d %d %d %d\r\n%s\r\n", i, i, exp, len(fmt.Sprint(i)), fmt.Sprint(i))
+		require.NoError(t, err)
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "STORED\r\n", l)
+	}
+	gets := func(c net.Conn, r *bufio.Reader) string {
+		var sb strings.Builder
+		for i := range n {
+			_, err := fmt.Fprintf(c, "gets key%d\r\n", i)
+			require.NoError(t, err)
+			for {
+				l, err := r.ReadString('\n')
+				require.NoError(t, err)
+				sb.WriteString(l)
+				if l == "END\r\n" {
+					break
+				}
+			}
+		}
+		return sb.String()
+	}
+	before := gets(c, r)
+	require.Equal(t, n, strings.Count(before, "VALUE "))
+	c.Close()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+
+	cmd, addr = startServeChild(t, dir, "group")
+	c, err = net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r = bufio.NewReader(c)
+	require.Equal(t, before, gets(c, r), "flags, values and CAS after the kill")
+	// Expiry is stored too: a key set with a 1 s TTL before a clean stop
+	// is gone once that second has passed, after a restart.
+	_, err = fmt.Fprintf(c, "set short 0 1 1\r\nx\r\n")
+	require.NoError(t, err)
+	l, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "STORED\r\n", l)
+	c.Close()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), "exit status after SIGTERM")
+
+	time.Sleep(1100 * time.Millisecond)
+	cmd, addr = startServeChild(t, dir, "group")
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	c, err = net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "get short key0\r\n")
+	require.NoError(t, err)
+	r = bufio.NewReader(c)
+	var sb strings.Builder
+	for {
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		sb.WriteString(l)
+		if l == "END\r\n" {
+			break
+		}
+	}
+	require.Regexp(t, regexp.MustCompile(`^VALUE key0 0 1\r\n0\r\nEND\r\n$`), sb.String(), "the expired key is gone, the others stay")
+}
