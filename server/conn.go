@@ -72,6 +72,18 @@ func (c *conn) serve() {
 				_ = c.nc.SetReadDeadline(time.Time{})
 			}
 		}
+		if b, err := c.r.Peek(1); err == nil && b[0] == binReqMagic {
+			c.setBusy(true)
+			err := c.binary()
+			c.setBusy(false)
+			if err != nil {
+				if errors.Is(err, errClose) {
+					_ = c.flush()
+				}
+				return
+			}
+			continue
+		}
 		line, err := c.readLine()
 		if err != nil {
 			if errors.Is(err, errLineTooLong) {

@@ -46,10 +46,37 @@ var storeReplies = [...]string{stored: "STORED", notStored: "NOT_STORED", exists
 
 func (c *conn) store(cmd *textCmd, data []byte) {
 	c.s.stats.cmdSet.Add(1)
+	out, _, err := c.storeItem(cmd, data, cmd.kind == cmdCas)
+	switch {
+	case errors.Is(err, errTooLarge):
+		c.replyTo(cmd, errTooLargeReply)
+	case err != nil:
+		c.replyErr(cmd, err)
+	default:
+		if cmd.kind == cmdCas {
+			switch out {
+			case stored:
+				c.s.stats.casHits.Add(1)
+			case exists:
+				c.s.stats.casBadval.Add(1)
+			case notFound:
+				c.s.stats.casMisses.Add(1)
+			}
+		}
+		c.replyTo(cmd, storeReplies[out])
+	}
+}
+
+// storeItem runs a storage command against the current item and returns
+// the outcome and the new item's CAS. With casCheck the write also needs
+// the item to exist with CAS cmd.cas (the cas command, or a binary
+// request that carries a CAS).
+func (c *conn) storeItem(cmd *textCmd, data []byte, casCheck bool) (storeOutcome, uint64, error) {
 	expiry := expiryOf(cmd.exptime, time.Now())
 	var out storeOutcome
+	var newCas uint64
 	_, err := c.s.db.Update(cmd.key, func(v []byte, cur engine.Item, found bool, next uint64) (engine.Change, error) {
-		out = stored
+		out, newCas = stored, next
 		var flags uint32
 		var cas uint64
 		var old []byte
@@ -60,6 +87,16 @@ func (c *conn) store(cmd *textCmd, data []byte) {
 			}
 			found = !c.s.flushed(cas)
 		}
+		if casCheck {
+			switch {
+			case !found:
+				out = notFound
+				return engine.Change{Op: engine.Keep}, nil
+			case cas != cmd.cas:
+				out = exists
+				return engine.Change{Op: engine.Keep}, nil
+			}
+		}
 		switch cmd.kind {
 		case cmdAdd:
 			if found {
@@ -69,15 +106,6 @@ func (c *conn) store(cmd *textCmd, data []byte) {
 		case cmdReplace:
 			if !found {
 				out = notStored
-				return engine.Change{Op: engine.Keep}, nil
-			}
-		case cmdCas:
-			switch {
-			case !found:
-				out = notFound
-				return engine.Change{Op: engine.Keep}, nil
-			case cas != cmd.cas:
-				out = exists
 				return engine.Change{Op: engine.Keep}, nil
 			}
 		case cmdAppend, cmdPrepend:
@@ -100,24 +128,7 @@ func (c *conn) store(cmd *textCmd, data []byte) {
 		return engine.Change{Op: engine.Set, Value: appendItem(make([]byte, 0, itemHeader+len(data)), cmd.flags, next, data),
 			Expiry: expiry}, nil
 	})
-	switch {
-	case errors.Is(err, errTooLarge):
-		c.replyTo(cmd, errTooLargeReply)
-	case err != nil:
-		c.replyErr(cmd, err)
-	default:
-		if cmd.kind == cmdCas {
-			switch out {
-			case stored:
-				c.s.stats.casHits.Add(1)
-			case exists:
-				c.s.stats.casBadval.Add(1)
-			case notFound:
-				c.s.stats.casMisses.Add(1)
-			}
-		}
-		c.replyTo(cmd, storeReplies[out])
-	}
+	return out, newCas, err
 }
 
 var errTooLarge = errors.New("object too large for cache")

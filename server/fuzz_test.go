@@ -33,13 +33,17 @@ func FuzzParseText(f *testing.F) {
 	})
 }
 
-// FuzzTextSession sends arbitrary bytes on one connection; whatever they
-// do to that connection, the server keeps answering another one.
+// FuzzTextSession sends arbitrary bytes (text commands, binary requests,
+// garbage) on one connection; whatever they do to that connection, the
+// server keeps answering another one.
 func FuzzTextSession(f *testing.F) {
 	for _, c := range textCases {
 		f.Add(c.in)
 	}
 	f.Add("set k 0 0 10\r\nshort\r\n")
+	for _, r := range binSequence() {
+		f.Add(string(r))
+	}
 	f.Add("get " + string(make([]byte, 300)) + "\r\n")
 	addr, _, _ := startServer(f, f.TempDir(), Config{MaxItemSize: 4096})
 	f.Fuzz(func(t *testing.T, in string) {

@@ -261,7 +261,12 @@ func TestStorageDataInLaterPacket(t *testing.T) {
 // -a: 27 text-protocol tests) against the server. CI installs
 // libmemcached-tools; without it the test fails unless
 // MARLIN_NO_MEMCACHED=1 says the machine has none.
-func TestMemccapableASCII(t *testing.T) {
+func TestMemccapableASCII(t *testing.T) { runMemccapable(t, "-a") }
+
+// TestMemccapableBinary runs memccapable -b (27 binary-protocol tests).
+func TestMemccapableBinary(t *testing.T) { runMemccapable(t, "-b") }
+
+func runMemccapable(t *testing.T, mode string) {
 	bin, err := exec.LookPath("memccapable")
 	if err != nil {
 		if os.Getenv("MARLIN_NO_MEMCACHED") == "1" {
@@ -272,7 +277,7 @@ func TestMemccapableASCII(t *testing.T) {
 	addr, _, _ := startServer(t, "", Config{})
 	host, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
-	out, err := exec.Command(bin, "-h", host, "-p", port, "-a", "-t", "5").CombinedOutput()
+	out, err := exec.Command(bin, "-h", host, "-p", port, mode, "-t", "5").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "All tests passed", "%s", out)
 	require.NotContains(t, string(out), "[FAIL]", "%s", out)

@@ -7,6 +7,8 @@ import (
 	"time"
 )
 
+var pid = os.Getpid()
+
 // stats answers "stats" with the general figures memcached users and
 // dashboards read; counts of items and bytes are the engine's. The groups
 // are in statsGroup.
@@ -28,7 +30,7 @@ func (c *conn) stats(cmd *textCmd) {
 	curr := len(s.conns)
 	s.mu.Unlock()
 	stat := func(name string, v int64) { c.reply("STAT " + name + " " + strconv.FormatInt(v, 10)) }
-	stat("pid", int64(os.Getpid()))
+	stat("pid", int64(pid))
 	stat("uptime", int64(now.Sub(s.stats.started).Seconds()))
 	stat("time", now.Unix())
 	c.reply("STAT version " + s.cfg.Version)

@@ -1,0 +1,445 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/marlinkv/marlin/engine"
+)
+
+// memcached's binary protocol (protocol_binary.h; libmemcached's
+// memccapable -b tests it). A request is a 24-byte header, then extras,
+// key and value; a response echoes the opcode and opaque. A connection
+// may send binary requests (first byte 0x80) and text commands; each
+// request is answered in its own protocol.
+
+const (
+	binReqMagic = 0x80
+	binResMagic = 0x81
+	binHeader   = 24
+)
+
+// Binary opcodes.
+const (
+	opGet        = 0x00
+	opSet        = 0x01
+	opAdd        = 0x02
+	opReplace    = 0x03
+	opDelete     = 0x04
+	opIncrement  = 0x05
+	opDecrement  = 0x06
+	opQuit       = 0x07
+	opFlush      = 0x08
+	opGetQ       = 0x09
+	opNoop       = 0x0a
+	opVersion    = 0x0b
+	opGetK       = 0x0c
+	opGetKQ      = 0x0d
+	opAppend     = 0x0e
+	opPrepend    = 0x0f
+	opStat       = 0x10
+	opSetQ       = 0x11
+	opAddQ       = 0x12
+	opReplaceQ   = 0x13
+	opDeleteQ    = 0x14
+	opIncrementQ = 0x15
+	opDecrementQ = 0x16
+	opQuitQ      = 0x17
+	opFlushQ     = 0x18
+	opAppendQ    = 0x19
+	opPrependQ   = 0x1a
+	opTouch      = 0x1c
+	opGAT        = 0x1d
+	opGATQ       = 0x1e
+	opGATK       = 0x23
+	opGATKQ      = 0x24
+)
+
+// Binary status codes.
+const (
+	stOK          = 0x0000
+	stNotFound    = 0x0001
+	stExists      = 0x0002
+	stTooLarge    = 0x0003
+	stInvalid     = 0x0004
+	stNotStored   = 0x0005
+	stNonNumeric  = 0x0006
+	stUnknownCmd  = 0x0081
+	stServerError = 0x0084
+)
+
+var binStatusText = map[uint16]string{
+	stNotFound: "Not found", stExists: "Data exists for key.", stTooLarge: "Too large.",
+	stInvalid: "Invalid arguments", stNotStored: "Not stored.", stNonNumeric: "Non-numeric server-side value for incr or decr",
+	stUnknownCmd: "Unknown command", stServerError: "Server error",
+}
+
+// binReq is one request; key, extras and value alias the connection's
+// body buffer until the next request.
+type binReq struct {
+	op     byte
+	opaque uint32
+	cas    uint64
+	extras []byte
+	key    []byte
+	value  []byte
+}
+
+// quiet reports whether op is a quiet variant (no reply on success, or
+// on a miss for gets).
+func quiet(op byte) bool {
+	switch op {
+	case opGetQ, opGetKQ, opSetQ, opAddQ, opReplaceQ, opDeleteQ, opIncrementQ, opDecrementQ,
+		opQuitQ, opFlushQ, opAppendQ, opPrependQ, opGATQ, opGATKQ:
+		return true
+	}
+	return false
+}
+
+// readBinary reads one request. A body longer than the item limit (plus
+// room for a key and extras) is refused: the connection is closed, as
+// there is no way to answer it without reading it.
+func (c *conn) readBinary() (binReq, error) {
+	var h [binHeader]byte
+	if _, err := io.ReadFull(c.r, h[:]); err != nil {
+		return binReq{}, err
+	}
+	c.s.stats.bytesRead.Add(binHeader)
+	keyLen := int(binary.BigEndian.Uint16(h[2:]))
+	extLen := int(h[4])
+	body := int(binary.BigEndian.Uint32(h[8:]))
+	if body < keyLen+extLen || body > c.s.cfg.MaxItemSize+maxKeyLen+64 {
+		return binReq{}, errBinaryFrame
+	}
+	if cap(c.data) < body {
+		c.data = make([]byte, body)
+	}
+	b := c.data[:body]
+	if _, err := io.ReadFull(c.r, b); err != nil {
+		return binReq{}, err
+	}
+	c.s.stats.bytesRead.Add(int64(body))
+	return binReq{op: h[1], opaque: binary.BigEndian.Uint32(h[12:]), cas: binary.BigEndian.Uint64(h[16:]),
+		extras: b[:extLen], key: b[extLen : extLen+keyLen], value: b[extLen+keyLen:]}, nil
+}
+
+var errBinaryFrame = errors.New("server: bad binary request frame")
+
+// binReply writes one response packet.
+func (c *conn) binReply(req *binReq, status uint16, cas uint64, extras, key, value []byte) {
+	var h [binHeader]byte
+	h[0] = binResMagic
+	h[1] = req.op
+	binary.BigEndian.PutUint16(h[2:], uint16(len(key)))
+	h[4] = byte(len(extras))
+	binary.BigEndian.PutUint16(h[6:], status)
+	binary.BigEndian.PutUint32(h[8:], uint32(len(extras)+len(key)+len(value)))
+	binary.BigEndian.PutUint32(h[12:], req.opaque)
+	binary.BigEndian.PutUint64(h[16:], cas)
+	_, _ = c.w.Write(h[:])
+	_, _ = c.w.Write(extras)
+	_, _ = c.w.Write(key)
+	_, _ = c.w.Write(value)
+}
+
+// binServerError answers a request the engine failed, and logs why.
+func (c *conn) binServerError(req *binReq, err error) {
+	c.s.log.Warn("marlin serve: binary command failed", "op", req.op, "err", err)
+	c.binError(req, stServerError)
+}
+
+// binError answers a failed request (quiet ones too: errors are always
+// sent).
+func (c *conn) binError(req *binReq, status uint16) {
+	c.binReply(req, status, 0, nil, nil, []byte(binStatusText[status]))
+}
+
+// binary runs one binary request. An error ends the connection.
+func (c *conn) binary() error {
+	req, err := c.readBinary()
+	if err != nil {
+		return err
+	}
+	q := quiet(req.op)
+	if len(req.key) > maxKeyLen {
+		c.binError(&req, stInvalid)
+		return nil
+	}
+	switch req.op {
+	case opNoop:
+		c.binReply(&req, stOK, 0, nil, nil, nil)
+	case opVersion:
+		c.binReply(&req, stOK, 0, nil, nil, []byte(c.s.cfg.Version))
+	case opQuit, opQuitQ:
+		if !q {
+			c.binReply(&req, stOK, 0, nil, nil, nil)
+		}
+		return errClose
+	case opFlush, opFlushQ:
+		var delay int64
+		if len(req.extras) == 4 {
+			delay = int64(binary.BigEndian.Uint32(req.extras))
+		}
+		if err := c.s.flushAll(delay); err != nil {
+			c.binError(&req, stServerError)
+		} else if !q {
+			c.binReply(&req, stOK, 0, nil, nil, nil)
+		}
+	case opGet, opGetQ, opGetK, opGetKQ, opGAT, opGATQ, opGATK, opGATKQ, opTouch:
+		c.binGet(&req, q)
+	case opSet, opSetQ, opAdd, opAddQ, opReplace, opReplaceQ, opAppend, opAppendQ, opPrepend, opPrependQ:
+		c.binStore(&req, q)
+	case opDelete, opDeleteQ:
+		c.binDelete(&req, q)
+	case opIncrement, opIncrementQ, opDecrement, opDecrementQ:
+		c.binArith(&req, q)
+	case opStat:
+		c.binStat(&req)
+	default:
+		c.binError(&req, stUnknownCmd)
+	}
+	return nil
+}
+
+func (c *conn) binGet(req *binReq, q bool) {
+	touch := req.op == opGAT || req.op == opGATQ || req.op == opGATK || req.op == opGATKQ || req.op == opTouch
+	withKey := req.op == opGetK || req.op == opGetKQ || req.op == opGATK || req.op == opGATKQ
+	if len(req.key) == 0 || touch && len(req.extras) != 4 || !touch && len(req.extras) != 0 {
+		c.binError(req, stInvalid)
+		return
+	}
+	c.s.stats.cmdGet.Add(1)
+	var v []byte
+	var err error
+	if touch {
+		c.s.stats.cmdTouch.Add(1)
+		v, err = c.touchItem(req.key, expiryOf(int64(binary.BigEndian.Uint32(req.extras)), time.Now()))
+	} else {
+		v, _, err = c.s.db.AppendItem(c.val[:0], req.key)
+		c.val = v[:0]
+	}
+	var flags uint32
+	var cas uint64
+	var data []byte
+	if err == nil {
+		flags, cas, data, err = parseItem(v)
+		if err == nil && c.s.flushed(cas) {
+			err = engine.ErrNotFound
+		}
+	}
+	switch {
+	case errors.Is(err, engine.ErrNotFound):
+		c.s.stats.getMisses.Add(1)
+		if !q {
+			if withKey {
+				c.binReply(req, stNotFound, 0, nil, req.key, nil)
+			} else {
+				c.binError(req, stNotFound)
+			}
+		}
+		return
+	case err != nil:
+		c.binServerError(req, err)
+		return
+	}
+	c.s.stats.getHits.Add(1)
+	var ext [4]byte
+	binary.BigEndian.PutUint32(ext[:], flags)
+	if req.op == opTouch {
+		c.binReply(req, stOK, cas, ext[:], nil, nil) // flags, no value (as memcached)
+		return
+	}
+	var key []byte
+	if withKey {
+		key = req.key
+	}
+	c.binReply(req, stOK, cas, ext[:], key, data)
+}
+
+func (c *conn) binStore(req *binReq, q bool) {
+	var cmd textCmd
+	switch req.op {
+	case opSet, opSetQ:
+		cmd.kind = cmdSet
+	case opAdd, opAddQ:
+		cmd.kind = cmdAdd
+	case opReplace, opReplaceQ:
+		cmd.kind = cmdReplace
+	case opAppend, opAppendQ:
+		cmd.kind = cmdAppend
+	case opPrepend, opPrependQ:
+		cmd.kind = cmdPrepend
+	}
+	appendLike := cmd.kind == cmdAppend || cmd.kind == cmdPrepend
+	if len(req.key) == 0 || appendLike && len(req.extras) != 0 || !appendLike && len(req.extras) != 8 {
+		c.binError(req, stInvalid)
+		return
+	}
+	if len(req.value) > c.s.cfg.MaxItemSize {
+		c.binError(req, stTooLarge)
+		return
+	}
+	cmd.key = req.key
+	if !appendLike {
+		cmd.flags = binary.BigEndian.Uint32(req.extras)
+		cmd.exptime = int64(binary.BigEndian.Uint32(req.extras[4:]))
+	}
+	// A CAS in the request makes set, replace, append and prepend
+	// conditional on it (a cas command of the text protocol).
+	if req.cas != 0 && cmd.kind != cmdAdd {
+		cmd.cas = req.cas
+	}
+	c.s.stats.cmdSet.Add(1)
+	out, newCas, err := c.storeItem(&cmd, req.value, req.cas != 0 && cmd.kind != cmdAdd)
+	switch {
+	case errors.Is(err, errTooLarge):
+		c.binError(req, stTooLarge)
+	case err != nil:
+		c.binServerError(req, err)
+	case out == stored:
+		if !q {
+			c.binReply(req, stOK, newCas, nil, nil, nil)
+		}
+	case out == exists:
+		c.binError(req, stExists)
+	case out == notFound:
+		c.binError(req, stNotFound)
+	case cmd.kind == cmdAdd:
+		c.binError(req, stExists)
+	case appendLike:
+		c.binError(req, stNotStored)
+	default:
+		c.binError(req, stNotFound)
+	}
+}
+
+func (c *conn) binDelete(req *binReq, q bool) {
+	if len(req.key) == 0 || len(req.extras) != 0 {
+		c.binError(req, stInvalid)
+		return
+	}
+	var status uint16 = stOK
+	_, err := c.s.db.Update(req.key, func(v []byte, _ engine.Item, f bool, _ uint64) (engine.Change, error) {
+		status = stNotFound
+		if !f {
+			return engine.Change{Op: engine.Keep}, nil
+		}
+		_, cas, _, err := parseItem(v)
+		if err != nil {
+			return engine.Change{}, err
+		}
+		switch {
+		case c.s.flushed(cas):
+			return engine.Change{Op: engine.Keep}, nil
+		case req.cas != 0 && req.cas != cas:
+			status = stExists
+			return engine.Change{Op: engine.Keep}, nil
+		}
+		status = stOK
+		return engine.Change{Op: engine.Remove}, nil
+	})
+	switch {
+	case err != nil:
+		c.binServerError(req, err)
+	case status != stOK:
+		c.binError(req, status)
+	case !q:
+		c.binReply(req, stOK, 0, nil, nil, nil)
+	}
+}
+
+func (c *conn) binArith(req *binReq, q bool) {
+	if len(req.key) == 0 || len(req.extras) != 20 {
+		c.binError(req, stInvalid)
+		return
+	}
+	incr := req.op == opIncrement || req.op == opIncrementQ
+	delta := binary.BigEndian.Uint64(req.extras)
+	initial := binary.BigEndian.Uint64(req.extras[8:])
+	exp := binary.BigEndian.Uint32(req.extras[16:])
+	var result, newCas uint64
+	status := uint16(stOK)
+	_, err := c.s.db.Update(req.key, func(v []byte, cur engine.Item, f bool, next uint64) (engine.Change, error) {
+		var flags uint32
+		var n uint64
+		expiry := cur.Expiry
+		if f {
+			var cas uint64
+			var data []byte
+			var err error
+			if flags, cas, data, err = parseItem(v); err != nil {
+				return engine.Change{}, err
+			}
+			if f = !c.s.flushed(cas); f {
+				if req.cas != 0 && req.cas != cas {
+					status = stExists
+					return engine.Change{Op: engine.Keep}, nil
+				}
+				if len(data) == 0 || len(data) > maxNumLen {
+					status = stNonNumeric
+					return engine.Change{Op: engine.Keep}, nil
+				}
+				if n, err = strconv.ParseUint(string(data), 10, 64); err != nil {
+					status = stNonNumeric
+					return engine.Change{Op: engine.Keep}, nil
+				}
+				switch {
+				case incr:
+					n += delta
+				case delta > n:
+					n = 0
+				default:
+					n -= delta
+				}
+			}
+		}
+		if !f {
+			// A missing counter is created with the initial value,
+			// unless the expiration is all ones.
+			if exp == 0xffffffff {
+				status = stNotFound
+				return engine.Change{Op: engine.Keep}, nil
+			}
+			n, expiry = initial, expiryOf(int64(exp), time.Now())
+		}
+		result, newCas = n, next
+		nv := appendItem(make([]byte, 0, itemHeader+maxNumLen), flags, next, nil)
+		return engine.Change{Op: engine.Set, Value: strconv.AppendUint(nv, n, 10), Expiry: expiry}, nil
+	})
+	switch {
+	case err != nil:
+		c.binServerError(req, err)
+	case status != stOK:
+		c.binError(req, status)
+	case !q:
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], result)
+		c.binReply(req, stOK, newCas, nil, nil, b[:])
+	}
+}
+
+// binStat answers a stat request: one packet per figure, then an empty
+// one.
+func (c *conn) binStat(req *binReq) {
+	st, err := c.s.db.Stats()
+	if err != nil {
+		c.binError(req, stServerError)
+		return
+	}
+	figures := []struct {
+		k string
+		v int64
+	}{
+		{"pid", int64(pid)}, {"uptime", int64(time.Since(c.s.stats.started).Seconds())},
+		{"curr_items", st.Keys}, {"cmd_get", c.s.stats.cmdGet.Load()}, {"cmd_set", c.s.stats.cmdSet.Load()},
+		{"get_hits", c.s.stats.getHits.Load()}, {"get_misses", c.s.stats.getMisses.Load()},
+	}
+	for _, f := range figures {
+		c.binReply(req, stOK, 0, nil, []byte(f.k), strconv.AppendInt(nil, f.v, 10))
+	}
+	c.binReply(req, stOK, 0, nil, []byte("version"), []byte(c.s.cfg.Version))
+	c.binReply(req, stOK, 0, nil, nil, nil)
+}
