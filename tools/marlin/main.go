@@ -23,7 +23,7 @@ type command struct {
 var commands = map[string]command{
 	"bench": {"run a load test on a temporary (or given) database", runBench},
 	"scale": {"the large-scale run (make bench-billion): load, restart, cold and hot phases at each size", runScale},
-	"serve": {"serve a data directory over memcached's text protocol", runServe},
+	"serve": {"serve a data directory to memcached clients (text and binary protocols)", runServe},
 
 	"inspect":    {"summarize a data directory: segments, keys, index, snapshot, disk and RAM", tidied(runInspect)},
 	"dump":       {"print every live pair (tsv, jsonl, hex), or one segment's raw records", tidied(runDump)},
