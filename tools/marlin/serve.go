@@ -16,7 +16,7 @@ import (
 	"github.com/marlinkv/marlin/server"
 )
 
-// runServe is marlin serve: the database of --dir over memcached's text
+// runServe is marlin serve: the database of --dir over memcached's text and binary
 // protocol on --listen, until SIGTERM or SIGINT. Shutdown stops accepting,
 // lets the commands in flight finish, syncs and closes the database, and
 // exits 0.
