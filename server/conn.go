@@ -26,6 +26,8 @@ type conn struct {
 	data []byte   // the current storage command's data block
 	key  []byte   // the current storage command's key (a copy)
 	val  []byte   // scratch for reads
+	out  deadlineWriter
+	werr error // the first failed write to the socket
 
 	// busy is set while a command runs; shutdown closes a connection
 	// that is not busy at once and tells a busy one to stop after it.
@@ -35,7 +37,31 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, bufSize), w: bufio.NewWriterSize(nc, bufSize)}
+	c := &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, bufSize)}
+	c.out = deadlineWriter{c}
+	c.w = bufio.NewWriterSize(&c.out, bufSize)
+	return c
+}
+
+// deadlineWriter is what the buffered writer writes to: every write to the
+// socket gets WriteTimeout (a reply larger than the buffer goes straight
+// through, not only through flush), and the first failure is kept in
+// c.werr, which ends the connection after the command (a client that
+// does not read its replies must not go on being served into the void).
+type deadlineWriter struct{ c *conn }
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	c := d.c
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	n, err := c.nc.Write(p)
+	c.s.stats.bytesWritten.Add(int64(n))
+	if err != nil {
+		c.werr = err
+	}
+	return n, err
 }
 
 // shutdown closes the connection if it waits for a command; otherwise it
@@ -76,6 +102,9 @@ func (c *conn) serve() {
 			c.setBusy(true)
 			err := c.binary()
 			c.setBusy(false)
+			if err == nil {
+				err = c.werr
+			}
 			if err != nil {
 				if errors.Is(err, errClose) {
 					_ = c.flush()
@@ -95,6 +124,9 @@ func (c *conn) serve() {
 		c.setBusy(true)
 		err = c.command(line)
 		c.setBusy(false)
+		if err == nil {
+			err = c.werr
+		}
 		if err != nil {
 			if errors.Is(err, errClose) {
 				_ = c.flush()
@@ -107,13 +139,9 @@ func (c *conn) serve() {
 
 func (c *conn) flush() error {
 	if c.w.Buffered() == 0 {
-		return nil
+		return c.werr
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	n := c.w.Buffered()
-	err := c.w.Flush()
-	c.s.stats.bytesWritten.Add(int64(n - c.w.Buffered()))
-	return err
+	return c.w.Flush()
 }
 
 // readLine returns the next line without its "\n" or "\r\n" (memcached

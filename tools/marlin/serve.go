@@ -16,8 +16,8 @@ import (
 	"github.com/marlinkv/marlin/server"
 )
 
-// runServe is marlin serve: the database of --dir over memcached's text and binary
-// protocol on --listen, until SIGTERM or SIGINT. Shutdown stops accepting,
+// runServe is marlin serve: the database of --dir over memcached's text and
+// binary protocols on --listen, until SIGTERM or SIGINT. Shutdown stops accepting,
 // lets the commands in flight finish, syncs and closes the database, and
 // exits 0.
 func runServe(args []string, stdout, stderr io.Writer) error {
