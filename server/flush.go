@@ -57,6 +57,7 @@ func (s *Server) loadFlush() error {
 	if err != nil {
 		return err
 	}
+	s.flushStored.Store(true)
 	s.flushThreshold.Store(f.threshold)
 	if f.pendingMs != 0 {
 		s.armFlush(time.UnixMilli(f.pendingMs))
@@ -83,6 +84,7 @@ func (s *Server) flushAll(delay int64) error {
 		return engine.Change{Op: engine.Set, Value: f.encode()}, nil
 	})
 	if err == nil {
+		s.flushStored.Store(true)
 		s.armFlush(at)
 	}
 	return err
@@ -112,6 +114,7 @@ func (s *Server) flushNow(pendingMs int64) error {
 	if err != nil {
 		return err
 	}
+	s.flushStored.Store(true)
 	for {
 		cur := s.flushThreshold.Load()
 		if threshold <= cur || s.flushThreshold.CompareAndSwap(cur, threshold) {
@@ -147,3 +150,11 @@ func (s *Server) stopFlush() {
 // flushed reports whether an item with this CAS was stored before the last
 // flush_all.
 func (s *Server) flushed(cas uint64) bool { return cas < s.flushThreshold.Load() }
+
+// items returns the number of items: the engine's keys less flushKey.
+func (s *Server) items(keys int64) int64 {
+	if s.flushStored.Load() {
+		keys--
+	}
+	return max(keys, 0)
+}

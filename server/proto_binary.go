@@ -434,7 +434,7 @@ func (c *conn) binStat(req *binReq) {
 		v int64
 	}{
 		{"pid", int64(pid)}, {"uptime", int64(time.Since(c.s.stats.started).Seconds())},
-		{"curr_items", st.Keys}, {"cmd_get", c.s.stats.cmdGet.Load()}, {"cmd_set", c.s.stats.cmdSet.Load()},
+		{"curr_items", c.s.items(st.Keys)}, {"cmd_get", c.s.stats.cmdGet.Load()}, {"cmd_set", c.s.stats.cmdSet.Load()},
 		{"get_hits", c.s.stats.getHits.Load()}, {"get_misses", c.s.stats.getMisses.Load()},
 	}
 	for _, f := range figures {

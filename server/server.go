@@ -67,6 +67,7 @@ type Server struct {
 	// flush_all (flush.go): flushThreshold is read by every command;
 	// flushMu guards flushTimer.
 	flushThreshold atomic.Uint64
+	flushStored    atomic.Bool // flushKey exists: one engine key that is no item
 	flushMu        sync.Mutex
 	flushTimer     *time.Timer
 }

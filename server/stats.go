@@ -61,7 +61,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("limit_maxbytes", st.DiskBytes)
 	stat("threads", int64(runtime.GOMAXPROCS(0)))
 	stat("bytes", st.DiskBytes)
-	stat("curr_items", st.Keys)
+	stat("curr_items", s.items(st.Keys))
 	stat("total_items", s.stats.cmdSet.Load())
 	stat("evictions", 0)
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
@@ -95,12 +95,12 @@ func (c *conn) statsGroup(cmd *textCmd) {
 			return
 		}
 		if string(cmd.args[0]) == "items" {
-			stat("items:1:number", itoa(st.Keys))
+			stat("items:1:number", itoa(s.items(st.Keys)))
 			stat("items:1:evicted", "0")
 			stat("items:1:outofmemory", "0")
 		} else {
 			stat("1:chunk_size", itoa(int64(s.cfg.MaxItemSize)))
-			stat("1:used_chunks", itoa(st.Keys))
+			stat("1:used_chunks", itoa(s.items(st.Keys)))
 			stat("active_slabs", "1")
 			stat("total_malloced", itoa(st.Index.ResidentBytes))
 		}
