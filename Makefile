@@ -115,6 +115,13 @@ bench-peers-quick:
 # one after another and prints their costs per key side by side.
 # (N defaults to 10^9 here, whatever make crash's default is.)
 BILLION_N = $(if $(filter command line environment,$(origin N)),$(N),1000000000)
+# memcaslap against marlin serve and memcached, one after the other (issue
+# 11): BENCH_SERVE="seconds threads concurrency".
+BENCH_SERVE ?= 20 2 32
+.PHONY: bench-serve
+bench-serve: build
+	bench/serve/run.sh $(BENCH_SERVE)
+
 .PHONY: bench-billion bench-scale
 bench-billion: build
 	$(BIN)/marlin scale --keys $(BILLION_N) --scan

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# make bench-serve: memcaslap (libmemcached-tools) against marlin serve and
+# against memcached on this machine, one after the other, with the same
+# load; prints each run's summary and the throughput ratio.
+#
+#   bench/serve/run.sh [seconds] [threads] [concurrency]
+#
+# Both servers run on 127.0.0.1; marlin serve keeps its data in a temp
+# dir (removed afterwards) with its default sync mode (periodic).
+set -euo pipefail
+secs=${1:-20}; threads=${2:-2}; conc=${3:-32}
+bin=${MARLIN:-bin/marlin}
+for t in memcaslap memcached; do
+  command -v "$t" >/dev/null || { echo "bench-serve needs $t (apt-get install libmemcached-tools memcached)" >&2; exit 1; }
+done
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitfor() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; exit 1; }
+
+mport=$(port); "$bin" serve --dir "$dir/db" --listen 127.0.0.1:"$mport" 2>"$dir/marlin.log" & pids+=($!)
+cport=$(port); memcached -u "$(id -un)" -l 127.0.0.1 -p "$cport" -m 1024 -c 4096 & pids+=($!)
+waitfor "$mport"; waitfor "$cport"
+
+run() { memcaslap -s 127.0.0.1:"$1" -t "${secs}s" -T "$threads" -c "$conc" 2>&1 | tail -n 15; }
+echo "== marlin serve (sync periodic): memcaslap -t ${secs}s -T $threads -c $conc"
+m=$(run "$mport"); echo "$m"
+echo "== memcached $(memcached -V | cut -d' ' -f2)"
+c=$(run "$cport"); echo "$c"
+mt=$(echo "$m" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p'); ct=$(echo "$c" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p')
+echo "marlin ${mt} ops/s, memcached ${ct} ops/s: $(python3 -c "print(f'{$mt/$ct:.2f}x')")"
