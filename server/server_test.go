@@ -51,9 +51,10 @@ func exchange(t *testing.T, addr, in string) string {
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer c.Close()
-	_, err = io.WriteString(c, in)
-	require.NoError(t, err)
-	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	// The server may close the connection before it has read everything
+	// (quit, a line too long): what it answered is still read below.
+	_, _ = io.WriteString(c, in)
+	_ = c.(*net.TCPConn).CloseWrite()
 	var out strings.Builder
 	buf := make([]byte, 64<<10)
 	for {
