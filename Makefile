@@ -25,6 +25,7 @@ build:
 # its tests run one after another, and two processes use both cores.
 RACE = $(GO) test -race -short -count=1 -timeout 25m
 test:
+	@if [ "$${MARLIN_NO_MEMCACHED:-}" != 1 ]; then .ci/deps; fi
 	$(GO) vet ./...
 	$(RACE) $$($(GO) list ./... | grep -v '/engine$$')
 	@a=$$(mktemp); b=$$(mktemp); \
