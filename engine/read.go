@@ -121,31 +121,9 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 // AppendValue appends the value stored for key to dst and returns the
 // extended slice; with a dst of enough capacity it does not allocate. On
 // error dst is returned unchanged.
-func (db *DB) AppendValue(dst, key []byte) (out []byte, err error) {
-	g, err := db.enter()
-	if err != nil {
-		return dst, err
-	}
-	defer db.exit(g)
-	db.st.gets.Add(1)
-	n := len(dst)
-	// The copy reads the mapping again (after the decode checked it): a
-	// fault there is an error too, and dst is returned unchanged.
-	defer func() {
-		if err != nil {
-			out = dst[:n]
-		}
-	}()
-	defer db.catchFault(debug.SetPanicOnFault(true), &err)
-	rec, held, err := db.lookup(key)
-	if err != nil {
-		return dst, err
-	}
-	// A fault in the copy skips unhold: a tail lock would stay held. The
-	// copy faults only on a mapped record, which holds nothing.
-	dst = append(dst, rec.Value...)
-	db.unhold(held)
-	return dst, nil
+func (db *DB) AppendValue(dst, key []byte) ([]byte, error) {
+	out, _, err := db.AppendItem(dst, key)
+	return out, err
 }
 
 // viewBufs holds the buffers View copies a value of the unflushed tail

@@ -165,7 +165,8 @@ func (db *DB) copyRecordLocked(loc uint64) (value []byte, rec segment.Record, er
 	return value, r, nil
 }
 
-// AppendItem is AppendValue that also returns the version it read.
+// AppendItem is AppendValue that also returns the version it read (the
+// one implementation of both).
 func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	g, err := db.enter()
 	if err != nil {
@@ -174,6 +175,8 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	defer db.exit(g)
 	db.st.gets.Add(1)
 	n := len(dst)
+	// The copy reads the mapping again (after the decode checked it): a
+	// fault there is an error too, and dst is returned unchanged.
 	defer func() {
 		if err != nil {
 			out = dst[:n]
@@ -184,6 +187,8 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	if err != nil {
 		return dst, it, err
 	}
+	// A fault in the copy skips unhold: a tail lock would stay held. The
+	// copy faults only on a mapped record, which holds nothing.
 	dst = append(dst, rec.Value...)
 	it.Seq = rec.Seq
 	if rec.Expiry != 0 {

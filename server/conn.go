@@ -99,16 +99,7 @@ func (c *conn) serve() {
 			}
 		}
 		if b, err := c.r.Peek(1); err == nil && b[0] == binReqMagic {
-			c.setBusy(true)
-			err := c.binary()
-			c.setBusy(false)
-			if err == nil {
-				err = c.werr
-			}
-			if err != nil {
-				if errors.Is(err, errClose) {
-					_ = c.flush()
-				}
+			if !c.run(c.binary) {
 				return
 			}
 			continue
@@ -121,20 +112,27 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		c.setBusy(true)
-		err = c.command(line)
-		c.setBusy(false)
-		if err == nil {
-			err = c.werr
-		}
-		if err != nil {
-			if errors.Is(err, errClose) {
-				_ = c.flush()
-			}
+		if !c.run(func() error { return c.command(line) }) {
 			return
 		}
 	}
 	_ = c.flush()
+}
+
+// run runs one command marked busy (for shutdown) and reports whether the
+// connection goes on: not after an error, a failed write to the socket,
+// or quit (whose reply is flushed first).
+func (c *conn) run(cmd func() error) bool {
+	c.setBusy(true)
+	err := cmd()
+	c.setBusy(false)
+	if err == nil {
+		err = c.werr
+	}
+	if errors.Is(err, errClose) {
+		_ = c.flush()
+	}
+	return err == nil
 }
 
 func (c *conn) flush() error {
