@@ -37,7 +37,7 @@ test:
 	$(MAKE) fuzz FUZZTIME=10s
 
 # Fuzz targets (package:target); make fuzz runs each for FUZZTIME.
-FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment ./server:FuzzParseText ./server:FuzzTextSession
+FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment ./server:FuzzParseText ./server:FuzzParseMeta ./server:FuzzTextSession
 FUZZTIME ?= 60s
 
 # A run that ends in the fuzzing engine's own "context deadline exceeded"

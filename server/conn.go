@@ -17,17 +17,18 @@ import (
 // command (at most MaxItemSize+2). Replies are flushed when no further
 // command is already buffered, so a pipeline gets one write per batch.
 type conn struct {
-	s    *Server
-	nc   net.Conn
-	r    *bufio.Reader
-	w    *bufio.Writer
-	line []byte   // a line longer than the reader's buffer, assembled
-	toks [][]byte // scratch tokens
-	data []byte   // the current storage command's data block
-	key  []byte   // the current storage command's key (a copy)
-	val  []byte   // scratch for reads
-	out  deadlineWriter
-	werr error // the first failed write to the socket
+	s     *Server
+	nc    net.Conn
+	r     *bufio.Reader
+	w     *bufio.Writer
+	line  []byte   // a line longer than the reader's buffer, assembled
+	toks  [][]byte // scratch tokens
+	data  []byte   // the current storage command's data block
+	key   []byte   // the current storage command's key (a copy)
+	mline []byte   // the current ms command's line (a copy)
+	val   []byte   // scratch for reads
+	out   deadlineWriter
+	werr  error // the first failed write to the socket
 
 	// busy is set while a command runs; shutdown closes a connection
 	// that is not busy at once and tells a busy one to stop after it.
@@ -206,6 +207,9 @@ func (c *conn) reply(line string) {
 
 // command parses and runs one command line. An error ends the connection.
 func (c *conn) command(line []byte) error {
+	if isMeta(line) {
+		return c.meta(line)
+	}
 	cmd, toks, err := parseText(line, c.toks, c.s.cfg.MaxItemSize)
 	c.toks = toks[:0]
 	if err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"time"
@@ -8,23 +9,31 @@ import (
 	"github.com/marlinkv/marlin/engine"
 )
 
-// flush_all without a pass over the keys. An item's CAS is the sequence
-// number of the write that stored it, and sequence numbers only grow, so
-// "every item stored before now is gone" is one number: the flush
-// threshold. It is stored under flushKey, which no client can name (keys
-// with control characters are refused), with one engine write: as durable
-// as any write in the sync mode, and O(1) at a billion keys. Reads and
-// writes treat an item whose CAS is below the threshold as absent; its
-// bytes go when the key is written again or deleted (a background sweep
-// is not done yet).
+// flush_all without a pass over the keys. Every record carries the
+// sequence number of the write that stored it (engine.Item.Seq), and
+// sequence numbers only grow, so "every item stored before now is gone"
+// is one number: the flush threshold, the sequence number of the flush's
+// own write. It is stored under flushKey with one engine write: as
+// durable as any write in the sync mode, and O(1) at a billion keys.
+// Reads and writes treat an item whose record is older than the
+// threshold as absent (Server.update, Server.readItem); its bytes go
+// when the key is written again or deleted, or when the sweep
+// (sweep.go) reaches it. A touch only rewrites a live item, so a
+// rewritten record is never one that should have been flushed.
 //
 // flush_all with a delay stores the time too; the flush happens when it
 // comes (a timer; at Open, a time already past applies at once, which
 // also drops what was stored after that time and before the restart).
 
 // flushKey holds the flush state: threshold (8 bytes LE) and the pending
-// delayed flush's Unix time in ms (8 bytes LE; 0: none).
-var flushKey = []byte("\x00marlin.flush_all")
+// delayed flush's Unix time in ms (8 bytes LE; 0: none). No client can
+// name it: it holds a space and a newline, which end a key in the text
+// and meta protocols (a base64 key decodes to at most 187 bytes, and
+// this one is 250), and the binary protocol refuses it (reservedKey).
+var flushKey = append([]byte("\x00marlin.flush_all \r\n"), make([]byte, maxKeyLen-len("\x00marlin.flush_all \r\n"))...)
+
+// reservedKey reports whether k is a key the server keeps for itself.
+func reservedKey(k []byte) bool { return bytes.Equal(k, flushKey) }
 
 // flushState is the server's copy of the stored state.
 type flushState struct {
@@ -147,9 +156,9 @@ func (s *Server) stopFlush() {
 	}
 }
 
-// flushed reports whether an item with this CAS was stored before the last
-// flush_all.
-func (s *Server) flushed(cas uint64) bool { return cas < s.flushThreshold.Load() }
+// flushed reports whether a record with this sequence number was written
+// before the last flush_all.
+func (s *Server) flushed(seq uint64) bool { return seq < s.flushThreshold.Load() }
 
 // items returns the number of items: the engine's keys less flushKey.
 func (s *Server) items(keys int64) int64 {

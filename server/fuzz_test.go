@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"testing"
 )
 
@@ -40,6 +41,9 @@ func FuzzTextSession(f *testing.F) {
 	for _, c := range textCases {
 		f.Add(c.in)
 	}
+	for _, c := range metaCases {
+		f.Add(c.in)
+	}
 	f.Add("set k 0 0 10\r\nshort\r\n")
 	for _, r := range binSequence() {
 		f.Add(string(r))
@@ -50,6 +54,43 @@ func FuzzTextSession(f *testing.F) {
 		_ = exchange(t, addr, in)
 		if got := exchange(t, addr, "version\r\n"); got != "VERSION 1.6.18\r\n" {
 			t.Fatalf("after %q another connection got %q", in, got)
+		}
+	})
+}
+
+// FuzzParseMeta: any meta line parses to a command or a protocol error,
+// never a panic; a parsed command's key is at most 250 bytes, its data
+// length within the item limit, and only an ms error swallows data.
+func FuzzParseMeta(f *testing.F) {
+	for _, c := range metaCases {
+		f.Add([]byte(c.in))
+	}
+	f.Add([]byte("ms k 10 T5 F3 c k O1 q MA N5 E9 C7 I b"))
+	f.Add([]byte("ma n N0 J5 D3 MD t c v k O2 q E4 C1"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
+			line = line[:i]
+		}
+		if !isMeta(line) {
+			return
+		}
+		toks, _ := tokens(nil, line)
+		m, err := parseMeta(toks, 1024)
+		if err != nil {
+			pe, ok := err.(*protoError)
+			if !ok {
+				t.Fatalf("%q: error %v is not a protocol error", line, err)
+			}
+			if pe.swallow != 0 && (toks[0][1] != 's' || pe.swallow < 2 || pe.swallow > 1<<31+1) {
+				t.Fatalf("%q: swallow %d", line, pe.swallow)
+			}
+			return
+		}
+		if len(m.key) > maxKeyLen || m.datalen < 0 || m.datalen > 1024 {
+			t.Fatalf("%q: key %d bytes, data %d", line, len(m.key), m.datalen)
+		}
+		if m.code != 'n' && m.code != 'e' && len(m.key) == 0 && !m.binKey {
+			t.Fatalf("%q: empty key", line)
 		}
 	})
 }

@@ -4,39 +4,140 @@ package server
 import (
 	"encoding/binary"
 	"errors"
+	"time"
+
+	"github.com/marlinkv/marlin/engine"
 )
 
 // How an item is stored in the engine. memcached gives every item 32-bit
 // client flags and a 64-bit CAS unique that changes with every write of
-// the item but not with a touch; both must survive a restart. The engine
-// stores bytes and versions records (engine.Item.Seq), so the server keeps
-// both in a header in front of the data:
+// the item but not with a touch; both must survive a restart, and so must
+// the meta protocol's marks (stale, win token sent, fetched, last access).
+// The engine stores bytes, so the server keeps these in a header in front
+// of the data:
 //
-//	+----------------+-------------------+------------------+
-//	| flags (4, LE)  | cas (8, LE)       | data (n bytes)   |
-//	+----------------+-------------------+------------------+
+//	+--------------+--------------+----------+------------------+-----------+
+//	| flags (4 LE) | cas (8 LE)   | bits (1) | [atime (4 LE)]   | data (n)  |
+//	+--------------+--------------+----------+------------------+-----------+
+//
+// bits: bitStale (md I, ms I), bitWon (a client was sent W), bitFetched
+// and bitAtime (atime, the Unix second of the last recorded access,
+// present only with bitAtime), bitBinKey (the key was sent in base64,
+// so meta replies send it back so). Items without an access record, nearly all
+// of them, pay 13 bytes.
 //
 // The CAS is the engine sequence number of the write that stored the
-// data (engine.UpdateFunc's next), so it is unique and grows; a touch
-// rewrites the record with the same header, keeping the CAS, as memcached
-// does. A database served this way holds these headers in its values.
+// data (engine.UpdateFunc's next), unless the client chose it (meta E).
+// Whether an item predates a flush_all is decided by the record's own
+// sequence number (engine.Item.Seq), not by the CAS, which a client may
+// set. A touch rewrites the record with the same header, keeping the CAS,
+// as memcached does. A database served this way holds these headers in
+// its values.
 
-// itemHeader is the size of the header in front of an item's data.
-const itemHeader = 12
+// itemHeader is the size of the header in front of an item's data,
+// without the optional access time.
+const itemHeader = 13
 
-var errShortItem = errors.New("server: stored value shorter than an item header")
+// maxItemHeader is the largest header (with the access time).
+const maxItemHeader = itemHeader + 4
+
+const (
+	bitStale   = 1 << 0
+	bitWon     = 1 << 1
+	bitFetched = 1 << 2
+	bitAtime   = 1 << 3
+	bitBinKey  = 1 << 4 // stored by a meta command with a base64 key (b)
+	knownBits  = bitStale | bitWon | bitFetched | bitAtime | bitBinKey
+)
+
+// itemHdr is an item's header, decoded.
+type itemHdr struct {
+	flags uint32
+	cas   uint64
+	bits  uint8
+	atime uint32 // Unix seconds; meaningful with bitAtime
+}
+
+var errShortItem = errors.New("server: stored value is not an item (short or unknown header)")
 
 // appendItem appends the stored form of an item to dst.
-func appendItem(dst []byte, flags uint32, cas uint64, data []byte) []byte {
-	dst = binary.LittleEndian.AppendUint32(dst, flags)
-	dst = binary.LittleEndian.AppendUint64(dst, cas)
+func appendItem(dst []byte, h itemHdr, data []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, h.flags)
+	dst = binary.LittleEndian.AppendUint64(dst, h.cas)
+	dst = append(dst, h.bits)
+	if h.bits&bitAtime != 0 {
+		dst = binary.LittleEndian.AppendUint32(dst, h.atime)
+	}
 	return append(dst, data...)
 }
 
-// parseItem splits a stored value into flags, CAS and data (aliasing v).
-func parseItem(v []byte) (flags uint32, cas uint64, data []byte, err error) {
-	if len(v) < itemHeader {
-		return 0, 0, nil, errShortItem
+// itemSize is the stored size of an item with this header and n bytes of
+// data.
+func itemSize(h itemHdr, n int) int {
+	if h.bits&bitAtime != 0 {
+		return itemHeader + 4 + n
 	}
-	return binary.LittleEndian.Uint32(v), binary.LittleEndian.Uint64(v[4:]), v[itemHeader:], nil
+	return itemHeader + n
+}
+
+// parseItem splits a stored value into its header and data (aliasing v).
+func parseItem(v []byte) (itemHdr, []byte, error) {
+	if len(v) < itemHeader || v[12]&^knownBits != 0 {
+		return itemHdr{}, nil, errShortItem
+	}
+	h := itemHdr{flags: binary.LittleEndian.Uint32(v), cas: binary.LittleEndian.Uint64(v[4:]), bits: v[12]}
+	v = v[itemHeader:]
+	if h.bits&bitAtime != 0 {
+		if len(v) < 4 {
+			return itemHdr{}, nil, errShortItem
+		}
+		h.atime = binary.LittleEndian.Uint32(v)
+		v = v[4:]
+	}
+	return h, v, nil
+}
+
+// curItem is a key's current item as an update sees it. found is false
+// if the key is absent, expired or flushed; the rest is then zero.
+type curItem struct {
+	found  bool
+	hdr    itemHdr
+	data   []byte // aliases the engine's copy, valid during the update
+	expiry time.Time
+}
+
+// updateFunc decides a write from the current item; next is the sequence
+// number (the default CAS) a write made now gets. Like engine.UpdateFunc,
+// it runs under the database's write lock and must be quick.
+type updateFunc func(cur *curItem, next uint64) (engine.Change, error)
+
+// update runs fn against key's current item with no other write in
+// between: every read-check-write command goes through it.
+func (s *Server) update(key []byte, fn updateFunc) error {
+	_, err := s.db.Update(key, func(v []byte, it engine.Item, found bool, next uint64) (engine.Change, error) {
+		var cur curItem
+		if found && !s.flushed(it.Seq) {
+			h, data, err := parseItem(v)
+			if err != nil {
+				return engine.Change{}, err
+			}
+			cur = curItem{found: true, hdr: h, data: data, expiry: it.Expiry}
+		}
+		return fn(&cur, next)
+	})
+	return err
+}
+
+// readItem reads key's item into dst (the returned data aliases it). A
+// flushed item is engine.ErrNotFound.
+func (s *Server) readItem(dst, key []byte) (buf []byte, h itemHdr, data []byte, expiry time.Time, err error) {
+	v, it, err := s.db.AppendItem(dst, key)
+	if err != nil {
+		return v, h, nil, expiry, err
+	}
+	if s.flushed(it.Seq) {
+		return v, h, nil, expiry, engine.ErrNotFound
+	}
+	h, data, err = parseItem(v)
+	return v, h, data, it.Expiry, err
 }

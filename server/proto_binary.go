@@ -164,7 +164,7 @@ func (c *conn) binary() error {
 		return err
 	}
 	q := quiet(req.op)
-	if len(req.key) > maxKeyLen {
+	if len(req.key) > maxKeyLen || reservedKey(req.key) {
 		c.binError(&req, stInvalid)
 		return nil
 	}
@@ -212,23 +212,16 @@ func (c *conn) binGet(req *binReq, q bool) {
 		return
 	}
 	c.s.stats.cmdGet.Add(1)
-	var v []byte
+	var h itemHdr
+	var data []byte
 	var err error
 	if touch {
 		c.s.stats.cmdTouch.Add(1)
-		v, err = c.touchItem(req.key, expiryOf(int64(binary.BigEndian.Uint32(req.extras)), time.Now()))
+		data, h, err = c.s.touch(c.val[:0], req.key, expiryOf(int64(binary.BigEndian.Uint32(req.extras)), time.Now()))
+		c.val = data[:0]
 	} else {
-		v, _, err = c.s.db.AppendItem(c.val[:0], req.key)
-		c.val = v[:0]
-	}
-	var flags uint32
-	var cas uint64
-	var data []byte
-	if err == nil {
-		flags, cas, data, err = parseItem(v)
-		if err == nil && c.s.flushed(cas) {
-			err = engine.ErrNotFound
-		}
+		c.val, h, data, _, err = c.s.readItem(c.val[:0], req.key)
+		c.val = c.val[:0]
 	}
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
@@ -247,33 +240,33 @@ func (c *conn) binGet(req *binReq, q bool) {
 	}
 	c.s.stats.getHits.Add(1)
 	var ext [4]byte
-	binary.BigEndian.PutUint32(ext[:], flags)
+	binary.BigEndian.PutUint32(ext[:], h.flags)
 	if req.op == opTouch {
-		c.binReply(req, stOK, cas, ext[:], nil, nil) // flags, no value (as memcached)
+		c.binReply(req, stOK, h.cas, ext[:], nil, nil) // flags, no value (as memcached)
 		return
 	}
 	var key []byte
 	if withKey {
 		key = req.key
 	}
-	c.binReply(req, stOK, cas, ext[:], key, data)
+	c.binReply(req, stOK, h.cas, ext[:], key, data)
 }
 
 func (c *conn) binStore(req *binReq, q bool) {
-	var cmd textCmd
+	var r storeReq
 	switch req.op {
 	case opSet, opSetQ:
-		cmd.kind = cmdSet
+		r.mode = modeSet
 	case opAdd, opAddQ:
-		cmd.kind = cmdAdd
+		r.mode = modeAdd
 	case opReplace, opReplaceQ:
-		cmd.kind = cmdReplace
+		r.mode = modeReplace
 	case opAppend, opAppendQ:
-		cmd.kind = cmdAppend
+		r.mode = modeAppend
 	case opPrepend, opPrependQ:
-		cmd.kind = cmdPrepend
+		r.mode = modePrepend
 	}
-	appendLike := cmd.kind == cmdAppend || cmd.kind == cmdPrepend
+	appendLike := r.mode == modeAppend || r.mode == modePrepend
 	if len(req.key) == 0 || appendLike && len(req.extras) != 0 || !appendLike && len(req.extras) != 8 {
 		c.binError(req, stInvalid)
 		return
@@ -282,32 +275,29 @@ func (c *conn) binStore(req *binReq, q bool) {
 		c.binError(req, stTooLarge)
 		return
 	}
-	cmd.key = req.key
 	if !appendLike {
-		cmd.flags = binary.BigEndian.Uint32(req.extras)
-		cmd.exptime = int64(binary.BigEndian.Uint32(req.extras[4:]))
+		r.flags = binary.BigEndian.Uint32(req.extras)
+		r.expiry = expiryOf(int64(binary.BigEndian.Uint32(req.extras[4:])), time.Now())
 	}
 	// A CAS in the request makes set, replace, append and prepend
 	// conditional on it (a cas command of the text protocol).
-	if req.cas != 0 && cmd.kind != cmdAdd {
-		cmd.cas = req.cas
-	}
+	r.casCheck, r.cas = req.cas != 0 && r.mode != modeAdd, req.cas
 	c.s.stats.cmdSet.Add(1)
-	out, newCas, err := c.storeItem(&cmd, req.value, req.cas != 0 && cmd.kind != cmdAdd)
+	res, err := c.s.store(req.key, &r, req.value)
 	switch {
 	case errors.Is(err, errTooLarge):
 		c.binError(req, stTooLarge)
 	case err != nil:
 		c.binServerError(req, err)
-	case out == stored:
+	case res.out == stored:
 		if !q {
-			c.binReply(req, stOK, newCas, nil, nil, nil)
+			c.binReply(req, stOK, res.cas, nil, nil, nil)
 		}
-	case out == exists:
+	case res.out == exists:
 		c.binError(req, stExists)
-	case out == notFound:
+	case res.out == notFound:
 		c.binError(req, stNotFound)
-	case cmd.kind == cmdAdd:
+	case r.mode == modeAdd:
 		c.binError(req, stExists)
 	case appendLike:
 		c.binError(req, stNotStored)
@@ -321,33 +311,20 @@ func (c *conn) binDelete(req *binReq, q bool) {
 		c.binError(req, stInvalid)
 		return
 	}
-	var status uint16 = stOK
-	_, err := c.s.db.Update(req.key, func(v []byte, _ engine.Item, f bool, _ uint64) (engine.Change, error) {
-		status = stNotFound
-		if !f {
-			return engine.Change{Op: engine.Keep}, nil
-		}
-		_, cas, _, err := parseItem(v)
-		if err != nil {
-			return engine.Change{}, err
-		}
-		switch {
-		case c.s.flushed(cas):
-			return engine.Change{Op: engine.Keep}, nil
-		case req.cas != 0 && req.cas != cas:
-			status = stExists
-			return engine.Change{Op: engine.Keep}, nil
-		}
-		status = stOK
-		return engine.Change{Op: engine.Remove}, nil
-	})
+	out, err := c.s.delete(req.key, &deleteReq{casCheck: req.cas != 0, cas: req.cas})
 	switch {
 	case err != nil:
 		c.binServerError(req, err)
-	case status != stOK:
-		c.binError(req, status)
-	case !q:
-		c.binReply(req, stOK, 0, nil, nil, nil)
+	case out == deleteNotFound:
+		c.s.stats.deleteMisses.Add(1)
+		c.binError(req, stNotFound)
+	case out == deleteExists:
+		c.binError(req, stExists)
+	default:
+		c.s.stats.deleteHits.Add(1)
+		if !q {
+			c.binReply(req, stOK, 0, nil, nil, nil)
+		}
 	}
 }
 
@@ -357,67 +334,34 @@ func (c *conn) binArith(req *binReq, q bool) {
 		return
 	}
 	incr := req.op == opIncrement || req.op == opIncrementQ
-	delta := binary.BigEndian.Uint64(req.extras)
-	initial := binary.BigEndian.Uint64(req.extras[8:])
 	exp := binary.BigEndian.Uint32(req.extras[16:])
-	var result, newCas uint64
-	status := uint16(stOK)
-	_, err := c.s.db.Update(req.key, func(v []byte, cur engine.Item, f bool, next uint64) (engine.Change, error) {
-		var flags uint32
-		var n uint64
-		expiry := cur.Expiry
-		if f {
-			var cas uint64
-			var data []byte
-			var err error
-			if flags, cas, data, err = parseItem(v); err != nil {
-				return engine.Change{}, err
-			}
-			if f = !c.s.flushed(cas); f {
-				if req.cas != 0 && req.cas != cas {
-					status = stExists
-					return engine.Change{Op: engine.Keep}, nil
-				}
-				if len(data) == 0 || len(data) > maxNumLen {
-					status = stNonNumeric
-					return engine.Change{Op: engine.Keep}, nil
-				}
-				if n, err = strconv.ParseUint(string(data), 10, 64); err != nil {
-					status = stNonNumeric
-					return engine.Change{Op: engine.Keep}, nil
-				}
-				switch {
-				case incr:
-					n += delta
-				case delta > n:
-					n = 0
-				default:
-					n -= delta
-				}
-			}
-		}
-		if !f {
-			// A missing counter is created with the initial value,
-			// unless the expiration is all ones.
-			if exp == 0xffffffff {
-				status = stNotFound
-				return engine.Change{Op: engine.Keep}, nil
-			}
-			n, expiry = initial, expiryOf(int64(exp), time.Now())
-		}
-		result, newCas = n, next
-		nv := appendItem(make([]byte, 0, itemHeader+maxNumLen), flags, next, nil)
-		return engine.Change{Op: engine.Set, Value: strconv.AppendUint(nv, n, 10), Expiry: expiry}, nil
-	})
-	switch {
-	case err != nil:
+	r := arithReq{incr: incr, delta: binary.BigEndian.Uint64(req.extras),
+		casCheck: req.cas != 0, cas: req.cas,
+		// A missing counter is created with the initial value, unless
+		// the expiration is all ones.
+		create: exp != 0xffffffff, initial: binary.BigEndian.Uint64(req.extras[8:])}
+	if r.create {
+		r.createExpiry = expiryOf(int64(exp), time.Now())
+	}
+	res, err := c.s.arith(req.key, &r)
+	if err != nil {
 		c.binServerError(req, err)
-	case status != stOK:
-		c.binError(req, status)
-	case !q:
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], result)
-		c.binReply(req, stOK, newCas, nil, nil, b[:])
+		return
+	}
+	c.s.stats.countArith(incr, res.out)
+	switch res.out {
+	case arithNotFound:
+		c.binError(req, stNotFound)
+	case arithExists:
+		c.binError(req, stExists)
+	case arithNonNumeric:
+		c.binError(req, stNonNumeric)
+	default:
+		if !q {
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], res.value)
+			c.binReply(req, stOK, res.cas, nil, nil, b[:])
+		}
 	}
 }
 

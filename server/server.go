@@ -93,9 +93,9 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	switch {
 	case cfg.MaxItemSize < 0 || cfg.MaxConns < 0 || cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0:
 		return nil, errors.New("server: negative limit")
-	case cfg.MaxItemSize+itemHeader > db.Limits().MaxValueSize:
+	case cfg.MaxItemSize+maxItemHeader > db.Limits().MaxValueSize:
 		return nil, fmt.Errorf("server: items of %d bytes need the database's MaxValueSize at least %d (it is %d)",
-			cfg.MaxItemSize, cfg.MaxItemSize+itemHeader, db.Limits().MaxValueSize)
+			cfg.MaxItemSize, cfg.MaxItemSize+maxItemHeader, db.Limits().MaxValueSize)
 	case db.Limits().MaxKeySize < maxKeyLen:
 		return nil, fmt.Errorf("server: the database's MaxKeySize %d is under memcached's 250", db.Limits().MaxKeySize)
 	}
