@@ -3,6 +3,7 @@ package engine
 import (
 	"io"
 	"runtime"
+	"time"
 
 	"github.com/marlinkv/marlin/segment"
 )
@@ -39,6 +40,7 @@ type Iterator struct {
 	s     *logScan // nil until the first Next
 	key   []byte
 	value []byte
+	item  Item
 	err   error
 	done  bool
 
@@ -139,6 +141,10 @@ func (it *Iterator) Next() bool {
 			continue
 		}
 		it.key, it.value = r.Key, r.Value
+		it.item = Item{Seq: r.Seq}
+		if r.Expiry != 0 {
+			it.item.Expiry = time.UnixMilli(r.Expiry)
+		}
 		return true
 	}
 }
@@ -171,6 +177,10 @@ func (it *Iterator) Key() []byte { return it.key }
 
 // Value returns the current value. It is valid until the next call to Next.
 func (it *Iterator) Value() []byte { return it.value }
+
+// Item returns the current pair's version: its sequence number and
+// expiry, as AppendItem reports them.
+func (it *Iterator) Item() Item { return it.item }
 
 // Err returns the error that ended the walk, if any.
 func (it *Iterator) Err() error { return it.err }

@@ -490,3 +490,29 @@ func TestScanCloseReleasesPin(t *testing.T) {
 		return len(db.scans) == 0
 	}, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestIteratorItem: the iterator reports each pair's version as
+// AppendItem does (sequence number and expiry), after a compaction moved
+// the records too.
+func TestIteratorItem(t *testing.T) {
+	db, err := Open("/db", testOpts(vfs.NewMem()))
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Put([]byte("a"), []byte("1")))
+	require.NoError(t, db.PutTTL([]byte("b"), []byte("2"), time.Hour))
+	require.NoError(t, db.Put([]byte("a"), []byte("3")))
+	for round := range 2 {
+		it := db.NewIterator()
+		n := 0
+		for it.Next() {
+			_, want, err := db.AppendItem(nil, it.Key())
+			require.NoError(t, err)
+			require.Equal(t, want, it.Item(), "round %d key %q", round, it.Key())
+			require.NotZero(t, it.Item().Seq)
+			n++
+		}
+		require.NoError(t, it.Err())
+		require.Equal(t, 2, n)
+		require.NoError(t, db.Compact())
+	}
+}

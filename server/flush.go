@@ -25,8 +25,9 @@ import (
 // comes (a timer; at Open, a time already past applies at once, which
 // also drops what was stored after that time and before the restart).
 
-// flushKey holds the flush state: threshold (8 bytes LE) and the pending
-// delayed flush's Unix time in ms (8 bytes LE; 0: none). No client can
+// flushKey holds the flush state: threshold (8 bytes LE), the pending
+// delayed flush's Unix time in ms (8 bytes LE; 0: none), and the
+// threshold of the last finished sweep (8 bytes LE). No client can
 // name it: it holds a space and a newline, which end a key in the text
 // and meta protocols (a base64 key decodes to at most 187 bytes, and
 // this one is 250), and the binary protocol refuses it (reservedKey).
@@ -39,18 +40,21 @@ func reservedKey(k []byte) bool { return bytes.Equal(k, flushKey) }
 type flushState struct {
 	threshold uint64
 	pendingMs int64
+	swept     uint64 // the threshold the last finished sweep removed everything below
 }
 
 func decodeFlush(v []byte) (flushState, error) {
-	if len(v) != 16 {
+	if len(v) != 24 {
 		return flushState{}, errors.New("server: bad flush_all state")
 	}
-	return flushState{binary.LittleEndian.Uint64(v), int64(binary.LittleEndian.Uint64(v[8:]))}, nil
+	return flushState{binary.LittleEndian.Uint64(v), int64(binary.LittleEndian.Uint64(v[8:])),
+		binary.LittleEndian.Uint64(v[16:])}, nil
 }
 
 func (f flushState) encode() []byte {
 	b := binary.LittleEndian.AppendUint64(nil, f.threshold)
-	return binary.LittleEndian.AppendUint64(b, uint64(f.pendingMs))
+	b = binary.LittleEndian.AppendUint64(b, uint64(f.pendingMs))
+	return binary.LittleEndian.AppendUint64(b, f.swept)
 }
 
 // loadFlush reads the stored flush state at New and arms a pending flush.
@@ -70,6 +74,11 @@ func (s *Server) loadFlush() error {
 	s.flushThreshold.Store(f.threshold)
 	if f.pendingMs != 0 {
 		s.armFlush(time.UnixMilli(f.pendingMs))
+	}
+	if f.swept < f.threshold {
+		// A sweep did not finish before the restart: how many flushed
+		// items remain is unknown until this one does.
+		s.sweep.start(s, -1)
 	}
 	return nil
 }
@@ -104,7 +113,18 @@ func (s *Server) flushAll(delay int64) error {
 // stored).
 func (s *Server) flushNow(pendingMs int64) error {
 	var threshold uint64
-	_, err := s.db.Update(flushKey, func(v []byte, _ engine.Item, found bool, next uint64) (engine.Change, error) {
+	// Every item stored now is flushed by this flush_all: their number
+	// (read before the write, so an item stored meanwhile may count) is
+	// what curr_items drops by at once; the sweep removes them.
+	st, err := s.db.Stats()
+	if err != nil {
+		return err
+	}
+	flushed := st.Keys
+	if s.flushStored.Load() {
+		flushed--
+	}
+	_, err = s.db.Update(flushKey, func(v []byte, _ engine.Item, found bool, next uint64) (engine.Change, error) {
 		var f flushState
 		if found {
 			var err error
@@ -126,7 +146,11 @@ func (s *Server) flushNow(pendingMs int64) error {
 	s.flushStored.Store(true)
 	for {
 		cur := s.flushThreshold.Load()
-		if threshold <= cur || s.flushThreshold.CompareAndSwap(cur, threshold) {
+		if threshold <= cur {
+			return nil
+		}
+		if s.flushThreshold.CompareAndSwap(cur, threshold) {
+			s.sweep.start(s, flushed)
 			return nil
 		}
 	}
@@ -147,23 +171,43 @@ func (s *Server) armFlush(at time.Time) {
 	})
 }
 
-// stopFlush stops a pending delayed flush's timer (Shutdown).
+// stopFlush stops a pending delayed flush's timer and the sweep
+// (Shutdown).
 func (s *Server) stopFlush() {
 	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
 	if s.flushTimer != nil {
 		s.flushTimer.Stop()
 	}
+	s.flushMu.Unlock()
+	s.sweep.stop()
 }
 
 // flushed reports whether a record with this sequence number was written
 // before the last flush_all.
 func (s *Server) flushed(seq uint64) bool { return seq < s.flushThreshold.Load() }
 
-// items returns the number of items: the engine's keys less flushKey.
-func (s *Server) items(keys int64) int64 {
+// dbStats returns the engine's figures and the number of items: the
+// engine's keys less flushKey and the flushed items the sweep has not
+// removed yet. While a sweep runs both figures move; they are read until
+// the count of flushed items holds still across the read of the engine's,
+// or else the count read first is used (fewer items than there are, by
+// what the sweep removed during the read, never more).
+func (s *Server) dbStats() (engine.Stats, int64, error) {
+	var st engine.Stats
+	var left int64
+	for range 3 {
+		left = s.sweep.left.Load()
+		var err error
+		if st, err = s.db.Stats(); err != nil {
+			return st, 0, err
+		}
+		if s.sweep.left.Load() == left {
+			break
+		}
+	}
+	keys := st.Keys
 	if s.flushStored.Load() {
 		keys--
 	}
-	return max(keys, 0)
+	return st, max(keys-left, 0), nil
 }

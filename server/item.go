@@ -114,17 +114,24 @@ type updateFunc func(cur *curItem, next uint64) (engine.Change, error)
 // update runs fn against key's current item with no other write in
 // between: every read-check-write command goes through it.
 func (s *Server) update(key []byte, fn updateFunc) error {
+	replacedFlushed := false
 	_, err := s.db.Update(key, func(v []byte, it engine.Item, found bool, next uint64) (engine.Change, error) {
 		var cur curItem
-		if found && !s.flushed(it.Seq) {
+		flushed := found && s.flushed(it.Seq)
+		if found && !flushed {
 			h, data, err := parseItem(v)
 			if err != nil {
 				return engine.Change{}, err
 			}
 			cur = curItem{found: true, hdr: h, data: data, expiry: it.Expiry}
 		}
-		return fn(&cur, next)
+		ch, err := fn(&cur, next)
+		replacedFlushed = flushed && err == nil && ch.Op != engine.Keep
+		return ch, err
 	})
+	if err == nil && replacedFlushed {
+		s.sweep.removed()
+	}
 	return err
 }
 

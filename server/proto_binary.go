@@ -368,7 +368,7 @@ func (c *conn) binArith(req *binReq, q bool) {
 // binStat answers a stat request: one packet per figure, then an empty
 // one.
 func (c *conn) binStat(req *binReq) {
-	st, err := c.s.db.Stats()
+	_, items, err := c.s.dbStats()
 	if err != nil {
 		c.binError(req, stServerError)
 		return
@@ -378,7 +378,7 @@ func (c *conn) binStat(req *binReq) {
 		v int64
 	}{
 		{"pid", int64(pid)}, {"uptime", int64(time.Since(c.s.stats.started).Seconds())},
-		{"curr_items", c.s.items(st.Keys)}, {"cmd_get", c.s.stats.cmdGet.Load()}, {"cmd_set", c.s.stats.cmdSet.Load()},
+		{"curr_items", items}, {"cmd_get", c.s.stats.cmdGet.Load()}, {"cmd_set", c.s.stats.cmdSet.Load()},
 		{"get_hits", c.s.stats.getHits.Load()}, {"get_misses", c.s.stats.getMisses.Load()},
 	}
 	for _, f := range figures {

@@ -70,6 +70,7 @@ type Server struct {
 	flushStored    atomic.Bool // flushKey exists: one engine key that is no item
 	flushMu        sync.Mutex
 	flushTimer     *time.Timer
+	sweep          sweeper // removes flushed items (sweep.go)
 }
 
 // New returns a server of db. The database's MaxValueSize must hold

@@ -18,7 +18,7 @@ func (c *conn) stats(cmd *textCmd) {
 		return
 	}
 	s := c.s
-	st, err := s.db.Stats()
+	st, items, err := s.dbStats()
 	if err != nil {
 		c.replyErr(cmd, err)
 		return
@@ -61,7 +61,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("limit_maxbytes", st.DiskBytes)
 	stat("threads", int64(runtime.GOMAXPROCS(0)))
 	stat("bytes", st.DiskBytes)
-	stat("curr_items", s.items(st.Keys))
+	stat("curr_items", items)
 	stat("total_items", s.stats.cmdSet.Load())
 	stat("evictions", 0)
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
@@ -89,18 +89,18 @@ func (c *conn) statsGroup(cmd *textCmd) {
 		stat("num_threads", itoa(int64(runtime.GOMAXPROCS(0))))
 		stat("binding_protocol", "ascii")
 	case len(cmd.args) == 1 && (string(cmd.args[0]) == "items" || string(cmd.args[0]) == "slabs"):
-		st, err := s.db.Stats()
+		st, items, err := s.dbStats()
 		if err != nil {
 			c.replyErr(cmd, err)
 			return
 		}
 		if string(cmd.args[0]) == "items" {
-			stat("items:1:number", itoa(s.items(st.Keys)))
+			stat("items:1:number", itoa(items))
 			stat("items:1:evicted", "0")
 			stat("items:1:outofmemory", "0")
 		} else {
 			stat("1:chunk_size", itoa(int64(s.cfg.MaxItemSize)))
-			stat("1:used_chunks", itoa(s.items(st.Keys)))
+			stat("1:used_chunks", itoa(items))
 			stat("active_slabs", "1")
 			stat("total_malloced", itoa(st.Index.ResidentBytes))
 		}
