@@ -28,7 +28,8 @@ type conn struct {
 	mline []byte   // the current ms command's line (a copy)
 	val   []byte   // scratch for reads
 	out   deadlineWriter
-	werr  error // the first failed write to the socket
+	werr  error    // the first failed write to the socket
+	op    metricOp // the running command's latency histogram (metrics.go)
 
 	// busy is set while a command runs; shutdown closes a connection
 	// that is not busy at once and tells a busy one to stop after it.
@@ -122,10 +123,14 @@ func (c *conn) serve() {
 
 // run runs one command marked busy (for shutdown) and reports whether the
 // connection goes on: not after an error, a failed write to the socket,
-// or quit (whose reply is flushed first).
+// or quit (whose reply is flushed first). The command's duration goes to
+// the latency histogram its dispatch named (c.op).
 func (c *conn) run(cmd func() error) bool {
 	c.setBusy(true)
+	start := time.Now()
 	err := cmd()
+	c.s.metrics.observe(c.op, time.Since(start))
+	c.op = mopOther
 	c.setBusy(false)
 	if err == nil {
 		err = c.werr
@@ -208,6 +213,7 @@ func (c *conn) reply(line string) {
 // command parses and runs one command line. An error ends the connection.
 func (c *conn) command(line []byte) error {
 	if isMeta(line) {
+		c.setOp(metaOp(line[1]))
 		return c.meta(line)
 	}
 	cmd, toks, err := parseText(line, c.toks, c.s.cfg.MaxItemSize)
@@ -230,6 +236,7 @@ func (c *conn) command(line []byte) error {
 		}
 		return nil
 	}
+	c.setOp(textOp(cmd.kind))
 	switch cmd.kind {
 	case cmdSet, cmdAdd, cmdReplace, cmdAppend, cmdPrepend, cmdCas:
 		// The key aliases the reader's buffer, which reading the data

@@ -163,6 +163,7 @@ func (c *conn) binary() error {
 	if err != nil {
 		return err
 	}
+	c.setOp(binOps[req.op])
 	q := quiet(req.op)
 	if len(req.key) > maxKeyLen || reservedKey(req.key) {
 		c.binError(&req, stInvalid)

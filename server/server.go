@@ -62,7 +62,8 @@ type Server struct {
 	closing   bool
 	wg        sync.WaitGroup // connection goroutines
 
-	stats stats
+	stats   stats
+	metrics *metrics // metrics.go
 
 	// flush_all (flush.go): flushThreshold is read by every command;
 	// flushMu guards flushTimer.
@@ -103,6 +104,7 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	s := &Server{db: db, cfg: cfg, log: cfg.Logger,
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
+	s.metrics = newMetrics(s)
 	if err := s.loadFlush(); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,9 +18,10 @@ import (
 )
 
 // runServe is marlin serve: the database of --dir over memcached's text and
-// binary protocols on --listen, until SIGTERM or SIGINT. Shutdown stops accepting,
-// lets the commands in flight finish, syncs and closes the database, and
-// exits 0.
+// binary protocols on --listen, until SIGTERM or SIGINT; with --metrics,
+// Prometheus metrics at http://ADDR/metrics. Shutdown stops accepting,
+// lets the commands in flight finish, stops the metrics server, syncs and
+// closes the database, and exits 0.
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", "--dir DIR [flags]",
 		"marlin serve --dir /var/lib/marlin --listen 127.0.0.1:11211", stderr)
@@ -32,6 +34,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		syncIvl  = fs.Duration("sync-interval", time.Second, "period of --sync periodic")
 		idle     = fs.Duration("idle-timeout", 0, "close a connection idle this long (0: never, as memcached)")
 		wtimeout = fs.Duration("write-timeout", 30*time.Second, "close a connection that does not read its replies for this long")
+		metrics  = fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; empty: off)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,6 +66,23 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		db.Close()
 		return err
 	}
+	// --metrics: /metrics on an HTTP server of its own, stopped with the
+	// rest.
+	var hs *http.Server
+	metricsErr := make(chan error, 1)
+	if *metrics != "" {
+		mln, err := net.Listen("tcp", *metrics)
+		if err != nil {
+			ln.Close()
+			db.Close()
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", s.MetricsHandler())
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		go func() { metricsErr <- hs.Serve(mln) }()
+		log.Info("marlin serve: metrics", "addr", "http://"+mln.Addr().String()+"/metrics")
+	}
 	log.Info("marlin serve: listening", "addr", ln.Addr().String(), "dir", *dir, "sync", sm.String())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -75,11 +95,21 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		log.Info("marlin serve: shutting down", "signal", sig.String())
 	case serveErr = <-served:
 		log.Error("marlin serve: accept failed", "err", serveErr)
+	case serveErr = <-metricsErr:
+		serveErr = fmt.Errorf("--metrics: %w", serveErr)
+		log.Error("marlin serve: metrics server failed", "err", serveErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
 		log.Warn("marlin serve: connections still busy at the deadline were closed", "err", err)
+	}
+	if hs != nil {
+		// After the server: a scrape during the drain still answers.
+		if err := hs.Shutdown(ctx); err != nil {
+			log.Warn("marlin serve: metrics requests still running at the deadline were closed", "err", err)
+			hs.Close()
+		}
 	}
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", *dir, err)
