@@ -4,7 +4,7 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(shell $(GO) 
 STATICCHECK_VERSION ?= v0.8.2
 BIN         ?= bin
 
-.PHONY: all build test race short lint tools bench bench-10m bench-quick clean fuzz crash soak
+.PHONY: all build test test-gomemcache race short lint tools bench bench-10m bench-quick clean fuzz crash soak
 
 all: build test
 
@@ -15,7 +15,8 @@ build:
 # The test command (README, CI): vet, every test with the race detector in
 # its short form, every test at full length without it (a bounded crash
 # sweep, error sweep, corruption sweep, soak and 20 kills of a writing child
-# process), then each fuzz target for 10 s.
+# process), gomemcache's own test suite against marlin serve, then each
+# fuzz target for 10 s.
 #
 # The race detector slows the randomized long tests (sweeps, model, soak)
 # tenfold: under it every test runs in its -short form, then every test
@@ -34,7 +35,15 @@ test:
 	wait $$pa; ra=$$?; echo "== engine, race, tests A-M"; cat $$a; echo "== engine, race, the rest"; cat $$b; \
 	rm -f $$a $$b; test $$ra -eq 0 -a $$rb -eq 0
 	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) test-gomemcache
 	$(MAKE) fuzz FUZZTIME=10s
+
+# gomemcache's own client test suite (TestLocalhost of
+# github.com/bradfitz/gomemcache/memcache, at go.mod's version), unchanged,
+# against marlin serve on 127.0.0.1:11211; a skipped test fails. The port
+# must be free: with CI=true a memcached service holding it is stopped.
+test-gomemcache:
+	GO=$(GO) server/testdata/gomemcache.sh
 
 # Fuzz targets (package:target); make fuzz runs each for FUZZTIME.
 FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment ./server:FuzzParseText ./server:FuzzParseMeta ./server:FuzzTextSession

@@ -17,19 +17,21 @@ import (
 // command (at most MaxItemSize+2). Replies are flushed when no further
 // command is already buffered, so a pipeline gets one write per batch.
 type conn struct {
-	s     *Server
-	nc    net.Conn
-	r     *bufio.Reader
-	w     *bufio.Writer
-	line  []byte   // a line longer than the reader's buffer, assembled
-	toks  [][]byte // scratch tokens
-	data  []byte   // the current storage command's data block
-	key   []byte   // the current storage command's key (a copy)
-	mline []byte   // the current ms command's line (a copy)
-	val   []byte   // scratch for reads
-	out   deadlineWriter
-	werr  error    // the first failed write to the socket
-	op    metricOp // the running command's latency histogram (metrics.go)
+	s      *Server
+	nc     net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	line   []byte   // a line longer than the reader's buffer, assembled
+	toks   [][]byte // scratch tokens
+	data   []byte   // the current storage command's data block
+	key    []byte   // the current storage command's key (a copy)
+	mline  []byte   // the current ms command's line (a copy)
+	val    []byte   // scratch for reads
+	out    deadlineWriter
+	first  firstByte // what r reads from (idle.go)
+	parked bool      // r and w are back in their pools (idle.go)
+	werr   error     // the first failed write to the socket
+	op     metricOp  // the running command's latency histogram (metrics.go)
 
 	// busy is set while a command runs; shutdown closes a connection
 	// that is not busy at once and tells a busy one to stop after it.
@@ -39,9 +41,10 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, bufSize)}
+	c := &conn{s: s, nc: nc}
 	c.out = deadlineWriter{c}
-	c.w = bufio.NewWriterSize(&c.out, bufSize)
+	c.first.c = c
+	c.unpark()
 	return c
 }
 
@@ -89,11 +92,22 @@ var errClose = errors.New("close the connection")
 
 func (c *conn) serve() {
 	defer c.nc.Close()
+	defer func() {
+		if c.r != nil {
+			c.park()
+		}
+		c.unmark()
+	}()
 	for !c.stopping.Load() {
 		if c.r.Buffered() == 0 {
 			if err := c.flush(); err != nil {
 				return
 			}
+			if !c.waitCommand() {
+				return
+			}
+			// A command has begun: the rest of it may take as long as the
+			// idle timeout allows.
 			if t := c.s.cfg.IdleTimeout; t > 0 {
 				_ = c.nc.SetReadDeadline(time.Now().Add(t))
 			} else {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -114,4 +115,46 @@ func TestHostileClients(t *testing.T) {
 		got, _ := io.ReadAll(c)
 		require.Equal(t, "SERVER_ERROR too many open connections\r\n", string(got))
 	})
+}
+
+// TestIdleConnectionsParkBuffers: connections idle longer than idleGrace
+// give their buffers back (counted in stats), and each goes on working
+// when its client speaks again, pipelined or not; a client's partial
+// command is no idle wait.
+func TestIdleConnectionsParkBuffers(t *testing.T) {
+	addr, s, _ := startServer(t, "", Config{})
+	const n = 200
+	conns := make([]net.Conn, n)
+	rds := make([]*bufio.Reader, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+		conns[i], rds[i] = c, bufio.NewReader(c)
+		_, err = fmt.Fprintf(c, "set k%d 0 0 1\r\n%d\r\n", i, i%10)
+		require.NoError(t, err)
+		line, err := rds[i].ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "STORED\r\n", line)
+	}
+	// One client stops in the middle of a data block.
+	_, err := io.WriteString(conns[0], "set half 0 0 4\r\nab")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return s.idleConns.Load() == n-1 }, 10*time.Second, 50*time.Millisecond)
+	require.Contains(t, exchange(t, addr, "stats\r\n"), fmt.Sprintf("STAT marlin_idle_connections %d\r\n", n-1))
+	_, err = io.WriteString(conns[0], "cd\r\n")
+	require.NoError(t, err)
+	line, err := rds[0].ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "STORED\r\n", line)
+	for i := 1; i < n; i++ {
+		_, err := fmt.Fprintf(conns[i], "get k%d\r\nget k%d\r\n", i, i)
+		require.NoError(t, err)
+		want := fmt.Sprintf("VALUE k%d 0 1\r\n%d\r\nEND\r\n", i, i%10)
+		got := make([]byte, 2*len(want))
+		_, err = io.ReadFull(rds[i], got)
+		require.NoError(t, err)
+		require.Equal(t, want+want, string(got))
+	}
+	require.Equal(t, "VALUE half 0 4\r\nabcd\r\nEND\r\n", exchange(t, addr, "get half\r\n"))
 }

@@ -71,7 +71,8 @@ type Server struct {
 	flushStored    atomic.Bool // flushKey exists: one engine key that is no item
 	flushMu        sync.Mutex
 	flushTimer     *time.Timer
-	sweep          sweeper // removes flushed items (sweep.go)
+	sweep          sweeper      // removes flushed items (sweep.go)
+	idleConns      atomic.Int64 // connections waiting without buffers (idle.go)
 }
 
 // New returns a server of db. The database's MaxValueSize must hold

@@ -66,6 +66,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("evictions", 0)
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
 	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
+	stat("marlin_idle_connections", s.idleConns.Load())
 	c.reply("END")
 }
 

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"sync"
+	"time"
+)
+
+// Idle connections. A connection waiting for its client's next command
+// holds no buffers: after idleGrace without a byte, its 4 KiB reader and
+// writer go back to pools and the goroutine waits on a one-byte read of
+// its own. The grace keeps a busy connection, which waits for its next
+// request only briefly, off that path (no extra read per request); the
+// pools let 10,000 idle clients cost a goroutine and a socket each.
+
+// idleGrace is how long a connection waits with its buffers held.
+const idleGrace = time.Second
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+)
+
+// firstByte is the reader a connection's buffered reader reads from: the
+// byte that ended an idle wait, then the socket.
+type firstByte struct {
+	c *conn
+	b [1]byte
+	n int
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	if f.n > 0 && len(p) > 0 {
+		p[0], f.n = f.b[0], 0
+		return 1, nil
+	}
+	return f.c.nc.Read(p)
+}
+
+// waitCommand returns when the next command has begun to arrive (true),
+// or when the connection is to end: the client closed it, the idle
+// timeout passed, or the server shuts down (false). The reader holds
+// nothing when it is called.
+func (c *conn) waitCommand() bool {
+	start := time.Now()
+	idle := c.s.cfg.IdleTimeout
+	grace := idleGrace
+	if idle > 0 && idle < grace {
+		grace = idle
+	}
+	_ = c.nc.SetReadDeadline(start.Add(grace))
+	_, err := c.r.Peek(1)
+	switch {
+	case err == nil:
+		return true
+	case !errors.Is(err, os.ErrDeadlineExceeded) || c.stopping.Load() || grace == idle:
+		return false
+	}
+	c.park()
+	deadline := time.Time{}
+	if idle > 0 {
+		deadline = start.Add(idle)
+	}
+	_ = c.nc.SetReadDeadline(deadline)
+	// Shutdown sets stopping before it sets the deadline to now: seen
+	// false here, its deadline comes after the one just set.
+	if c.stopping.Load() {
+		return false
+	}
+	n, _ := c.nc.Read(c.first.b[:])
+	if n == 0 {
+		return false
+	}
+	c.first.n = n
+	c.unpark()
+	return true
+}
+
+// park gives the connection's (empty) buffers back to the pools.
+func (c *conn) park() {
+	c.r.Reset(nil)
+	readerPool.Put(c.r)
+	c.w.Reset(nil)
+	writerPool.Put(c.w)
+	c.r, c.w = nil, nil
+	c.parked = true
+	c.s.idleConns.Add(1)
+}
+
+// unpark takes buffers for the connection from the pools.
+func (c *conn) unpark() {
+	c.r = readerPool.Get().(*bufio.Reader)
+	c.r.Reset(&c.first)
+	c.w = writerPool.Get().(*bufio.Writer)
+	c.w.Reset(&c.out)
+	c.unmark()
+}
+
+// unmark ends the connection's count as parked (unpark, or its end).
+func (c *conn) unmark() {
+	if c.parked {
+		c.parked = false
+		c.s.idleConns.Add(-1)
+	}
+}
