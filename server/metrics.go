@@ -209,12 +209,12 @@ func (a slogAdapter) Println(v ...any) {
 type statsCollector struct {
 	s *Server
 
-	up, pid, uptime, now, version, threads                  *prometheus.Desc
-	maxConns, currConns, totalConns, rejectedConns          *prometheus.Desc
-	commands, cmdGet, cmdSet, cmdTouch, cmdFlush            *prometheus.Desc
-	currBytes, limitBytes, currItems, totalItems, evictions *prometheus.Desc
-	readBytes, writtenBytes                                 *prometheus.Desc
-	engine                                                  []engineFigure
+	up, pid, uptime, now, version, threads                    *prometheus.Desc
+	maxConns, currConns, idleConns, totalConns, rejectedConns *prometheus.Desc
+	commands, cmdGet, cmdSet, cmdTouch, cmdFlush              *prometheus.Desc
+	currBytes, limitBytes, currItems, totalItems, evictions   *prometheus.Desc
+	readBytes, writtenBytes                                   *prometheus.Desc
+	engine                                                    []engineFigure
 }
 
 // engineFigure is one of db.Stats()'s figures.
@@ -290,6 +290,7 @@ func newStatsCollector(s *Server) *statsCollector {
 		threads:       d("threads", "GOMAXPROCS: the threads that run Go code at once (stats threads)."),
 		maxConns:      d("max_connections", "Most connections served at once (--max-conns; stats max_connections)."),
 		currConns:     d("current_connections", "Open connections (stats curr_connections)."),
+		idleConns:     d("idle_connections", "Open connections idle long enough to have given their buffers back (stats marlin_idle_connections)."),
 		totalConns:    d("connections_total", "Connections accepted since the server started (stats total_connections)."),
 		rejectedConns: d("connections_rejected_total", "Connections refused at the --max-conns limit (stats rejected_connections)."),
 		commands: d("commands_total", "Commands by command and outcome, as memcached_exporter's memcached_commands_total: "+
@@ -313,7 +314,7 @@ func newStatsCollector(s *Server) *statsCollector {
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.pid, c.uptime, c.now, c.version, c.threads,
-		c.maxConns, c.currConns, c.totalConns, c.rejectedConns,
+		c.maxConns, c.currConns, c.idleConns, c.totalConns, c.rejectedConns,
 		c.commands, c.cmdGet, c.cmdSet, c.cmdTouch, c.cmdFlush,
 		c.currBytes, c.limitBytes, c.currItems, c.totalItems, c.evictions, c.readBytes, c.writtenBytes} {
 		ch <- d
@@ -343,6 +344,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.threads, float64(runtime.GOMAXPROCS(0)))
 	gauge(c.maxConns, float64(s.cfg.MaxConns))
 	gauge(c.currConns, float64(curr))
+	gauge(c.idleConns, float64(s.idleConns.Load()))
 	counter(c.totalConns, st.totalConns.Load())
 	counter(c.rejectedConns, st.rejectedConns.Load())
 

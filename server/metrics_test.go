@@ -191,6 +191,7 @@ func TestMetrics(t *testing.T) {
 		{"marlin_connections_total", nil, 1},
 		{"marlin_connections_rejected_total", nil, 0},
 		{"marlin_current_connections", nil, 1},
+		{"marlin_idle_connections", nil, 0},
 		{"marlin_max_connections", nil, defaultMaxConns},
 		{"marlin_up", nil, 1},
 		{"marlin_pid", nil, float64(pid)},
@@ -221,7 +222,7 @@ func TestMetrics(t *testing.T) {
 		"bytes_read": "marlin_read_bytes_total", "limit_maxbytes": "marlin_limit_bytes",
 		"threads": "marlin_threads", "bytes": "marlin_current_bytes", "curr_items": "marlin_current_items",
 		"total_items": "marlin_items_total", "evictions": "marlin_items_evicted_total",
-		"marlin_index_bytes": "marlin_engine_index_resident_bytes",
+		"marlin_index_bytes": "marlin_engine_index_resident_bytes", "marlin_idle_connections": "marlin_idle_connections",
 	}
 	for _, op := range []string{"get", "delete", "incr", "decr", "cas", "touch"} {
 		agree[op+"_hits"] = "marlin_commands_total command=" + op + " status=hit"
