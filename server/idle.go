@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -86,8 +88,37 @@ func (c *conn) park() {
 	writerPool.Put(c.w)
 	c.r, c.w = nil, nil
 	c.parked = true
-	c.s.idleConns.Add(1)
+	if c.s.idleConns.Add(1)%releaseEvery == 0 {
+		c.s.releaseMemory()
+	}
 }
+
+// releaseEvery: each time this many more connections are idle, the freed
+// buffers are handed back to the operating system.
+const releaseEvery = 1024
+
+// releaseMemory returns freed memory to the operating system: two
+// seconds after the last call (when the connections that went idle
+// together have all parked), two GCs (the pools keep what they hold
+// through one) and a scavenge, in the background. Without it an idle
+// server keeps its parked connections' buffers and grown stacks: the
+// pools drop them and stacks shrink only at GCs, which an idle server
+// seldom runs, and the heap returns pages slowly. The engine's memory is
+// off the Go heap, so the GCs are short.
+func (s *Server) releaseMemory() {
+	s.releaseMu.Lock()
+	defer s.releaseMu.Unlock()
+	if s.releaseTimer != nil {
+		s.releaseTimer.Reset(releaseDelay)
+		return
+	}
+	s.releaseTimer = time.AfterFunc(releaseDelay, func() {
+		runtime.GC()
+		debug.FreeOSMemory()
+	})
+}
+
+const releaseDelay = 2 * time.Second
 
 // unpark takes buffers for the connection from the pools.
 func (c *conn) unpark() {

@@ -73,6 +73,8 @@ type Server struct {
 	flushTimer     *time.Timer
 	sweep          sweeper      // removes flushed items (sweep.go)
 	idleConns      atomic.Int64 // connections waiting without buffers (idle.go)
+	releaseMu      sync.Mutex   // guards releaseTimer (idle.go)
+	releaseTimer   *time.Timer
 }
 
 // New returns a server of db. The database's MaxValueSize must hold
