@@ -90,8 +90,9 @@ func (c *conn) setBusy(b bool) {
 // errClose ends a connection after its reply is flushed.
 var errClose = errors.New("close the connection")
 
+// serve runs the connection's commands until it ends; the caller closes
+// the socket.
 func (c *conn) serve() {
-	defer c.nc.Close()
 	defer func() {
 		if c.r != nil {
 			c.park()

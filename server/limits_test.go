@@ -158,3 +158,15 @@ func TestIdleConnectionsParkBuffers(t *testing.T) {
 	}
 	require.Equal(t, "VALUE half 0 4\r\nabcd\r\nEND\r\n", exchange(t, addr, "get half\r\n"))
 }
+
+// TestClosedConnectionUntracked: once a client has seen the server close
+// its connection (quit), the connection is no longer counted: the next
+// stats shows only the asking one. (The count used to drop only after
+// the socket closed, so a quick stats could count the previous one.)
+func TestClosedConnectionUntracked(t *testing.T) {
+	addr, _, _ := startServer(t, "", Config{})
+	for range 100 {
+		require.Equal(t, "", exchange(t, addr, "quit\r\n"))
+		require.Contains(t, exchange(t, addr, "stats\r\n"), "STAT curr_connections 1\r\n")
+	}
+}

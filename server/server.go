@@ -182,9 +182,12 @@ func (s *Server) track(nc net.Conn) bool {
 	go func() {
 		defer s.wg.Done()
 		c.serve()
+		// Untracked before the socket closes: a client that sees the
+		// close never counts itself in curr_connections afterwards.
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		c.nc.Close()
 	}()
 	return true
 }
