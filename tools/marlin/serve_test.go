@@ -103,6 +103,15 @@ func TestServeSurvivesKill(t *testing.T) {
 	defer c.Close()
 	r = bufio.NewReader(c)
 	require.Equal(t, before, gets(c, r), "flags, values and CAS after the kill")
+	// TTLs too: the meta protocol shows the time left.
+	_, err = fmt.Fprintf(c, "mg key0 t f\r\nmg key1 t f\r\n")
+	require.NoError(t, err)
+	l0, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Regexp(t, `^HD t(35[5-9]\d|3600) f0\r\n$`, l0)
+	l1, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "HD t-1 f1\r\n", l1)
 	// Expiry is stored too: a key set with a 1 s TTL before a clean stop
 	// is gone once that second has passed, after a restart.
 	_, err = fmt.Fprintf(c, "set short 0 1 1\r\nx\r\n")
