@@ -135,9 +135,15 @@ BILLION_N = $(if $(filter command line environment,$(origin N)),$(N),1000000000)
 # memcaslap against marlin serve and memcached, one after the other (issue
 # 11): BENCH_SERVE="seconds threads concurrency".
 BENCH_SERVE ?= 20 2 32
-.PHONY: bench-serve
+.PHONY: bench-serve bench-serve-10m
 bench-serve: build
 	bench/serve/run.sh $(BENCH_SERVE)
+
+# Ten million keys on disk against memcached, then data ten times the
+# server's memory limit (root: a memory cgroup; about 12 GB of disk while
+# it runs, deleted after). BENCH_SERVE_10M="keys seconds".
+bench-serve-10m: build
+	bench/serve/big.sh $(BENCH_SERVE_10M)
 
 .PHONY: bench-billion bench-scale
 bench-billion: build
