@@ -237,4 +237,3 @@ func readGet(r *bufio.Reader) (bool, error) {
 	}
 	return true, nil
 }
-
