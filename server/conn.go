@@ -227,6 +227,10 @@ func (c *conn) reply(line string) {
 
 // command parses and runs one command line. An error ends the connection.
 func (c *conn) command(line []byte) error {
+	// memcached reads a command line as a C string: a NUL ends it.
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		line = line[:i]
+	}
 	if isMeta(line) {
 		c.setOp(metaOp(line[1]))
 		return c.meta(line)

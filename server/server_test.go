@@ -108,6 +108,11 @@ var textCases = []struct{ name, in, want string }{
 		"SERVER_ERROR object too large for cache\r\nEND\r\n"},
 	{"verbosity", "verbosity 1\r\nverbosity 1 noreply\r\nverbosity\r\n", "OK\r\nERROR\r\n"},
 	{"quit", "set k 0 0 1\r\na\r\nquit\r\nget k\r\n", "STORED\r\n"},
+	// Control characters are key bytes like any other (memcaslap's keys
+	// start with 0x10); a NUL ends the line.
+	{"control-keys", "set a\x01\x10b 0 0 1\r\nx\r\nget a\x01\x10b\r\nset a\x7f\tb 0 0 1\r\ny\r\nget a\x7f\tb\r\nset a\rb 0 0 1\r\nr\r\nget a\rb\r\n",
+		"STORED\r\nVALUE a\x01\x10b 0 1\r\nx\r\nEND\r\nSTORED\r\nVALUE a\x7f\tb 0 1\r\ny\r\nEND\r\nSTORED\r\nVALUE a\rb 0 1\r\nr\r\nEND\r\n"},
+	{"nul-ends-line", "set a\x00b 0 0 1\r\nz\r\nget a\x00b\r\n", "ERROR\r\nERROR\r\nEND\r\n"},
 	{"bare-newlines", "set k 0 0 1\na\r\nget k\n", "STORED\r\nVALUE k 0 1\r\na\r\nEND\r\n"},
 }
 
@@ -352,4 +357,25 @@ func TestPymemcache(t *testing.T) {
 	out, err := exec.Command(py, "testdata/pymemcache_check.py", host, port).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Equal(t, "ok\n", string(out))
+}
+
+// TestMemcaslap: memcaslap (libmemcached-tools), the load tool make
+// bench-serve uses, runs against the server with no error reply and no
+// miss. Its keys start with eight 0x10 bytes; the server once refused
+// keys with control characters, which memcached accepts, and every one
+// of its commands got CLIENT_ERROR.
+func TestMemcaslap(t *testing.T) {
+	bin, err := exec.LookPath("memcaslap")
+	if err != nil {
+		if os.Getenv("MARLIN_NO_MEMCACHED") == "1" {
+			t.Skip("MARLIN_NO_MEMCACHED=1: no libmemcached-tools on this machine")
+		}
+		t.Fatalf("memcaslap is needed (apt-get install libmemcached-tools): %v", err)
+	}
+	addr, _, _ := startServer(t, "", Config{})
+	out, err := exec.Command(bin, "-s", addr, "-t", "2s", "-T", "1", "-c", "4", "-w", "1k").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NotContains(t, string(out), "ERROR")
+	require.Regexp(t, `(?m)^get_misses: 0$`, string(out))
+	require.Regexp(t, `TPS: [1-9]`, string(out))
 }

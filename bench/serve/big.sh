@@ -54,7 +54,11 @@ echo "memcached:";    "$lg" -addr 127.0.0.1:"$cport" -mode fill -keys "$keys" -v
 echo "marlin serve after the fill: $(rss $mpid), on disk $(du -sh "$dir/small" | cut -f1)"
 echo "memcached after the fill: $(rss $cpid)"
 
-run() { memcaslap -s 127.0.0.1:"$1" -t "${secs}s" -S "${secs}s" -T 2 -c 32 2>&1; }
+run() {
+  local out; out=$(memcaslap -s 127.0.0.1:"$1" -t "${secs}s" -S "${secs}s" -T 2 -c 32 2>&1)
+  if grep -q 'ERROR' <<<"$out"; then echo "memcaslap got error replies from 127.0.0.1:$1:" >&2; grep -m 5 'ERROR' <<<"$out" >&2; exit 1; fi
+  echo "$out"
+}
 echo; echo "== memcaslap -t ${secs}s -T 2 -c 32"
 m=$(run "$mport"); c=$(run "$cport")
 mt=$(echo "$m" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p'); ct=$(echo "$c" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p')

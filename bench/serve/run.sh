@@ -24,7 +24,13 @@ mport=$(port); "$bin" serve --dir "$dir/db" --listen 127.0.0.1:"$mport" 2>"$dir/
 cport=$(port); memcached -u "$(id -un)" -l 127.0.0.1 -p "$cport" -m 1024 -c 4096 & pids+=($!)
 waitfor "$mport"; waitfor "$cport"
 
-run() { memcaslap -s 127.0.0.1:"$1" -t "${secs}s" -T "$threads" -c "$conc" 2>&1 | tail -n 15; }
+# An error reply (memcaslap prints each) fails the run: throughput of
+# errors is no throughput.
+run() {
+  local out; out=$(memcaslap -s 127.0.0.1:"$1" -t "${secs}s" -T "$threads" -c "$conc" 2>&1)
+  if grep -q 'ERROR' <<<"$out"; then echo "memcaslap got error replies from 127.0.0.1:$1:" >&2; grep -m 5 'ERROR' <<<"$out" >&2; exit 1; fi
+  tail -n 15 <<<"$out"
+}
 echo "== marlin serve (sync periodic): memcaslap -t ${secs}s -T $threads -c $conc"
 m=$(run "$mport"); echo "$m"
 echo "== memcached $(memcached -V | cut -d' ' -f2)"
