@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"testing"
 )
@@ -91,6 +92,32 @@ func FuzzParseMeta(f *testing.F) {
 		}
 		if m.code != 'n' && m.code != 'e' && len(m.key) == 0 && !m.binKey {
 			t.Fatalf("%q: empty key", line)
+		}
+	})
+}
+
+// FuzzReadBinary: any bytes read as binary requests give requests whose
+// parts lie within the frame and the item limit, or an error; never a
+// panic, and never a buffer beyond the limit.
+func FuzzReadBinary(f *testing.F) {
+	for _, r := range binSequence() {
+		f.Add(r)
+	}
+	f.Add(binRequest(opSet, []byte("k"), be32(0, 0), make([]byte, 2000), 0))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		const maxItem = 1024
+		c := &conn{s: &Server{cfg: Config{MaxItemSize: maxItem}}, r: bufio.NewReader(bytes.NewReader(in))}
+		for {
+			req, err := c.readBinary()
+			if err != nil {
+				return
+			}
+			if n := len(req.extras) + len(req.key) + len(req.value); n > maxItem+maxKeyLen+64 {
+				t.Fatalf("a request of %d bytes passed the limit", n)
+			}
+			if cap(c.data) > maxItem+maxKeyLen+64 {
+				t.Fatalf("buffer of %d bytes", cap(c.data))
+			}
 		}
 	})
 }

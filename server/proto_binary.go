@@ -163,6 +163,11 @@ func (c *conn) binary() error {
 	if err != nil {
 		return err
 	}
+	// A large body's buffer is not kept for an idle connection (the
+	// request aliases it until this returns).
+	if cap(c.data) > 64<<10 {
+		defer func() { c.data = nil }()
+	}
 	c.setOp(binOps[req.op])
 	q := quiet(req.op)
 	if len(req.key) > maxKeyLen || reservedKey(req.key) {
