@@ -301,7 +301,7 @@ func newStatsCollector(s *Server) *statsCollector {
 		cmdTouch:     d("cmd_touch_total", "Touches: touch, and each key of gat and gats (stats cmd_touch)."),
 		cmdFlush:     d("cmd_flush_total", "flush_all commands (stats cmd_flush)."),
 		currBytes:    d("current_bytes", "Bytes of the database's segment files (stats bytes)."),
-		limitBytes:   d("limit_bytes", "What stats reports as limit_maxbytes: the segment files' bytes (there is no memory limit to report)."),
+		limitBytes:   d("limit_bytes", "What stats reports as limit_maxbytes: the segment files' bytes plus the file system's free bytes (items are bounded by the disk, not by memory)."),
 		currItems:    d("current_items", "Items stored (stats curr_items)."),
 		totalItems:   d("items_total", "Items stored since the server started (stats total_items)."),
 		evictions:    d("items_evicted_total", "Items evicted to make room: always 0, nothing is evicted (stats evictions)."),
@@ -380,8 +380,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(c.up, 1)
-	gauge(c.currBytes, float64(es.DiskBytes))
-	gauge(c.limitBytes, float64(es.DiskBytes))
+	gauge(c.currBytes, float64(es.LiveBytes))
+	gauge(c.limitBytes, float64(s.limitBytes(es)))
 	gauge(c.currItems, float64(items))
 	for _, f := range c.engine {
 		ch <- prometheus.MustNewConstMetric(f.desc, f.typ, f.value(&es))

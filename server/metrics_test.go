@@ -252,6 +252,12 @@ func TestMetrics(t *testing.T) {
 			// may have read it before.
 			w := val("marlin_written_bytes_total")
 			require.True(t, w == n || w == n+float64(len(stats)), "stats bytes_written %v, its reply %d bytes, metric %v", n, len(stats), w)
+		case "limit_maxbytes":
+			// The log's bytes plus the file system's free bytes, which
+			// other writers on the machine move between the two reads.
+			m := val("marlin_limit_bytes")
+			require.InEpsilon(t, n, m, 0.01, "stats limit_maxbytes %v, metric %v", n, m)
+			require.Greater(t, n, float64(1<<20), "limit_maxbytes counts the free disk")
 		case "marlin_go_heap_bytes":
 			// go_memstats_heap_alloc_bytes: changes with every allocation.
 			require.Greater(t, val("go_memstats_heap_alloc_bytes"), float64(0))

@@ -5,6 +5,10 @@ import (
 	"runtime"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marlinkv/marlin/engine"
 )
 
 var pid = os.Getpid()
@@ -58,9 +62,9 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("touch_misses", s.stats.touchMisses.Load())
 	stat("bytes_read", s.stats.bytesRead.Load())
 	stat("bytes_written", s.stats.bytesWritten.Load())
-	stat("limit_maxbytes", st.DiskBytes)
+	stat("limit_maxbytes", s.limitBytes(st))
 	stat("threads", int64(runtime.GOMAXPROCS(0)))
-	stat("bytes", st.DiskBytes)
+	stat("bytes", st.LiveBytes)
 	stat("curr_items", items)
 	stat("total_items", s.stats.cmdSet.Load())
 	stat("evictions", 0)
@@ -114,4 +118,15 @@ func (c *conn) statsGroup(cmd *textCmd) {
 		return
 	}
 	c.reply("END")
+}
+
+// limitBytes is limit_maxbytes: memcached's is its memory limit; this
+// server's items are bounded by the disk, so it is the bytes the log
+// holds now plus what the file system can still give it.
+func (s *Server) limitBytes(st engine.Stats) int64 {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(s.db.Dir(), &fs); err != nil {
+		return st.DiskBytes
+	}
+	return st.DiskBytes + int64(fs.Bavail)*fs.Bsize
 }
