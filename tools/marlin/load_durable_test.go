@@ -7,7 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -35,19 +35,35 @@ func TestLoadSmallSegments(t *testing.T) {
 	require.Len(t, readPairs(t, dst2), 5000)
 }
 
-// TestLoadWriteErrorReportsDurable: every segment write fails after the
-// first few. The count load prints must be of durable pairs: all of them
-// are in the directory afterwards. Before the fix it printed the pairs
-// handed to the engine (still in its write buffer, never written), skipped
-// Sync and ignored Close's error.
+// TestLoadWriteErrorReportsDurable: every segment write fails once two
+// segment syncs with writes before them have succeeded (the first covers
+// a new segment's header, the second pairs). The count load prints must
+// be of durable pairs: all of them are in the directory afterwards.
+// Before the fix it printed the pairs handed to the engine (still in its
+// write buffer, never written), skipped Sync and ignored Close's error.
+// (The failure once came after the first two writes, which a loaded
+// machine's timed buffer flushes could use up before any sync: a flaky
+// test.)
 func TestLoadWriteErrorReportsDurable(t *testing.T) {
 	root := t.TempDir()
 	file := writeInput(t, root, 20000, 100)
 	dst := filepath.Join(root, "db")
-	var writes atomic.Int64
+	var mu sync.Mutex
+	wrote, syncs := false, 0
 	loadFS = vfs.NewErrorFS(vfs.Default, vfs.InjectorFunc(func(op vfs.Op, name string) error {
-		if _, ok := segment.ParseFileName(filepath.Base(name)); ok && op == vfs.OpWrite && writes.Add(1) > 2 {
+		if _, ok := segment.ParseFileName(filepath.Base(name)); !ok {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case op == vfs.OpWrite && syncs >= 2:
 			return errors.New("injected write error")
+		case op == vfs.OpWrite:
+			wrote = true
+		case op == vfs.OpSync && wrote:
+			syncs++
+			wrote = false
 		}
 		return nil
 	}))
