@@ -107,9 +107,14 @@ func (c *conn) serve() {
 			if !c.waitCommand() {
 				return
 			}
-			// A command has begun: the rest of it may take as long as the
-			// idle timeout allows.
-			if t := c.s.cfg.IdleTimeout; t > 0 {
+			// A command has begun: the rest of it (and of any commands
+			// pipelined behind it) may take ReadTimeout, or else as
+			// long as the idle timeout allows.
+			t := c.s.cfg.ReadTimeout
+			if t == 0 {
+				t = c.s.cfg.IdleTimeout
+			}
+			if t > 0 {
 				_ = c.nc.SetReadDeadline(time.Now().Add(t))
 			} else {
 				_ = c.nc.SetReadDeadline(time.Time{})

@@ -170,3 +170,28 @@ func TestClosedConnectionUntracked(t *testing.T) {
 		require.Contains(t, exchange(t, addr, "stats\r\n"), "STAT curr_connections 1\r\n")
 	}
 }
+
+// TestReadTimeout: a client that begins a command and stops sending is
+// cut off after ReadTimeout, and nothing of the half-sent item is stored;
+// a connection that only waits between commands is not.
+func TestReadTimeout(t *testing.T) {
+	addr, _, _ := startServer(t, "", Config{ReadTimeout: 300 * time.Millisecond})
+	slow, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer slow.Close()
+	idle, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer idle.Close()
+	_, err = io.WriteString(slow, "set k 0 0 10\r\nabc")
+	require.NoError(t, err)
+	_ = slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := slow.Read(make([]byte, 10))
+	require.Equal(t, 0, n)
+	require.ErrorIs(t, err, io.EOF, "the server closes the stalled connection")
+	time.Sleep(200 * time.Millisecond) // the idle one has waited past ReadTimeout
+	_, err = io.WriteString(idle, "get k\r\n")
+	require.NoError(t, err)
+	line, err := bufio.NewReader(idle).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "END\r\n", line)
+}

@@ -31,6 +31,10 @@ type Config struct {
 	// for that long (default 30 s): a client that never reads must not
 	// hold a goroutine and its buffers forever.
 	WriteTimeout time.Duration
+	// ReadTimeout closes a connection that has begun a command and does
+	// not send the rest of it (its line and data block) for that long
+	// (0: never, as memcached; IdleTimeout applies then if set).
+	ReadTimeout time.Duration
 	// Version is what "version" reports (default "1.6.18", a memcached 1.6
 	// version: clients and memccapable change behaviour by it).
 	Version string
@@ -96,7 +100,7 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	switch {
-	case cfg.MaxItemSize < 0 || cfg.MaxConns < 0 || cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0:
+	case cfg.MaxItemSize < 0 || cfg.MaxConns < 0 || cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ReadTimeout < 0:
 		return nil, errors.New("server: negative limit")
 	case cfg.MaxItemSize+maxItemHeader > db.Limits().MaxValueSize:
 		return nil, fmt.Errorf("server: items of %d bytes need the database's MaxValueSize at least %d (it is %d)",

@@ -34,6 +34,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		syncIvl  = fs.Duration("sync-interval", time.Second, "period of --sync periodic")
 		idle     = fs.Duration("idle-timeout", 0, "close a connection idle this long (0: never, as memcached)")
 		wtimeout = fs.Duration("write-timeout", 30*time.Second, "close a connection that does not read its replies for this long")
+		rtimeout = fs.Duration("read-timeout", 0, "close a connection that begins a command and does not send the rest of it for this long (0: never, as memcached)")
 		metrics  = fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; empty: off)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -56,7 +57,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	s, err := server.New(db, server.Config{MaxItemSize: *maxItem, MaxConns: *maxConns,
-		IdleTimeout: *idle, WriteTimeout: *wtimeout, Logger: log})
+		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Logger: log})
 	if err != nil {
 		db.Close()
 		return err
