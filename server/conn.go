@@ -33,11 +33,18 @@ type conn struct {
 	werr   error     // the first failed write to the socket
 	op     metricOp  // the running command's latency histogram (metrics.go)
 
-	// busy is set while a command runs; shutdown closes a connection
-	// that is not busy at once and tells a busy one to stop after it.
-	mu       sync.Mutex
-	busy     bool
-	stopping atomic.Bool
+	cmdDeadline bool      // a ReadTimeout deadline is set (idle.go)
+	wdl         time.Time // the socket's write deadline
+
+	// mu guards busy, waitingSince and kicked. busy is set while a
+	// command runs; shutdown closes a connection that is not busy at once
+	// and tells a busy one to stop after it. waitingSince (nanotime; 0:
+	// not waiting) and kicked are the idle reaper's (idle.go).
+	mu           sync.Mutex
+	busy         bool
+	waitingSince int64
+	kicked       bool
+	stopping     atomic.Bool
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -49,7 +56,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 }
 
 // deadlineWriter is what the buffered writer writes to: every write to the
-// socket gets WriteTimeout (a reply larger than the buffer goes straight
+// socket gets between half of WriteTimeout and all of it (a reply larger than the buffer goes straight
 // through, not only through flush), and the first failure is kept in
 // c.werr, which ends the connection after the command (a client that
 // does not read its replies must not go on being served into the void).
@@ -60,7 +67,13 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	// The deadline is moved only when less than half of WriteTimeout is
+	// left (a timer change per reply costs more than the check): every
+	// write gets at least half of it.
+	if now, t := time.Now(), c.s.cfg.WriteTimeout; c.wdl.Sub(now) < t/2 {
+		c.wdl = now.Add(t)
+		_ = c.nc.SetWriteDeadline(c.wdl)
+	}
 	n, err := c.nc.Write(p)
 	c.s.stats.bytesWritten.Add(int64(n))
 	if err != nil {
@@ -116,8 +129,7 @@ func (c *conn) serve() {
 			}
 			if t > 0 {
 				_ = c.nc.SetReadDeadline(time.Now().Add(t))
-			} else {
-				_ = c.nc.SetReadDeadline(time.Time{})
+				c.cmdDeadline = true
 			}
 		}
 		if b, err := c.r.Peek(1); err == nil && b[0] == binReqMagic {

@@ -11,11 +11,15 @@ import (
 )
 
 // Idle connections. A connection waiting for its client's next command
-// holds no buffers: after idleGrace without a byte, its 4 KiB reader and
+// holds no buffers once it has waited idleGrace: its 4 KiB reader and
 // writer go back to pools and the goroutine waits on a one-byte read of
-// its own. The grace keeps a busy connection, which waits for its next
-// request only briefly, off that path (no extra read per request); the
-// pools let 10,000 idle clients cost a goroutine and a socket each.
+// its own. Waiting costs a command nothing: the connection notes when it
+// began to wait (under its mutex), and the server's reaper, every half
+// grace, wakes each connection that has waited a grace by setting its
+// read deadline to now; the woken connection parks. So a busy connection
+// sets no deadline per command (unless a read or idle timeout is
+// configured) and never parks, and 10,000 idle clients cost a goroutine
+// and a socket each.
 
 // idleGrace is how long a connection waits with its buffers held.
 const idleGrace = time.Second
@@ -46,25 +50,34 @@ func (f *firstByte) Read(p []byte) (int, error) {
 // timeout passed, or the server shuts down (false). The reader holds
 // nothing when it is called.
 func (c *conn) waitCommand() bool {
-	start := time.Now()
-	idle := c.s.cfg.IdleTimeout
-	grace := idleGrace
-	if idle > 0 && idle < grace {
-		grace = idle
+	var deadline time.Time
+	if idle := c.s.cfg.IdleTimeout; idle > 0 {
+		deadline = time.Now().Add(idle)
+		_ = c.nc.SetReadDeadline(deadline)
+	} else if c.cmdDeadline {
+		_ = c.nc.SetReadDeadline(deadline)
+		c.cmdDeadline = false
 	}
-	_ = c.nc.SetReadDeadline(start.Add(grace))
+	c.mu.Lock()
+	c.waitingSince = nanotime()
+	c.mu.Unlock()
 	_, err := c.r.Peek(1)
-	switch {
-	case err == nil:
+	c.mu.Lock()
+	c.waitingSince = 0
+	kicked := c.kicked
+	c.kicked = false
+	c.mu.Unlock()
+	if err == nil {
+		if kicked {
+			// The reaper's deadline came after the command did.
+			_ = c.nc.SetReadDeadline(deadline)
+		}
 		return true
-	case !errors.Is(err, os.ErrDeadlineExceeded) || c.stopping.Load() || grace == idle:
+	}
+	if !kicked || !errors.Is(err, os.ErrDeadlineExceeded) || c.stopping.Load() {
 		return false
 	}
 	c.park()
-	deadline := time.Time{}
-	if idle > 0 {
-		deadline = start.Add(idle)
-	}
 	_ = c.nc.SetReadDeadline(deadline)
 	// Shutdown sets stopping before it sets the deadline to now: seen
 	// false here, its deadline comes after the one just set.
@@ -78,6 +91,36 @@ func (c *conn) waitCommand() bool {
 	c.first.n = n
 	c.unpark()
 	return true
+}
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(processStart)) }
+
+var processStart = time.Now()
+
+// reap wakes, every half grace until stop is closed, each connection
+// that has waited for a command for idleGrace, so that it parks.
+func (s *Server) reap(stop chan struct{}) {
+	t := time.NewTicker(idleGrace / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := nanotime()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.mu.Lock()
+			if c.waitingSince != 0 && !c.kicked && now-c.waitingSince >= int64(idleGrace) {
+				c.kicked = true
+				_ = c.nc.SetReadDeadline(time.Now())
+			}
+			c.mu.Unlock()
+		}
+		s.mu.Unlock()
+	}
 }
 
 // park gives the connection's (empty) buffers back to the pools.

@@ -75,9 +75,11 @@ type Server struct {
 	flushStored    atomic.Bool // flushKey exists: one engine key that is no item
 	flushMu        sync.Mutex
 	flushTimer     *time.Timer
-	sweep          sweeper      // removes flushed items (sweep.go)
-	idleConns      atomic.Int64 // connections waiting without buffers (idle.go)
-	releaseMu      sync.Mutex   // guards releaseTimer (idle.go)
+	sweep          sweeper       // removes flushed items (sweep.go)
+	idleConns      atomic.Int64  // connections waiting without buffers (idle.go)
+	reapOnce       sync.Once     // starts the idle reaper at the first connection (idle.go)
+	reapStop       chan struct{} // closed by Shutdown
+	releaseMu      sync.Mutex    // guards releaseTimer (idle.go)
 	releaseTimer   *time.Timer
 }
 
@@ -108,7 +110,7 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	case db.Limits().MaxKeySize < maxKeyLen:
 		return nil, fmt.Errorf("server: the database's MaxKeySize %d is under memcached's 250", db.Limits().MaxKeySize)
 	}
-	s := &Server{db: db, cfg: cfg, log: cfg.Logger,
+	s := &Server{db: db, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
 	s.metrics = newMetrics(s)
@@ -181,6 +183,7 @@ func (s *Server) track(nc net.Conn) bool {
 	}
 	c := newConn(s, nc)
 	s.conns[c] = struct{}{}
+	s.reapOnce.Do(func() { go s.reap(s.reapStop) })
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -203,6 +206,9 @@ func (s *Server) track(nc net.Conn) bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopFlush()
 	s.mu.Lock()
+	if !s.closing {
+		close(s.reapStop)
+	}
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
