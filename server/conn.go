@@ -255,22 +255,7 @@ func (c *conn) command(line []byte) error {
 	cmd, toks, err := parseText(line, c.toks, c.s.cfg.MaxItemSize)
 	c.toks = toks[:0]
 	if err != nil {
-		var pe *protoError
-		if !errors.As(err, &pe) {
-			return err
-		}
-		if pe.swallow > 0 {
-			if err := c.swallow(pe.swallow); err != nil {
-				return err
-			}
-		}
-		if !cmd.noreply || pe == errLineTooLong {
-			c.reply(pe.line)
-		}
-		if pe == errLineTooLong {
-			return errClose
-		}
-		return nil
+		return c.protoError(err, cmd.noreply)
 	}
 	c.setOp(textOp(cmd.kind))
 	switch cmd.kind {
@@ -313,6 +298,29 @@ func (c *conn) command(line []byte) error {
 		}
 	case cmdStats:
 		c.stats(&cmd)
+	}
+	return nil
+}
+
+// protoError answers a command that could not be parsed: its data block
+// (if any) is read and dropped, and the error line is sent unless quiet
+// (noreply; a line too long is answered anyway, and ends the
+// connection). An error that is no protocol error ends the connection.
+func (c *conn) protoError(err error, quiet bool) error {
+	var pe *protoError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	if pe.swallow > 0 {
+		if err := c.swallow(pe.swallow); err != nil {
+			return err
+		}
+	}
+	if !quiet || pe == errLineTooLong {
+		c.reply(pe.line)
+	}
+	if pe == errLineTooLong {
+		return errClose
 	}
 	return nil
 }

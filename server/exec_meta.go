@@ -38,17 +38,7 @@ func (c *conn) meta(line []byte) error {
 	}
 	m, err := parseMeta(toks, c.s.cfg.MaxItemSize)
 	if err != nil {
-		var pe *protoError
-		if !errors.As(err, &pe) {
-			return err
-		}
-		if pe.swallow > 0 {
-			if err := c.swallow(pe.swallow); err != nil {
-				return err
-			}
-		}
-		c.reply(pe.line) // errors are sent even with q
-		return nil
+		return c.protoError(err, false) // errors are sent even with q
 	}
 	switch m.code {
 	case 'n':

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/marlinkv/marlin/engine"
 )
 
 // metaCases are meta-protocol exchanges on one connection each, with
@@ -225,14 +223,8 @@ func TestMetaExtensions(t *testing.T) {
 func TestMetaStateSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	{
-		db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
-		require.NoError(t, err)
-		s, err := New(db, Config{})
-		require.NoError(t, err)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		go func() { _ = s.Serve(ln) }()
-		m := newMetaSession(t, ln.Addr().String())
+		addr, s, db, _ := openServer(t, dir, Config{})
+		m := newMetaSession(t, addr)
 		m.do("ms k 1 T1000\r\na\r\nmd k I\r\nmg k\r\n", 3) // stale, then won
 		m.do("ms Zm9v 3 b E42\r\nbar\r\nmg Zm9v b h\r\n", 2)
 		m.c.Close()

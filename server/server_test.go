@@ -25,14 +25,7 @@ func startServer(t testing.TB, dir string, cfg Config) (string, *Server, *engine
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
-	require.NoError(t, err)
-	s, err := New(db, cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
+	addr, s, db, done := openServer(t, dir, cfg)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -40,7 +33,23 @@ func startServer(t testing.TB, dir string, cfg Config) (string, *Server, *engine
 		require.ErrorIs(t, <-done, ErrServerClosed)
 		require.NoError(t, db.Close())
 	})
-	return ln.Addr().String(), s, db
+	return addr, s, db
+}
+
+// openServer serves the database in dir on a free port; the caller shuts
+// the server down and closes the database (a restart test's first half).
+// done receives Serve's result.
+func openServer(t testing.TB, dir string, cfg Config) (addr string, s *Server, db *engine.DB, done chan error) {
+	t.Helper()
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
+	require.NoError(t, err)
+	s, err = New(db, cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done = make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	return ln.Addr().String(), s, db, done
 }
 
 // exchange sends in on a new connection, closes the write side (the
@@ -215,18 +224,12 @@ func TestGetsCas(t *testing.T) {
 // TestItemsSurviveRestart: flags, CAS and expiry are stored with the item.
 func TestItemsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
-	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
-	require.NoError(t, err)
-	s, err := New(db, Config{})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s.Serve(ln) }()
-	first := exchange(t, ln.Addr().String(), "set k 42 1000 3\r\nabc\r\nset gone 0 1 1\r\nx\r\ngets k\r\n")
+	addr, s, db, _ := openServer(t, dir, Config{})
+	first := exchange(t, addr, "set k 42 1000 3\r\nabc\r\nset gone 0 1 1\r\nx\r\ngets k\r\n")
 	require.NoError(t, s.Shutdown(context.Background()))
 	require.NoError(t, db.Close())
 
-	addr, _, _ := startServer(t, dir, Config{})
+	addr, _, _ = startServer(t, dir, Config{})
 	again := exchange(t, addr, "gets k\r\n")
 	require.Equal(t, strings.TrimPrefix(first, "STORED\r\nSTORED\r\n"), again)
 	require.Contains(t, again, "VALUE k 42 3 ")
@@ -327,16 +330,8 @@ func TestFlushAll(t *testing.T) {
 	require.Equal(t, "STORED\r\n", exchange(t, addr, "set d 0 0 1\r\nd\r\n"))
 	require.NoError(t, s.Shutdown(context.Background()))
 	require.NoError(t, db.Close())
-	db2, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
-	require.NoError(t, err)
-	defer db2.Close()
-	s2, err := New(db2, Config{})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = s2.Serve(ln) }()
-	defer s2.Shutdown(context.Background())
-	require.Equal(t, "VALUE d 0 1\r\nd\r\nEND\r\n", exchange(t, ln.Addr().String(), "get a b c d\r\n"))
+	addr2, _, _ := startServer(t, dir, Config{})
+	require.Equal(t, "VALUE d 0 1\r\nd\r\nEND\r\n", exchange(t, addr2, "get a b c d\r\n"))
 }
 
 // TestPymemcache drives the server with pymemcache (Debian's

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -57,17 +56,7 @@ func TestFlushSweep(t *testing.T) {
 // again.
 func TestFlushSweepResumesAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	open := func() (string, *Server, *engine.DB) {
-		db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, MaxValueSize: 2 << 20})
-		require.NoError(t, err)
-		s, err := New(db, Config{})
-		require.NoError(t, err)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		go func() { _ = s.Serve(ln) }()
-		return ln.Addr().String(), s, db
-	}
-	addr, s, db := open()
+	addr, s, db, _ := openServer(t, dir, Config{})
 	fill(t, addr, "k", 20000)
 	// Shut down as soon as the flush is answered: the sweep is cut short.
 	require.Equal(t, "OK\r\n", exchange(t, addr, "flush_all\r\n"))
@@ -84,7 +73,7 @@ func TestFlushSweepResumesAfterRestart(t *testing.T) {
 	}
 	require.NoError(t, db.Close())
 
-	addr, s, db = open()
+	addr, s, db, _ = openServer(t, dir, Config{})
 	waitKeys(t, db, 1)
 	require.Equal(t, "END\r\n", exchange(t, addr, "get k1 k19999\r\n"))
 	require.NoError(t, s.Shutdown(context.Background()))
