@@ -26,6 +26,8 @@ type conn struct {
 	data   []byte   // the current storage command's data block
 	key    []byte   // the current storage command's key (a copy)
 	mline  []byte   // the current ms command's line (a copy)
+	nbuf   []byte   // a multi-key get's normalized keys (normalize.go)
+	nkeys  [][2]int // their offsets in nbuf
 	val    []byte   // scratch for reads
 	out    deadlineWriter
 	first  firstByte // what r reads from (idle.go)
@@ -258,12 +260,24 @@ func (c *conn) command(line []byte) error {
 		return c.protoError(err, cmd.noreply)
 	}
 	c.setOp(textOp(cmd.kind))
+	if cmd.key != nil {
+		// The key aliases the reader's buffer, which reading a data
+		// block may refill: keep a copy (or the normalized key) first.
+		if c.s.cfg.Normalizer == nil {
+			c.key = append(c.key[:0], cmd.key...)
+		} else if c.key, err = c.s.storeKey(c.key, cmd.key); err != nil {
+			if cmd.kind >= cmdSet && cmd.kind <= cmdCas {
+				if err := c.swallow(int64(cmd.bytes) + 2); err != nil {
+					return err
+				}
+			}
+			c.replyTo(&cmd, keyError(err))
+			return nil
+		}
+		cmd.key = c.key
+	}
 	switch cmd.kind {
 	case cmdSet, cmdAdd, cmdReplace, cmdAppend, cmdPrepend, cmdCas:
-		// The key aliases the reader's buffer, which reading the data
-		// block may refill: keep a copy first.
-		c.key = append(c.key[:0], cmd.key...)
-		cmd.key = c.key
 		data, err := c.readData(cmd.bytes)
 		if err != nil {
 			if errors.Is(err, errBadDataChunk) {

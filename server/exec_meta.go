@@ -40,6 +40,20 @@ func (c *conn) meta(line []byte) error {
 	if err != nil {
 		return c.protoError(err, false) // errors are sent even with q
 	}
+	m.reqKey = m.key
+	if c.s.cfg.Normalizer != nil && m.code != 'n' {
+		// (c.key is the connection's own buffer: never an alias.)
+		if c.key, err = c.s.storeKey(c.key, m.key); err != nil {
+			if m.code == 's' {
+				if err := c.swallow(int64(m.datalen) + 2); err != nil {
+					return err
+				}
+			}
+			c.reply(keyError(err))
+			return nil
+		}
+		m.key = c.key
+	}
 	switch m.code {
 	case 'n':
 		c.reply("MN")
@@ -166,7 +180,7 @@ func (c *conn) metaGet(m *metaCmd) {
 			w.WriteByte(' ')
 			w.Write(t)
 		case 'k':
-			writeKey(w, m.key, v.hdr.bits&bitBinKey != 0 || v.created && m.binKey)
+			writeKey(w, m.reqKey, v.hdr.bits&bitBinKey != 0 || v.created && m.binKey)
 		}
 	}
 	if v.sentWon {
@@ -301,7 +315,7 @@ func (c *conn) metaSet(m *metaCmd) error {
 			c.w.WriteByte(' ')
 			c.w.Write(t)
 		case 'k':
-			writeKey(c.w, m.key, m.binKey)
+			writeKey(c.w, m.reqKey, m.binKey)
 		case 'c':
 			cas := uint64(0)
 			if res.out == stored {
@@ -407,7 +421,7 @@ func (c *conn) metaArith(m *metaCmd) {
 			w.WriteByte(' ')
 			w.Write(t)
 		case 'k':
-			writeKey(w, m.key, m.binKey)
+			writeKey(w, m.reqKey, m.binKey)
 		}
 	}
 	if m.value {
@@ -432,9 +446,9 @@ func (c *conn) metaDebug(m *metaCmd) {
 	w := c.w
 	w.WriteString("ME ")
 	if v.hdr.bits&bitBinKey != 0 {
-		w.WriteString(base64.StdEncoding.EncodeToString(m.key))
+		w.WriteString(base64.StdEncoding.EncodeToString(m.reqKey))
 	} else {
-		w.Write(m.key)
+		w.Write(m.reqKey)
 	}
 	w.WriteString(" exp=")
 	w.Write(strconv.AppendInt(c.numBuf(), ttlOf(v.expiry, now), 10))
@@ -468,7 +482,7 @@ func (c *conn) metaStatus(m *metaCmd, code string, binKey bool) {
 			c.w.WriteByte(' ')
 			c.w.Write(t)
 		case 'k':
-			writeKey(c.w, m.key, binKey)
+			writeKey(c.w, m.reqKey, binKey)
 		}
 	}
 }

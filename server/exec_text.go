@@ -64,17 +64,36 @@ func (c *conn) retrieve(cmd *textCmd) {
 	if touch {
 		expiry = expiryOf(cmd.exptime, time.Now())
 	}
-	for _, k := range cmd.keys {
+	// Normalized keys are all checked before any reply is written.
+	skeys := cmd.keys
+	if c.s.cfg.Normalizer != nil {
+		c.nbuf, c.nkeys = c.nbuf[:0], c.nkeys[:0]
+		for _, k := range cmd.keys {
+			start := len(c.nbuf)
+			var err error
+			if c.nbuf, err = c.s.cfg.Normalizer.Append(c.nbuf, k); err != nil {
+				c.reply(keyError(err))
+				return
+			}
+			c.nkeys = append(c.nkeys, [2]int{start, len(c.nbuf)})
+		}
+		skeys = nil
+	}
+	for i, k := range cmd.keys {
+		sk := k
+		if skeys == nil {
+			sk = c.nbuf[c.nkeys[i][0]:c.nkeys[i][1]]
+		}
 		c.s.stats.cmdGet.Add(1)
 		var h itemHdr
 		var data []byte
 		var err error
 		if touch {
 			c.s.stats.cmdTouch.Add(1)
-			data, h, err = c.s.touch(c.val[:0], k, expiry)
+			data, h, err = c.s.touch(c.val[:0], sk, expiry)
 			c.val = data[:0]
 		} else {
-			c.val, h, data, _, err = c.s.readItem(c.val[:0], k)
+			c.val, h, data, _, err = c.s.readItem(c.val[:0], sk)
 			c.val = c.val[:0]
 		}
 		if errors.Is(err, engine.ErrNotFound) {

@@ -84,7 +84,8 @@ type binReq struct {
 	opaque uint32
 	cas    uint64
 	extras []byte
-	key    []byte
+	key    []byte // as the client sent it (replies name it)
+	skey   []byte // what the engine stores: key, normalized (normalize.go)
 	value  []byte
 }
 
@@ -174,6 +175,14 @@ func (c *conn) binary() error {
 		c.binError(&req, stInvalid)
 		return nil
 	}
+	req.skey = req.key
+	if c.s.cfg.Normalizer != nil && len(req.key) > 0 {
+		if c.key, err = c.s.storeKey(c.key, req.key); err != nil {
+			c.binError(&req, stInvalid)
+			return nil
+		}
+		req.skey = c.key
+	}
 	switch req.op {
 	case opNoop:
 		c.binReply(&req, stOK, 0, nil, nil, nil)
@@ -223,10 +232,10 @@ func (c *conn) binGet(req *binReq, q bool) {
 	var err error
 	if touch {
 		c.s.stats.cmdTouch.Add(1)
-		data, h, err = c.s.touch(c.val[:0], req.key, expiryOf(int64(binary.BigEndian.Uint32(req.extras)), time.Now()))
+		data, h, err = c.s.touch(c.val[:0], req.skey, expiryOf(int64(binary.BigEndian.Uint32(req.extras)), time.Now()))
 		c.val = data[:0]
 	} else {
-		c.val, h, data, _, err = c.s.readItem(c.val[:0], req.key)
+		c.val, h, data, _, err = c.s.readItem(c.val[:0], req.skey)
 		c.val = c.val[:0]
 	}
 	switch {
@@ -289,7 +298,7 @@ func (c *conn) binStore(req *binReq, q bool) {
 	// conditional on it (a cas command of the text protocol).
 	r.casCheck, r.cas = req.cas != 0 && r.mode != modeAdd, req.cas
 	c.s.stats.cmdSet.Add(1)
-	res, err := c.s.store(req.key, &r, req.value)
+	res, err := c.s.store(req.skey, &r, req.value)
 	switch {
 	case errors.Is(err, errTooLarge):
 		c.binError(req, stTooLarge)
@@ -317,7 +326,7 @@ func (c *conn) binDelete(req *binReq, q bool) {
 		c.binError(req, stInvalid)
 		return
 	}
-	out, err := c.s.delete(req.key, &deleteReq{casCheck: req.cas != 0, cas: req.cas})
+	out, err := c.s.delete(req.skey, &deleteReq{casCheck: req.cas != 0, cas: req.cas})
 	switch {
 	case err != nil:
 		c.binServerError(req, err)
@@ -349,7 +358,7 @@ func (c *conn) binArith(req *binReq, q bool) {
 	if r.create {
 		r.createExpiry = expiryOf(int64(exp), time.Now())
 	}
-	res, err := c.s.arith(req.key, &r)
+	res, err := c.s.arith(req.skey, &r)
 	if err != nil {
 		c.binServerError(req, err)
 		return

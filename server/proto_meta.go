@@ -26,8 +26,9 @@ const (
 // metaCmd is one parsed meta command line. Its slices alias the line.
 type metaCmd struct {
 	code    byte   // g, s, d, a, n or e
-	key     []byte // decoded if binKey
+	key     []byte // decoded if binKey; normalized once run (storeKey)
 	sentKey []byte // the key token as sent
+	reqKey  []byte // the key as the client named it (decoded): replies' k
 	binKey  bool   // b: the key was sent in base64
 	datalen int    // ms
 	flags   [][]byte

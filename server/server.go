@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/keynorm"
 )
 
 // Config holds a server's limits. Zero fields take memcached's defaults
@@ -35,6 +36,9 @@ type Config struct {
 	// not send the rest of it (its line and data block) for that long
 	// (0: never, as memcached; IdleTimeout applies then if set).
 	ReadTimeout time.Duration
+	// Normalizer, if set, rewrites every key a client names to its
+	// canonical form before it reaches the database (normalize.go).
+	Normalizer *keynorm.Normalizer
 	// Version is what "version" reports (default "1.6.18", a memcached 1.6
 	// version: clients and memccapable change behaviour by it).
 	Version string

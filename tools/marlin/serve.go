@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/keynorm"
 	"github.com/marlinkv/marlin/server"
 )
 
@@ -36,6 +38,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		wtimeout = fs.Duration("write-timeout", 30*time.Second, "close a connection that does not read its replies for this long")
 		rtimeout = fs.Duration("read-timeout", 0, "close a connection that begins a command and does not send the rest of it for this long (0: never, as memcached)")
 		metrics  = fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; empty: off)")
+		normSep  = fs.String("normalize-keys", "", "rewrite composite keys of parts joined by SEP to one canonical form (parts sorted; empty: off)")
+		normEsc  = fs.String("normalize-escape", "", "with --normalize-keys: a byte that makes the next one literal, so parts may hold SEP")
+		normDup  = fs.Bool("normalize-dedup", false, "with --normalize-keys: keep one copy of repeated parts")
+		normKeep = fs.Bool("normalize-keep-empty", false, "with --normalize-keys: keep empty parts (dropped by default)")
+		normLead = fs.String("normalize-first", "", "with --normalize-keys: comma-separated part names that come first, in this order")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -50,6 +57,25 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var norm *keynorm.Normalizer
+	if *normSep != "" {
+		o := keynorm.Options{Sep: []byte(*normSep), Dedup: *normDup, KeepEmpty: *normKeep}
+		switch len(*normEsc) {
+		case 0:
+		case 1:
+			o.Escape = (*normEsc)[0]
+		default:
+			return fmt.Errorf("--normalize-escape %q: one byte", *normEsc)
+		}
+		if *normLead != "" {
+			o.First = strings.Split(*normLead, ",")
+		}
+		if norm, err = keynorm.New(o); err != nil {
+			return err
+		}
+	} else if *normEsc != "" || *normDup || *normKeep || *normLead != "" {
+		return errors.New("--normalize-escape, --normalize-dedup, --normalize-keep-empty and --normalize-first need --normalize-keys")
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := engine.Open(*dir, &engine.Options{Sync: sm, SyncInterval: *syncIvl,
 		MaxValueSize: *maxItem + 64, Logger: log})
@@ -57,7 +83,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	s, err := server.New(db, server.Config{MaxItemSize: *maxItem, MaxConns: *maxConns,
-		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Logger: log})
+		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Normalizer: norm, Logger: log})
 	if err != nil {
 		db.Close()
 		return err

@@ -146,3 +146,27 @@ func TestServeSurvivesKill(t *testing.T) {
 	}
 	require.Regexp(t, regexp.MustCompile(`^VALUE key0 0 1\r\n0\r\nEND\r\n$`), sb.String(), "the expired key is gone, the others stay")
 }
+
+// TestServeNormalizeKeys: --normalize-keys makes every spelling of a
+// composite key one item; its option flags need it.
+func TestServeNormalizeKeys(t *testing.T) {
+	cmd, addr := startServeChild(t, t.TempDir(), "none --normalize-keys , --normalize-dedup --normalize-first v")
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	_, err = fmt.Fprintf(c, "set os=a,v=2,c=in 0 0 1\r\nx\r\nmg c=in,v=2,os=a,c=in v\r\n")
+	require.NoError(t, err)
+	for _, want := range []string{"STORED\r\n", "VA 1\r\n", "x\r\n"} {
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, want, l)
+	}
+	res := marlin(t, "serve", "--dir", t.TempDir(), "--normalize-dedup")
+	require.NotEqual(t, 0, res.code)
+	require.Contains(t, res.stderr, "need --normalize-keys")
+}
