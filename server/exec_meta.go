@@ -165,11 +165,7 @@ func (c *conn) metaGet(m *metaCmd) {
 		case 'f':
 			writeFlagUint(w, 'f', uint64(v.hdr.flags))
 		case 'l':
-			var la int64
-			if v.hdr.bits&bitAtime != 0 {
-				la = max(now.Unix()-int64(v.hdr.atime), 0)
-			}
-			writeFlagNum(w, 'l', la)
+			writeFlagNum(w, 'l', v.hdr.sinceAccess(now))
 		case 'h':
 			var h int64
 			if v.hdr.bits&bitFetched != 0 {
@@ -453,11 +449,7 @@ func (c *conn) metaDebug(m *metaCmd) {
 	w.WriteString(" exp=")
 	w.Write(strconv.AppendInt(c.numBuf(), ttlOf(v.expiry, now), 10))
 	w.WriteString(" la=")
-	var la int64
-	if v.hdr.bits&bitAtime != 0 {
-		la = max(now.Unix()-int64(v.hdr.atime), 0)
-	}
-	w.Write(strconv.AppendInt(c.numBuf(), la, 10))
+	w.Write(strconv.AppendInt(c.numBuf(), v.hdr.sinceAccess(now), 10))
 	w.WriteString(" cas=")
 	w.Write(strconv.AppendUint(c.numBuf(), v.hdr.cas, 10))
 	if v.hdr.bits&bitFetched != 0 {

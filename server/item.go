@@ -71,6 +71,15 @@ func appendItem(dst []byte, h itemHdr, data []byte) []byte {
 	return append(dst, data...)
 }
 
+// sinceAccess is the seconds since the item's last recorded fetch (mg l,
+// me la): 0 if none was recorded.
+func (h itemHdr) sinceAccess(now time.Time) int64 {
+	if h.bits&bitAtime == 0 {
+		return 0
+	}
+	return max(now.Unix()-int64(h.atime), 0)
+}
+
 // itemSize is the stored size of an item with this header and n bytes of
 // data.
 func itemSize(h itemHdr, n int) int {
