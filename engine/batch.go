@@ -82,6 +82,18 @@ func (b *Batch) idFloor() int {
 // if any is invalid nothing is written. The whole batch must fit in one
 // segment (ErrBatchTooLarge otherwise).
 func (db *DB) Write(b *Batch) error {
+	if db.opts.KeyNormalizer != nil {
+		nb, err := db.normBatch(b)
+		if err != nil {
+			return err
+		}
+		b = nb
+	}
+	if db.fill != nil {
+		for i := range b.ops {
+			db.fill.Invalidate(b.key(&b.ops[i]))
+		}
+	}
 	err := db.writeBatch(b)
 	if errors.Is(err, ErrFull) && db.reclaimIDs(b.idFloor()) {
 		err = db.writeBatch(b)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/marlinkv/marlin/arena"
+	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/index"
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
@@ -33,6 +34,9 @@ type DB struct {
 	opts Options
 	fs   vfs.FS
 	lock io.Closer
+	// fill is the fill queue (Options.Loader), nil without; set at Open,
+	// closed first by Close.
+	fill *fill.Queue
 	// meta is the database's identity (MARLIN file) and hash is the keyed
 	// key hash derived from it; both are set by recover before anything
 	// is read and never change afterwards.
@@ -254,6 +258,10 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	go db.flusher()
 	db.startWorkers()
+	if err := db.startFill(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
@@ -288,6 +296,8 @@ func (db *DB) Close() error {
 	}
 	db.closing = true
 	db.lifeMu.Unlock()
+	// Loads in flight store their values before the database stops.
+	db.stopFill()
 	close(db.stopBg)
 	db.bg.Wait()
 	db.guard.close()

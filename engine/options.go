@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
@@ -164,6 +165,21 @@ type Options struct {
 	// See docs/design.md, "Large-data read path".
 	ReadMode ReadMode
 
+	// KeyNormalizer, if set, rewrites every key given to a read or write
+	// method to its canonical form first (see KeyNormalizer); the
+	// database stores only canonical keys. keynorm.New makes one for
+	// composite keys.
+	KeyNormalizer KeyNormalizer
+	// Loader, if set, makes reads fill the database from a slow source
+	// without waiting: a read that finds nothing returns ErrNotFound at
+	// once and queues the key; background workers call Loader and store
+	// what it returns (see fill.Queue and docs/design.md, Fill queue).
+	// Not allowed with ReadOnly.
+	Loader fill.Loader
+	// Fill configures the fill queue (workers, queue size, negative TTL,
+	// retries, per-load timeout); used only with Loader.
+	Fill fill.Options
+
 	// hash, if set, replaces the database's keyed hash in tests (to force
 	// collisions).
 	hash func([]byte) uint64
@@ -257,6 +273,8 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case c.Salvage && !c.ReadOnly:
 		return bad("Salvage needs ReadOnly")
+	case c.Loader != nil && c.ReadOnly:
+		return bad("Loader needs a writable database")
 	case math.IsNaN(c.CompactionThreshold) || math.IsInf(c.CompactionThreshold, 0):
 		return bad("CompactionThreshold %v is not a number in [-1, 1]", c.CompactionThreshold)
 	case c.SegmentSize < minSegmentSize || c.SegmentSize > segment.MaxSegmentSize:

@@ -152,6 +152,11 @@ const viewBufMax = 64 << 10
 // error if the mapped value cannot be read (a fault while fn reads it is
 // caught too; any other panic in fn is passed on unchanged).
 func (db *DB) View(key []byte, fn func(value []byte) error) (err error) {
+	key, kb, err := db.normKey(key)
+	if err != nil {
+		return err
+	}
+	defer putKeyBuf(kb)
 	g, err := db.enter()
 	if err != nil {
 		return err
@@ -161,6 +166,7 @@ func (db *DB) View(key []byte, fn func(value []byte) error) (err error) {
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
 	rec, held, err := db.lookup(key)
 	if err != nil {
+		db.missed(key, err)
 		return err
 	}
 	v := rec.Value
@@ -186,6 +192,11 @@ func (db *DB) View(key []byte, fn func(value []byte) error) (err error) {
 
 // Has reports whether key is present (and not expired).
 func (db *DB) Has(key []byte) (bool, error) {
+	key, kb, err := db.normKey(key)
+	if err != nil {
+		return false, err
+	}
+	defer putKeyBuf(kb)
 	g, err := db.enter()
 	if err != nil {
 		return false, err

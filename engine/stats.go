@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/index"
 )
 
@@ -81,6 +82,9 @@ type Stats struct {
 	// made before the writer mutex was reused under it.
 	PreadReads       int64
 	ColdProbesReused int64
+
+	// Fill is the fill queue's figures (Options.Loader; zero without).
+	Fill fill.Stats
 }
 
 // Stats returns current figures. It takes no lock that writers hold for
@@ -148,6 +152,9 @@ func (db *DB) Stats() (Stats, error) {
 		s.Segments = append(s.Segments, ss)
 	}
 	sort.Slice(s.Segments, func(i, j int) bool { return s.Segments[i].Generation < s.Segments[j].Generation })
+	if db.fill != nil {
+		s.Fill = db.fill.Stats()
+	}
 	return s, nil
 }
 
@@ -173,6 +180,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.ExpiredReclaimed -= prev.ExpiredReclaimed
 	d.PreadReads -= prev.PreadReads
 	d.ColdProbesReused -= prev.ColdProbesReused
+	d.Fill = s.Fill.Sub(prev.Fill)
 	return d
 }
 

@@ -61,6 +61,18 @@ type UpdateFunc func(value []byte, cur Item, found bool, next uint64) (Change, e
 // write. fn may be called more than once (when the log must first free
 // segment ids); only the last call's decision is written.
 func (db *DB) Update(key []byte, fn UpdateFunc) (uint64, error) {
+	key, kb, err := db.normKey(key)
+	if err != nil {
+		return 0, err
+	}
+	defer putKeyBuf(kb)
+	db.invalidate(key)
+	return db.update(key, fn)
+}
+
+// update is Update of a canonical key, with no fill invalidation (the
+// fill queue's own store uses it).
+func (db *DB) update(key []byte, fn UpdateFunc) (uint64, error) {
 	seq, err := db.updateOnce(key, fn)
 	if errors.Is(err, ErrFull) && db.reclaimIDs(idForPut) {
 		seq, err = db.updateOnce(key, fn)
@@ -168,6 +180,11 @@ func (db *DB) copyRecordLocked(loc uint64) (value []byte, rec segment.Record, er
 // AppendItem is AppendValue that also returns the version it read (the
 // one implementation of both).
 func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
+	key, kb, err := db.normKey(key)
+	if err != nil {
+		return dst, it, err
+	}
+	defer putKeyBuf(kb)
 	g, err := db.enter()
 	if err != nil {
 		return dst, it, err
@@ -185,6 +202,7 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
 	rec, held, err := db.lookup(key)
 	if err != nil {
+		db.missed(key, err)
 		return dst, it, err
 	}
 	// A fault in the copy skips unhold: a tail lock would stay held. The

@@ -58,7 +58,13 @@ func (db *DB) Delete(key []byte) error {
 }
 
 func (db *DB) write(kind segment.Kind, key, value []byte, expiry int64) error {
-	err := db.writeOne(kind, key, value, expiry)
+	key, kb, err := db.normKey(key)
+	if err != nil {
+		return err
+	}
+	defer putKeyBuf(kb)
+	db.invalidate(key)
+	err = db.writeOne(kind, key, value, expiry)
 	floor := idForPut
 	if kind == segment.KindDelete {
 		floor = idForDelete

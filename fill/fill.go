@@ -18,7 +18,8 @@
 //     under a context that times out after Options.Timeout.
 //   - A write to the key (Invalidate) while its load is in flight makes
 //     the load's result be discarded, so a loaded value never replaces one
-//     a client wrote meanwhile nor brings back one it deleted.
+//     a client wrote meanwhile nor brings back one it deleted (Store
+//     checks this under the database's write lock).
 //   - Memory is bounded: at most QueueSize keys wait, Workers load, and
 //     NegativeMax keys are remembered as absent.
 //
@@ -53,10 +54,14 @@ var ErrBadOptions = errors.New("fill: bad options")
 // queue's (it is passed to Store and not kept after).
 type Loader func(ctx context.Context, key []byte) (value []byte, ttl time.Duration, err error)
 
-// Store writes a loaded value. It should write only if the key is absent,
-// so that a load never replaces a newer write. key and value are valid
-// until Store returns. An error counts the load as failed (not retried).
-type Store func(key, value []byte, ttl time.Duration) error
+// Store writes a loaded value if the key is still absent and valid()
+// reports true, and says whether it wrote. valid must be called under the
+// lock that orders the store's writes to the key (the engine's write
+// lock): a writer calls Invalidate before it takes that lock, so it either
+// comes before the check (the load is discarded) or its write comes after
+// the store's (and wins). key and value are valid until Store returns. An
+// error counts the load as failed (not retried).
+type Store func(key, value []byte, ttl time.Duration, valid func() bool) (stored bool, err error)
 
 // Options configure a Queue. The zero value gives the defaults.
 type Options struct {
@@ -352,25 +357,23 @@ func (q *Queue) run(j *job) {
 
 	switch {
 	case err == nil:
-		if q.isStale(j) {
-			q.finish(j)
-			q.c.superseded.Add(1)
-			return
-		}
 		if ttl < 0 {
-			// Already expired: nothing to store; the next miss loads again.
+			// Not to be stored: the next miss loads again.
 			q.finish(j)
 			q.c.uncacheable.Add(1)
 			return
 		}
-		if serr := q.store(j.key, value, ttl); serr != nil {
-			q.finish(j)
+		stored, serr := q.store(j.key, value, ttl, func() bool { return !q.isStale(j) })
+		q.finish(j)
+		switch {
+		case serr != nil:
 			q.c.failed.Add(1)
 			q.c.storeErrors.Add(1)
-			return
+		case stored:
+			q.c.filled.Add(1)
+		default:
+			q.c.superseded.Add(1)
 		}
-		q.finish(j)
-		q.c.filled.Add(1)
 	case errors.Is(err, ErrNoData):
 		q.c.notFound.Add(1)
 		q.mu.Lock()

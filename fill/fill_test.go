@@ -24,14 +24,15 @@ func newMemStore() *memStore {
 	return &memStore{m: map[string]string{}, ttls: map[string]time.Duration{}}
 }
 
-func (s *memStore) store(key, value []byte, ttl time.Duration) error {
+func (s *memStore) store(key, value []byte, ttl time.Duration, valid func() bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[string(key)]; !ok {
-		s.m[string(key)] = string(value)
-		s.ttls[string(key)] = ttl
+	if _, ok := s.m[string(key)]; ok || !valid() {
+		return false, nil
 	}
-	return nil
+	s.m[string(key)] = string(value)
+	s.ttls[string(key)] = ttl
+	return true, nil
 }
 
 func (s *memStore) get(key string) (string, bool) {
@@ -302,7 +303,9 @@ func TestLoaderPanicIsAFailure(t *testing.T) {
 
 func TestStoreErrorCounted(t *testing.T) {
 	load := func(ctx context.Context, key []byte) ([]byte, time.Duration, error) { return []byte("v"), 0, nil }
-	store := func(key, value []byte, ttl time.Duration) error { return errors.New("disk full") }
+	store := func(key, value []byte, ttl time.Duration, valid func() bool) (bool, error) {
+		return false, errors.New("disk full")
+	}
 	q, err := New(load, store, Options{})
 	require.NoError(t, err)
 	defer q.Close(context.Background())
@@ -396,7 +399,7 @@ func TestRetryBacklogBounded(t *testing.T) {
 
 func TestOptionsValidated(t *testing.T) {
 	load := func(ctx context.Context, key []byte) ([]byte, time.Duration, error) { return nil, 0, nil }
-	store := func(key, value []byte, ttl time.Duration) error { return nil }
+	store := func(key, value []byte, ttl time.Duration, valid func() bool) (bool, error) { return true, nil }
 	for _, o := range []Options{{Workers: -1}, {QueueSize: -5}, {Workers: maxWorkers + 1}, {Backoff: -1}, {Timeout: -1}, {NegativeMax: -1}} {
 		_, err := New(load, store, o)
 		require.ErrorIs(t, err, ErrBadOptions, "%+v", o)

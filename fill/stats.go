@@ -28,7 +28,8 @@ type Stats struct {
 	Failed uint64
 	// Retried: failed attempts that were retried.
 	Retried uint64
-	// Superseded: loads discarded because the key was written meanwhile.
+	// Superseded: loads not stored because the key was written meanwhile
+	// (or is present).
 	Superseded uint64
 	// Uncacheable: loads that returned a negative TTL (nothing stored).
 	Uncacheable uint64
