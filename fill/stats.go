@@ -55,6 +55,7 @@ type Stats struct {
 // Latency summarizes a histogram of durations.
 type Latency struct {
 	Count         int64
+	Sum           time.Duration // of every duration recorded
 	P50, P99, Max time.Duration
 	P999          time.Duration
 }
@@ -109,8 +110,9 @@ func (q *Queue) Stats() Stats {
 // minutes at 2 significant digits (about 20 KiB). Workers record into it
 // once per load, so the lock is never hot.
 type latencyHist struct {
-	mu sync.Mutex // guards h
-	h  *hdrhistogram.Histogram
+	mu  sync.Mutex // guards h and sum
+	h   *hdrhistogram.Histogram
+	sum time.Duration
 }
 
 func newLatencyHist() *latencyHist {
@@ -123,6 +125,7 @@ func (l *latencyHist) record(d time.Duration) {
 		us = 1
 	}
 	l.mu.Lock()
+	l.sum += d
 	_ = l.h.RecordValue(min(us, l.h.HighestTrackableValue()))
 	l.mu.Unlock()
 }
@@ -133,6 +136,7 @@ func (l *latencyHist) summary() Latency {
 	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
 	return Latency{
 		Count: l.h.TotalCount(),
+		Sum:   l.sum,
 		P50:   us(l.h.ValueAtQuantile(50)),
 		P99:   us(l.h.ValueAtQuantile(99)),
 		P999:  us(l.h.ValueAtQuantile(99.9)),

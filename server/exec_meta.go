@@ -133,6 +133,9 @@ func (c *conn) metaGet(m *metaCmd) {
 	if !v.found {
 		st.cmdGet.Add(1)
 		st.getMisses.Add(1)
+		if !m.hasN {
+			c.s.missed(m.key) // (with N the client was told to fill it)
+		}
 		if !m.noreply {
 			c.metaStatus(m, "EN", m.binKey)
 			c.w.WriteString("\r\n")

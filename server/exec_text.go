@@ -98,6 +98,7 @@ func (c *conn) retrieve(cmd *textCmd) {
 		}
 		if errors.Is(err, engine.ErrNotFound) {
 			c.s.stats.getMisses.Add(1)
+			c.s.missed(sk)
 			if touch {
 				c.s.stats.touchMisses.Add(1)
 			}

@@ -123,6 +123,16 @@ type updateFunc func(cur *curItem, next uint64) (engine.Change, error)
 // update runs fn against key's current item with no other write in
 // between: every read-check-write command goes through it.
 func (s *Server) update(key []byte, fn updateFunc) error {
+	if s.fill != nil {
+		// Before the write lock: a load of key in flight is discarded
+		// (fill.Store).
+		s.fill.Invalidate(key)
+	}
+	return s.apply(key, fn)
+}
+
+// apply is update without telling the fill queue (its own store).
+func (s *Server) apply(key []byte, fn updateFunc) error {
 	replacedFlushed := false
 	_, err := s.db.Update(key, func(v []byte, it engine.Item, found bool, next uint64) (engine.Change, error) {
 		var cur curItem

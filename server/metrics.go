@@ -178,6 +178,9 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(vec, newStatsCollector(s),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.fill != nil {
+		m.reg.MustRegister(newFillCollector(s.fill))
+	}
 	return m
 }
 

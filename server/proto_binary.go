@@ -241,6 +241,7 @@ func (c *conn) binGet(req *binReq, q bool) {
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
 		c.s.stats.getMisses.Add(1)
+		c.s.missed(req.skey)
 		if !q {
 			if withKey {
 				c.binReply(req, stNotFound, 0, nil, req.key, nil)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/keynorm"
 )
 
@@ -39,6 +40,13 @@ type Config struct {
 	// Normalizer, if set, rewrites every key a client names to its
 	// canonical form before it reaches the database (normalize.go).
 	Normalizer *keynorm.Normalizer
+	// Loader, if set, fills the database from a slow source without
+	// making a reader wait: a get that misses answers at once and queues
+	// the key (fill.go; fill.HTTPLoader for --fill-url). The database
+	// itself must have no engine Loader: the server stores items, not
+	// raw values. Fill configures the queue.
+	Loader fill.Loader
+	Fill   fill.Options
 	// Version is what "version" reports (default "1.6.18", a memcached 1.6
 	// version: clients and memccapable change behaviour by it).
 	Version string
@@ -80,6 +88,7 @@ type Server struct {
 	flushMu        sync.Mutex
 	flushTimer     *time.Timer
 	sweep          sweeper       // removes flushed items (sweep.go)
+	fill           *fill.Queue   // read-through fill queue (fill.go); nil without Config.Loader
 	idleConns      atomic.Int64  // connections waiting without buffers (idle.go)
 	reapOnce       sync.Once     // starts the idle reaper at the first connection (idle.go)
 	reapStop       chan struct{} // closed by Shutdown
@@ -117,10 +126,13 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	s := &Server{db: db, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
-	s.metrics = newMetrics(s)
 	if err := s.loadFlush(); err != nil {
 		return nil, err
 	}
+	if err := s.startFill(); err != nil {
+		return nil, err
+	}
+	s.metrics = newMetrics(s)
 	return s, nil
 }
 
@@ -228,6 +240,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		// Loads in flight store their items before the caller closes
+		// the database.
+		s.stopFill(ctx)
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
@@ -235,6 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.nc.Close()
 		}
 		s.mu.Unlock()
+		s.stopFill(ctx)
 		return ctx.Err()
 	}
 }

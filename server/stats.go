@@ -71,6 +71,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
 	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
 	stat("marlin_idle_connections", s.idleConns.Load())
+	s.fillStatLines(stat)
 	c.reply("END")
 }
 

@@ -27,7 +27,7 @@ func waitKeys(t *testing.T, db *engine.DB, want int64) {
 	}
 }
 
-func fill(t *testing.T, addr, prefix string, n int) {
+func fillItems(t *testing.T, addr, prefix string, n int) {
 	t.Helper()
 	var b strings.Builder
 	for i := range n {
@@ -42,7 +42,7 @@ func fill(t *testing.T, addr, prefix string, n int) {
 // background, and an item stored after the flush is kept.
 func TestFlushSweep(t *testing.T) {
 	addr, _, db := startServer(t, "", Config{})
-	fill(t, addr, "old", 5000)
+	fillItems(t, addr, "old", 5000)
 	out := exchange(t, addr, "flush_all\r\nset new 0 0 1\r\nn\r\nstats\r\n")
 	require.True(t, strings.HasPrefix(out, "OK\r\nSTORED\r\n"), out)
 	require.Regexp(t, `STAT curr_items [01]\r\n`, out, "the flushed items are not counted (new may be)")
@@ -57,7 +57,7 @@ func TestFlushSweep(t *testing.T) {
 func TestFlushSweepResumesAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	addr, s, db, _ := openServer(t, dir, Config{})
-	fill(t, addr, "k", 20000)
+	fillItems(t, addr, "k", 20000)
 	// Shut down as soon as the flush is answered: the sweep is cut short.
 	require.Equal(t, "OK\r\n", exchange(t, addr, "flush_all\r\n"))
 	require.NoError(t, s.Shutdown(context.Background()))

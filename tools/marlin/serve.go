@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
+	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/keynorm"
 	"github.com/marlinkv/marlin/server"
 )
@@ -43,6 +45,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		normDup  = fs.Bool("normalize-dedup", false, "with --normalize-keys: keep one copy of repeated parts")
 		normKeep = fs.Bool("normalize-keep-empty", false, "with --normalize-keys: keep empty parts (dropped by default)")
 		normLead = fs.String("normalize-first", "", "with --normalize-keys: comma-separated part names that come first, in this order")
+		ff       = fillFlags(fs)
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -76,6 +79,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	} else if *normEsc != "" || *normDup || *normKeep || *normLead != "" {
 		return errors.New("--normalize-escape, --normalize-dedup, --normalize-keep-empty and --normalize-first need --normalize-keys")
 	}
+	loader, fillOpts, err := ff.loader(*maxItem)
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := engine.Open(*dir, &engine.Options{Sync: sm, SyncInterval: *syncIvl,
 		MaxValueSize: *maxItem + 64, Logger: log})
@@ -83,7 +90,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	s, err := server.New(db, server.Config{MaxItemSize: *maxItem, MaxConns: *maxConns,
-		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Normalizer: norm, Logger: log})
+		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Normalizer: norm,
+		Loader: loader, Fill: fillOpts, Logger: log})
 	if err != nil {
 		db.Close()
 		return err
@@ -146,4 +154,48 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("marlin serve: stopped")
 	return nil
+}
+
+// serveFill holds marlin serve's --fill-* flags.
+type serveFill struct {
+	url             *string
+	workers, queue  *int
+	retries         *int
+	negTTL, timeout *time.Duration
+}
+
+func fillFlags(fs *flag.FlagSet) serveFill {
+	return serveFill{
+		url: fs.String("fill-url", "", "load missing keys from this http(s) URL, {key} standing for the key: a get that misses answers at once and queues the key "+
+			"(200: the body is the value, Cache-Control max-age its TTL; 404: no such data; else a failure, retried)"),
+		workers: fs.Int("fill-workers", fill.DefaultWorkers, "with --fill-url: loads run at once"),
+		queue:   fs.Int("fill-queue", fill.DefaultQueueSize, "with --fill-url: keys waiting for a worker at most (misses beyond are dropped, counted)"),
+		retries: fs.Int("fill-retries", fill.DefaultRetries, "with --fill-url: retries of a failed load (backoff doubling from 100ms)"),
+		negTTL:  fs.Duration("fill-negative-ttl", fill.DefaultNegativeTTL, "with --fill-url: how long a key the source has no data for is not asked for again (0: not remembered)"),
+		timeout: fs.Duration("fill-timeout", fill.DefaultTimeout, "with --fill-url: time limit of one load"),
+	}
+}
+
+// loader returns the fill queue's loader and options (nil without
+// --fill-url).
+func (f serveFill) loader(maxItem int) (fill.Loader, fill.Options, error) {
+	var o fill.Options
+	if *f.url == "" {
+		return nil, o, nil
+	}
+	if *f.workers <= 0 || *f.queue <= 0 || *f.retries < 0 || *f.negTTL < 0 || *f.timeout <= 0 {
+		return nil, o, errors.New("--fill-workers, --fill-queue and --fill-timeout must be positive; --fill-retries and --fill-negative-ttl not negative")
+	}
+	o = fill.Options{Workers: *f.workers, QueueSize: *f.queue, Retries: *f.retries, NegativeTTL: *f.negTTL, Timeout: *f.timeout}
+	if o.Retries == 0 {
+		o.Retries = -1
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = -1
+	}
+	l, err := fill.HTTPLoader(*f.url, maxItem, nil)
+	if err != nil {
+		return nil, o, fmt.Errorf("--fill-url: %w", err)
+	}
+	return l, o, nil
 }

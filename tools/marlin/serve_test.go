@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -169,4 +172,58 @@ func TestServeNormalizeKeys(t *testing.T) {
 	res := marlin(t, "serve", "--dir", t.TempDir(), "--normalize-dedup")
 	require.NotEqual(t, 0, res.code)
 	require.Contains(t, res.stderr, "need --normalize-keys")
+}
+
+// TestServeFillURL: with --fill-url a get that misses answers END at once
+// and the key is loaded from the HTTP source, so a later get hits; bad
+// fill flags are refused.
+func TestServeFillURL(t *testing.T) {
+	var asked atomic.Int64
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if r.URL.Query().Get("key") == "absent" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte("loaded:" + r.URL.Query().Get("key")))
+	}))
+	defer src.Close()
+	cmd, addr := startServeChild(t, t.TempDir(), "none --fill-url "+src.URL+"/v?key={key} --fill-workers 2 --fill-queue 100 --fill-negative-ttl 1h")
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	get := func(key string) string {
+		_, err := fmt.Fprintf(c, "get %s\r\n", key)
+		require.NoError(t, err)
+		var sb strings.Builder
+		for {
+			l, err := r.ReadString('\n')
+			require.NoError(t, err)
+			sb.WriteString(l)
+			if l == "END\r\n" {
+				return sb.String()
+			}
+		}
+	}
+	require.Equal(t, "END\r\n", get("k"))
+	require.Equal(t, "END\r\n", get("absent"))
+	deadline := time.Now().Add(5 * time.Second)
+	for get("k") == "END\r\n" {
+		require.True(t, time.Now().Before(deadline), "the key was never loaded")
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Equal(t, "VALUE k 0 8\r\nloaded:k\r\nEND\r\n", get("k"))
+	require.Equal(t, "END\r\n", get("absent"))
+	require.Equal(t, int64(2), asked.Load(), "one load per key; the absent one is remembered")
+
+	for _, bad := range [][]string{{"--fill-url", "ftp://x/{key}"}, {"--fill-url", "http://x/nokey"}, {"--fill-url", "http://x/{key}", "--fill-workers", "0"}} {
+		res := marlin(t, append([]string{"serve", "--dir", t.TempDir()}, bad...)...)
+		require.NotEqual(t, 0, res.code, bad)
+		require.Contains(t, res.stderr, "--fill-", bad)
+	}
 }
