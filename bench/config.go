@@ -72,6 +72,7 @@ var Workloads = []struct{ Name, About string }{
 	{"miss", "reads of absent keys"},
 	{"iterate", "full scans of every pair (--ops counts scans; throughput counts pairs)"},
 	{"mixed", "get/put/delete with the ratios of --mix"},
+	{"fill", "cold traffic on an empty database with a read-through loader: hit rate, latency and fill queue per second (RunFill)"},
 }
 
 // DefaultConfig is the README's main job: a load of 2 million thin records
@@ -100,6 +101,8 @@ func (c *Config) normalize() error {
 	switch {
 	case !known:
 		return fmt.Errorf("unknown workload %q", c.Workload)
+	case c.Workload == "fill":
+		return fmt.Errorf("the fill workload runs with RunFill")
 	case c.Keys == 0 && c.Workload != "load":
 		return fmt.Errorf("keys must be positive")
 	case c.Goroutines < 1:

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -38,8 +40,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&c.Keep, "keep", false, "keep the data directory")
 	fs.Uint64Var(&c.Seed, "seed", def.Seed, "random seed (same seed, same operations)")
 	fs.BoolVar(&c.Verify, "verify", false, "after the restart, read every record back and check it")
+	ff := benchFillFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *workload == "fill" {
+		c.Keys = *keys
+		return runBenchFill(fs, ff, c, *sync, *jsonOut, *quiet, stdout, stderr)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -106,4 +113,89 @@ func isTerminal(w io.Writer) bool {
 func isTerminalFile(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// fillBenchFlags are the flags of --workload fill only.
+type fillBenchFlags struct {
+	rate, workers, queue *int
+	latency              *time.Duration
+	theta                *float64
+	svg                  *string
+}
+
+func benchFillFlags(fs *flag.FlagSet) fillBenchFlags {
+	d := bench.DefaultFillConfig()
+	return fillBenchFlags{
+		rate:    fs.Int("rate", d.Rate, "--workload fill: gets per second, all goroutines together (open loop)"),
+		workers: fs.Int("fill-workers", d.Fill.Workers, "--workload fill: loads running at once"),
+		queue:   fs.Int("fill-queue", d.Fill.QueueSize, "--workload fill: keys waiting for a worker at most"),
+		latency: fs.Duration("load-latency", d.LoadLatency, "--workload fill: time the loader takes per key"),
+		theta:   fs.Float64("zipf-theta", d.Theta, "--workload fill: zipfian exponent of the key popularity"),
+		svg:     fs.String("svg", "marlin-fill.svg", "--workload fill: write the chart of the run to this file (empty: none)"),
+	}
+}
+
+// runBenchFill runs --workload fill: the general flags that apply keep
+// their meaning; --keys, --duration, --goroutines, --value-size and
+// --sync default to the fill scenario's values unless given.
+func runBenchFill(fs *flag.FlagSet, ff fillBenchFlags, c bench.Config, syncMode string, jsonOut, quiet bool, stdout, stderr io.Writer) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	fc := bench.DefaultFillConfig()
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["keys"] {
+		fc.Keys = c.Keys
+	}
+	if set["duration"] {
+		fc.Duration = c.Duration
+	}
+	if set["goroutines"] {
+		fc.Clients = c.Goroutines
+	}
+	if set["value-size"] {
+		fc.ValueSize = c.ValueMin
+	}
+	if set["key-size"] {
+		fc.KeySize = c.KeyMin
+	}
+	if set["sync"] {
+		m, err := engine.ParseSyncMode(syncMode)
+		if err != nil {
+			return err
+		}
+		fc.Sync = m
+	}
+	fc.Dir, fc.Keep, fc.Seed = c.Dir, c.Keep, c.Seed
+	fc.Rate, fc.LoadLatency, fc.Theta = *ff.rate, *ff.latency, *ff.theta
+	fc.Fill.Workers, fc.Fill.QueueSize = *ff.workers, *ff.queue
+	if !quiet {
+		fc.Progress = stderr
+	}
+	rep, err := bench.RunFill(fc)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		err = rep.WriteJSON(stdout)
+	} else {
+		rep.WriteText(stdout)
+	}
+	if *ff.svg != "" {
+		f, ferr := os.Create(*ff.svg)
+		if ferr != nil {
+			return ferr
+		}
+		if ferr = rep.WriteSVG(f); ferr == nil {
+			ferr = f.Close()
+		} else {
+			f.Close()
+		}
+		if ferr != nil {
+			return ferr
+		}
+		fmt.Fprintf(stderr, "chart written to %s\n", *ff.svg)
+	}
+	return err
 }

@@ -1,0 +1,352 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/marlinkv/marlin/engine"
+	fillq "github.com/marlinkv/marlin/fill"
+)
+
+// The fill workload (marlin bench --workload fill): cold traffic on an
+// empty database with a read-through loader. Clients send Rate gets per
+// second, open loop, over a zipfian key space; every miss answers at once
+// and queues its key; a loader that takes LoadLatency per key fills it.
+// The report shows, per second, the hit rate climbing, the reply
+// latencies (hits and misses alike) and the fill queue's depth, as a
+// table and an SVG chart.
+
+// FillConfig configures a fill run.
+type FillConfig struct {
+	Dir      string        // data directory (a new temp dir if empty, removed unless Keep)
+	Keep     bool          // keep the data directory
+	Keys     uint64        // key space
+	Rate     int           // gets per second, all clients together
+	Duration time.Duration // length of the run
+	Clients  int           // goroutines sending gets
+	Theta    float64       // zipfian exponent (0.99: YCSB's)
+	KeySize  int
+	// LoadLatency is how long the loader takes per key; ValueSize the size
+	// of what it returns.
+	LoadLatency time.Duration
+	ValueSize   int
+	// Fill configures the fill queue (workers, queue size).
+	Fill fillq.Options
+	Sync engine.SyncMode
+	Seed uint64
+	// Progress, if set, receives a line per second.
+	Progress io.Writer
+}
+
+// DefaultFillConfig is the issue's cold-traffic scenario: 100,000 gets
+// per second over 10 million zipfian keys, a 5 ms loader.
+func DefaultFillConfig() FillConfig {
+	return FillConfig{
+		Keys: 10_000_000, Rate: 100_000, Duration: 60 * time.Second, Clients: 8, Theta: ZipfianConstant,
+		KeySize: 16, LoadLatency: 5 * time.Millisecond, ValueSize: 100,
+		Fill: fillq.Options{Workers: 512, QueueSize: 100_000}, Sync: engine.SyncPeriodic, Seed: 1,
+	}
+}
+
+func (c *FillConfig) validate() error {
+	switch {
+	case c.Keys == 0:
+		return errors.New("keys must be positive")
+	case c.Rate <= 0:
+		return errors.New("rate must be positive")
+	case c.Duration < time.Second:
+		return errors.New("a fill run lasts at least one second")
+	case c.Clients < 1:
+		return errors.New("clients must be at least 1")
+	case c.Theta <= 0:
+		return errors.New("zipfian theta must be positive")
+	case c.LoadLatency < 0 || c.ValueSize < 0:
+		return errors.New("negative load latency or value size")
+	}
+	c.KeySize = max(c.KeySize, 8)
+	return nil
+}
+
+// FillSecond is one second of a fill run.
+type FillSecond struct {
+	Second   int     `json:"second"`
+	Requests int64   `json:"requests"`
+	Hits     int64   `json:"hits"`
+	HitRate  float64 `json:"hit_rate"`
+	// IdealHitRate is the hit rate a fill that took no time would reach:
+	// the share of this second's gets whose key was asked for before.
+	IdealHitRate float64 `json:"ideal_hit_rate"`
+	P50          int64   `json:"p50_ns"`
+	P99          int64   `json:"p99_ns"`
+	Max          int64   `json:"max_ns"`
+	QueueDepth   int     `json:"queue_depth"` // at the end of the second
+	InFlight     int     `json:"in_flight"`
+	Filled       uint64  `json:"filled"`  // loads stored during the second
+	Dropped      uint64  `json:"dropped"` // misses the full queue dropped
+}
+
+// FillReport is a fill run's result.
+type FillReport struct {
+	Config   FillConfig    `json:"-"`
+	Seconds  []FillSecond  `json:"seconds"`
+	Requests int64         `json:"requests"`
+	Hits     int64         `json:"hits"`
+	Errors   int64         `json:"errors"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+	// All, Hit and Miss are the reply latencies of every get, the hits and
+	// the misses.
+	All, Hit, Miss Latency
+	// MaxLag is how far the clients fell behind their schedule at worst.
+	MaxLag time.Duration `json:"max_lag_ns"`
+	// SecondTo90 is the first second whose hit rate reached 90% (-1:
+	// none).
+	SecondTo90 int         `json:"second_to_90"`
+	Fill       fillq.Stats `json:"fill"`
+	DiskBytes  int64       `json:"disk_bytes"`
+	Keys       int64       `json:"keys_stored"`
+}
+
+// fillSlot accumulates one second of every client's gets.
+type fillSlot struct {
+	mu       sync.Mutex // guards all
+	all      *Histogram
+	requests int64
+	hits     int64
+}
+
+// RunFill runs the fill workload.
+func RunFill(cfg FillConfig) (*FillReport, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "marlin-bench-fill-")
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+		if !cfg.Keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	vsize := cfg.ValueSize
+	latency := cfg.LoadLatency
+	loader := func(ctx context.Context, key []byte) ([]byte, time.Duration, error) {
+		if latency > 0 {
+			t := time.NewTimer(latency)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, 0, ctx.Err()
+			}
+		}
+		return Value(nil, IDOfKey(key), 0, vsize), 0, nil
+	}
+	db, err := engine.Open(dir, &engine.Options{Sync: cfg.Sync, Loader: loader, Fill: cfg.Fill})
+	if err != nil {
+		return nil, err
+	}
+	rep, runErr := runFill(db, &cfg)
+	st, serr := db.Stats()
+	if serr == nil && rep != nil {
+		rep.Fill, rep.DiskBytes, rep.Keys = st.Fill, st.DiskBytes, st.Keys
+	}
+	if cerr := db.Close(); cerr != nil && runErr == nil {
+		runErr = cerr
+	}
+	return rep, runErr
+}
+
+func runFill(db *engine.DB, cfg *FillConfig) (*FillReport, error) {
+	secs := int(cfg.Duration / time.Second)
+	slots := make([]fillSlot, secs+1)
+	for i := range slots {
+		slots[i].all = NewHistogram()
+	}
+	zipf := NewZipfian(cfg.Keys, cfg.Theta, true)
+	start := time.Now()
+	end := start.Add(cfg.Duration)
+	var (
+		wg       sync.WaitGroup
+		errs     atomic.Int64
+		lagMax   atomic.Int64
+		hitHists = make([]*Histogram, cfg.Clients)
+		misHists = make([]*Histogram, cfg.Clients)
+	)
+	// interval is each client's time between gets, in nanoseconds.
+	interval := float64(time.Second) * float64(cfg.Clients) / float64(cfg.Rate)
+	for c := range cfg.Clients {
+		hitHists[c], misHists[c] = NewHistogram(), NewHistogram()
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(c)+1))
+			hh, mh := hitHists[c], misHists[c]
+			cur, local := 0, NewHistogram()
+			var req, hits int64
+			flush := func() {
+				s := &slots[min(cur, secs)]
+				s.mu.Lock()
+				s.all.Merge(local)
+				s.requests += req
+				s.hits += hits
+				s.mu.Unlock()
+				local, req, hits = NewHistogram(), 0, 0
+			}
+			var kbuf, vbuf []byte
+			// Clients start spread over one interval.
+			offset := interval * float64(c) / float64(cfg.Clients)
+			for i := 0; ; i++ {
+				intended := start.Add(time.Duration(offset + float64(i)*interval))
+				if !intended.Before(end) {
+					break
+				}
+				if wait := time.Until(intended); wait > 100*time.Microsecond {
+					time.Sleep(wait)
+				}
+				kbuf = Key(kbuf, zipf.Next(rng), cfg.KeySize)
+				t0 := time.Now()
+				var err error
+				vbuf, err = db.AppendValue(vbuf[:0], kbuf)
+				d := time.Since(t0)
+				if lag := int64(t0.Sub(intended)); lag > lagMax.Load() {
+					lagMax.Store(lag)
+				}
+				if sec := int(t0.Sub(start) / time.Second); sec != cur {
+					flush()
+					cur = sec
+				}
+				local.Record(d)
+				req++
+				switch {
+				case err == nil:
+					hits++
+					hh.Record(d)
+				case errors.Is(err, engine.ErrNotFound):
+					mh.Record(d)
+				default:
+					errs.Add(1)
+					mh.Record(d)
+				}
+			}
+			flush()
+		})
+	}
+
+	// Sample the queue once a second, print progress.
+	samples := make([]fillq.Stats, secs+1)
+	stop := make(chan struct{})
+	sampled := make(chan int) // how many seconds the sampler took
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		i := 0
+		defer func() { sampled <- i }()
+		for ; i < secs; i++ {
+			select {
+			case <-t.C:
+			case <-stop:
+				return
+			}
+			st, err := db.Stats()
+			if err != nil {
+				return
+			}
+			samples[i] = st.Fill
+			if cfg.Progress != nil {
+				s := &slots[i]
+				s.mu.Lock()
+				rate := 0.0
+				if s.requests > 0 {
+					rate = float64(s.hits) / float64(s.requests)
+				}
+				s.mu.Unlock()
+				fmt.Fprintf(cfg.Progress, "fill: %3ds  hit rate %5.1f%%  queue %6d  in flight %4d  filled %d\n",
+					i+1, 100*rate, st.Fill.QueueDepth, st.Fill.InFlight, st.Fill.Filled)
+			}
+		}
+	}()
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stop)
+	if taken := <-sampled; taken < secs {
+		// The last tick raced the end of the run: sample it now.
+		if st, err := db.Stats(); err == nil {
+			samples[taken] = st.Fill
+		}
+	}
+
+	rep := &FillReport{Config: *cfg, Elapsed: elapsed, Errors: errs.Load(), MaxLag: time.Duration(lagMax.Load()), SecondTo90: -1}
+	ideal := newIdealHits(zipf, cfg.Keys, float64(cfg.Rate))
+	var prev fillq.Stats
+	for i := range secs {
+		s := &slots[i]
+		if i == secs-1 {
+			// Gets that ran past the last second boundary count in it.
+			s.all.Merge(slots[secs].all)
+			s.requests += slots[secs].requests
+			s.hits += slots[secs].hits
+		}
+		sum := s.all.Summary()
+		fs := FillSecond{Second: i + 1, Requests: s.requests, Hits: s.hits,
+			IdealHitRate: ideal.at(float64(i) + 0.5),
+			P50:          sum.P50, P99: sum.P99, Max: sum.Max,
+			QueueDepth: samples[i].QueueDepth, InFlight: samples[i].InFlight}
+		fs.Filled = samples[i].Filled - prev.Filled
+		fs.Dropped = samples[i].Dropped - prev.Dropped
+		prev = samples[i]
+		if s.requests > 0 {
+			fs.HitRate = float64(s.hits) / float64(s.requests)
+		}
+		if fs.HitRate >= 0.9 && rep.SecondTo90 < 0 {
+			rep.SecondTo90 = i + 1
+		}
+		rep.Seconds = append(rep.Seconds, fs)
+		rep.Requests += s.requests
+		rep.Hits += s.hits
+	}
+	rep.Hit, _ = MergeSummaries(hitHists)
+	rep.Miss, _ = MergeSummaries(misHists)
+	rep.All, _ = MergeSummaries(append(hitHists, misHists...))
+	return rep, nil
+}
+
+// idealHits computes the hit rate of a fill that takes no time: at time
+// t (seconds) a get hits if its key was asked for before, which for a key
+// of probability p happens with probability 1 - exp(-rate·p·t); the
+// expected hit rate is the sum of p·that over the keys. The keys are
+// grouped by rank into geometric buckets (1% wide), so this costs about
+// 2,000 terms per point for 10 million keys.
+type idealHits struct {
+	p, n []float64 // per bucket: probability of one key, number of keys
+	rate float64
+}
+
+func newIdealHits(z *Zipfian, keys uint64, rate float64) idealHits {
+	var ih idealHits
+	ih.rate = rate
+	for lo := uint64(0); lo < keys; {
+		hi := min(keys, max(lo+1, uint64(float64(lo)*1.01)))
+		mid := lo + (hi-lo)/2
+		ih.p = append(ih.p, z.Prob(mid))
+		ih.n = append(ih.n, float64(hi-lo))
+		lo = hi
+	}
+	return ih
+}
+
+func (ih idealHits) at(t float64) float64 {
+	h := 0.0
+	for i, p := range ih.p {
+		h += ih.n[i] * p * -math.Expm1(-ih.rate*p*t)
+	}
+	return h
+}
