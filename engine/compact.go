@@ -72,7 +72,9 @@ func (db *DB) Compact() error {
 }
 
 // compactor is the background worker: it runs a rate-limited pass over the
-// segments past the threshold every few seconds, or when a roll kicks it.
+// segments past the threshold every few seconds, or when a roll kicks it,
+// after cache mode's eviction pass (evict.go) if the database is over
+// MaxDiskBytes.
 func (db *DB) compactor() {
 	defer db.bg.Done()
 	t := time.NewTicker(db.opts.CompactionInterval)
@@ -83,6 +85,14 @@ func (db *DB) compactor() {
 			return
 		case <-t.C:
 		case <-db.compactKick:
+		}
+		if db.opts.manualEvict {
+			// Tests drive eviction (evictPass).
+		} else if err := db.evictPass(); err != nil && err != ErrClosed {
+			db.opts.Logger.Error("marlin: eviction failed", "dir", db.dir, "err", err)
+		}
+		if db.opts.CompactionThreshold < 0 {
+			continue // only cache mode's eviction runs in the background
 		}
 		if err := db.compactPass(db.opts.CompactionThreshold, db.opts.CompactionRate, false); err != nil && err != ErrClosed {
 			db.opts.Logger.Error("marlin: compaction failed", "dir", db.dir, "err", err)

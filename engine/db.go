@@ -107,6 +107,14 @@ type DB struct {
 	awaiting []retiredSeg
 	damaged  map[uint64]bool
 	idFloor  int
+	// Cache mode (evict.go), guarded by mu: evicting is set while an
+	// eviction pass runs; evictShadow is the newest evicted generation
+	// whose file may still be on disk (0: none), which a delete of an
+	// absent key must shadow. readBits is the second-chance state (nil
+	// without EvictSecondChance; set at Open, its bits atomic).
+	evicting    bool
+	evictShadow uint64
+	readBits    *readBits
 	// idWaiters counts writes waiting for segment ids (reclaimIDs): a
 	// compaction pass in progress then lets its retired segments go at
 	// once instead of at its end (freeIDsIfShort).
@@ -247,6 +255,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 		compactKick: make(chan struct{}, 1),
 	}
 	db.syncCond = sync.NewCond(&db.syncMu)
+	if o.EvictSecondChance && !o.ReadOnly {
+		db.readBits = newReadBits(o.MaxDiskBytes)
+	}
 	db.initColdReads()
 	if err := db.open(); err != nil {
 		db.release()
@@ -405,7 +416,7 @@ func (db *DB) stopping() bool {
 // startWorkers starts the background workers.
 func (db *DB) startWorkers() {
 	db.snapAt = time.Now()
-	if db.opts.CompactionThreshold >= 0 && db.startBg() == nil {
+	if (db.opts.CompactionThreshold >= 0 || db.opts.MaxDiskBytes > 0) && db.startBg() == nil {
 		go db.compactor()
 	}
 	if !db.opts.DisableSnapshots && db.startBg() == nil {

@@ -124,6 +124,22 @@ type Options struct {
 	SnapshotRecords     int64
 	SnapshotChangeRatio float64
 	SnapshotLogRatio    float64
+	// MaxDiskBytes turns on cache mode: when the database's files (segments,
+	// those awaiting deletion, and an index snapshot's estimated size) pass
+	// it, the background worker evicts the oldest segments whole, first in,
+	// first out, down to the limit less a slack (a sixteenth of it, at
+	// least a segment and twice the snapshot's size, at most half of it),
+	// and a snapshot then deletes their files. Evicted keys read as absent.
+	// 0 (the default) never evicts. At least 4 SegmentSize. See evict.go
+	// for what eviction promises after a crash.
+	MaxDiskBytes int64
+	// EvictSecondChance (with MaxDiskBytes) copies a key read recently
+	// (within about the last half to whole MaxDiskBytes of writes) forward
+	// instead of evicting it, up to half of each evicted segment. Reads
+	// then set a bit in one of two bitmaps of MaxDiskBytes/2048 bytes each
+	// (8 KiB to 256 MiB) indexed by key hash, so a key that shares its bit
+	// with a read one may be kept too.
+	EvictSecondChance bool
 	// DisableSnapshots turns index snapshots off: every Open replays the
 	// whole log.
 	DisableSnapshots bool
@@ -183,6 +199,9 @@ type Options struct {
 	// hash, if set, replaces the database's keyed hash in tests (to force
 	// collisions).
 	hash func([]byte) uint64
+	// manualEvict keeps cache mode's eviction out of the background worker:
+	// tests run evictPass themselves.
+	manualEvict bool
 	// dropSnapshots makes Open delete the index snapshots (under its lock)
 	// before recovering: Repair's rebuild.
 	dropSnapshots bool
@@ -316,6 +335,12 @@ func (o *Options) withDefaults() (Options, error) {
 		return bad("ExpiryBudget %d is negative", c.ExpiryBudget)
 	case c.ReadMode < ReadAuto || c.ReadMode > ReadPread:
 		return bad("unknown ReadMode %d", c.ReadMode)
+	case c.MaxDiskBytes < 0:
+		return bad("MaxDiskBytes %d is negative", c.MaxDiskBytes)
+	case c.MaxDiskBytes > 0 && c.MaxDiskBytes < 4*c.SegmentSize:
+		return bad("MaxDiskBytes %d below 4 SegmentSize (%d)", c.MaxDiskBytes, 4*c.SegmentSize)
+	case c.EvictSecondChance && c.MaxDiskBytes == 0:
+		return bad("EvictSecondChance needs MaxDiskBytes")
 	case c.IndexReserve < 1<<26:
 		return bad("IndexReserve %d below 64 MiB", c.IndexReserve)
 	}

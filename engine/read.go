@@ -87,6 +87,9 @@ func (db *DB) lookup(key []byte) (rec segment.Record, held hold, err error) {
 		db.unhold(held)
 		return rec, hold{}, ErrNotFound
 	}
+	if db.readBits != nil {
+		db.readBits.mark(h)
+	}
 	return rec, held, nil
 }
 

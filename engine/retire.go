@@ -155,6 +155,10 @@ func (db *DB) deleteRetired() error {
 		db.st.bytesReclaimed.Add(r.size)
 	}
 	db.awaiting = keep
+	if len(keep) == 0 && !db.evicting {
+		// No evicted file can come back after a crash any more.
+		db.evictShadow = 0
+	}
 	db.mu.Unlock()
 	return firstErr
 }

@@ -24,6 +24,8 @@ type counters struct {
 	expired                                    atomic.Int64 // expired entries removed from the index
 	records                                    atomic.Int64 // records written by users (batch operations each count)
 	compactSkipped                             atomic.Int64 // damaged bytes compaction skipped
+	evictions, evictedBytes                    atomic.Int64 // cache mode: keys and record bytes evicted
+	segmentsEvicted, secondChances             atomic.Int64 // cache mode: segments evicted; keys copied instead
 }
 
 // SegmentStats describes one segment.
@@ -77,6 +79,14 @@ type Stats struct {
 	OpenTime           time.Duration // how long Open took
 	ExpiredReclaimed   int64         // expired keys the expirer removed from the index
 
+	// Cache mode (Options.MaxDiskBytes): keys evicted (dropped from the
+	// index with their segment) and their record bytes, segments evicted,
+	// and keys a read saved from eviction by a copy (EvictSecondChance).
+	Evictions       int64
+	EvictedBytes    int64
+	SegmentsEvicted int64
+	SecondChances   int64
+
 	// Cold read path (docs/design.md, Large-data read path): records read
 	// with pread instead of through the mapping, and writes whose probe
 	// made before the writer mutex was reused under it.
@@ -123,6 +133,11 @@ func (db *DB) Stats() (Stats, error) {
 		ExpiredReclaimed:   db.st.expired.Load(),
 
 		CompactionSkippedBytes: db.st.compactSkipped.Load(),
+
+		Evictions:       db.st.evictions.Load(),
+		EvictedBytes:    db.st.evictedBytes.Load(),
+		SegmentsEvicted: db.st.segmentsEvicted.Load(),
+		SecondChances:   db.st.secondChances.Load(),
 	}
 	s.Keys = s.Index.Entries
 	s.ArenaBytes = s.Index.ResidentBytes + int64(len(db.tail.buf))
@@ -180,6 +195,10 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.ExpiredReclaimed -= prev.ExpiredReclaimed
 	d.PreadReads -= prev.PreadReads
 	d.ColdProbesReused -= prev.ColdProbesReused
+	d.Evictions -= prev.Evictions
+	d.EvictedBytes -= prev.EvictedBytes
+	d.SegmentsEvicted -= prev.SegmentsEvicted
+	d.SecondChances -= prev.SecondChances
 	d.Fill = s.Fill.Sub(prev.Fill)
 	return d
 }

@@ -148,8 +148,14 @@ func (db *DB) updateOnce(key []byte, fn UpdateFunc) (uint64, error) {
 		return db.writeLocked(segment.KindPut, h, key, ch.Value, expiry, old)
 	case Remove:
 		if !old.found {
-			db.mu.Unlock()
-			return 0, nil
+			if db.absentShadowLocked() == 0 {
+				db.mu.Unlock()
+				return 0, nil
+			}
+			// The key may be an evicted one that a crash would bring
+			// back (evict.go): its tombstone is written, but no version.
+			_, err := db.writeLocked(segment.KindDelete, h, key, nil, 0, old)
+			return 0, err
 		}
 		return db.writeLocked(segment.KindDelete, h, key, nil, 0, old)
 	case Keep:

@@ -109,9 +109,9 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		return db.failed
 	}
 	old, err := db.probeAfterCold(h, key, &pre)
-	if err != nil || kind == segment.KindDelete && !old.found {
+	if err != nil || kind == segment.KindDelete && !old.found && db.absentShadowLocked() == 0 {
 		db.mu.Unlock()
-		return err // deleting an absent key writes nothing
+		return err // deleting an absent key writes nothing (but see evict.go)
 	}
 	_, err = db.writeLocked(kind, h, key, value, expiry, old)
 	return err
@@ -125,7 +125,11 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 func (db *DB) writeLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, old entry) (uint64, error) {
 	var shadow uint64
 	if kind == segment.KindDelete {
-		shadow = db.shadowOfLocked(old.loc)
+		if old.found {
+			shadow = db.shadowOfLocked(old.loc)
+		} else {
+			shadow = db.absentShadowLocked() // an evicted key's tombstone (evict.go)
+		}
 		value = tombValue(shadow)
 		db.idFloor = idForDelete // a delete may roll into the id reserve
 	}
