@@ -113,40 +113,77 @@ func (db *DB) writeBatch(b *Batch) error {
 	if len(b.ops) == 0 {
 		return nil
 	}
-	total := 0
-	for i := range b.ops {
-		op := &b.ops[i]
-		op.expiry = 0
-		if op.ttl != 0 {
-			if op.expiry, err = db.expiryFor(op.ttl); err != nil {
-				return fmt.Errorf("batch op %d: %w", i, err)
-			}
-		}
-		if err := db.checkKV(b.key(op), b.value(op), db.opts.MaxKeySize); err != nil {
-			return fmt.Errorf("batch op %d: %w", i, err)
-		}
-		if op.kind != segment.KindDelete {
-			total += segment.Size(op.klen, op.vlen, op.expiry != 0)
-		}
+	p, err := db.planBatch(b, true)
+	if err != nil {
+		return err
 	}
-	commit := segment.Record{Kind: segment.KindBatchCommit, Value: segment.EncodeCommit(len(b.ops))}
-	total += segment.Size(0, len(commit.Value), false)
-
-	// Hash the whole batch first, then touch every key's index slot in one
-	// pass so that the walks below find them in cache (index.Prefetch).
-	hashes := make([]uint64, len(b.ops))
-	for i := range b.ops {
-		hashes[i] = db.hash(b.key(&b.ops[i]))
-	}
-	// dup[i]: another operation of the batch has op i's hash (the same key,
-	// or a 64-bit hash twin); repeated[i]: an earlier one does. Only these
-	// need the per-key bookkeeping below (the entered map, a second probe).
-	dup, repeated := batchDups(hashes)
 	db.mu.Lock()
 	if db.failed != nil {
 		db.mu.Unlock()
 		return db.failed
 	}
+	_, err = db.writeBatchLocked(b, p)
+	return err
+}
+
+// batchPlan is what writing a batch needs that is computed without db.mu:
+// the checked sizes, the commit record and the keys' hashes.
+type batchPlan struct {
+	total  int // bytes of the puts' records and the commit record (tombstones are sized under db.mu)
+	commit segment.Record
+	hashes []uint64
+	// dup[i]: another operation of the batch has op i's hash (the same
+	// key, or a 64-bit hash twin); repeated[i]: an earlier one does. Only
+	// these need the per-key bookkeeping of writeBatchLocked (the entered
+	// map, a second probe).
+	dup, repeated []bool
+}
+
+// planBatch checks every operation of b (a non-empty batch) and hashes
+// its keys. With stamp, each operation's expiry is stamped from its TTL
+// now (Write); without, the expiries already set are kept (Txn, which
+// takes absolute expiries).
+func (db *DB) planBatch(b *Batch, stamp bool) (batchPlan, error) {
+	var p batchPlan
+	for i := range b.ops {
+		op := &b.ops[i]
+		if stamp {
+			op.expiry = 0
+			if op.ttl != 0 {
+				var err error
+				if op.expiry, err = db.expiryFor(op.ttl); err != nil {
+					return p, fmt.Errorf("batch op %d: %w", i, err)
+				}
+			}
+		}
+		if err := db.checkKV(b.key(op), b.value(op), db.opts.MaxKeySize); err != nil {
+			return p, fmt.Errorf("batch op %d: %w", i, err)
+		}
+		if op.kind != segment.KindDelete {
+			p.total += segment.Size(op.klen, op.vlen, op.expiry != 0)
+		}
+	}
+	p.commit = segment.Record{Kind: segment.KindBatchCommit, Value: segment.EncodeCommit(len(b.ops))}
+	p.total += segment.Size(0, len(p.commit.Value), false)
+
+	// Hash the whole batch first; writeBatchLocked then touches every
+	// key's index slot in one pass so that its walks find them in cache
+	// (index.Prefetch).
+	p.hashes = make([]uint64, len(b.ops))
+	for i := range b.ops {
+		p.hashes[i] = db.hash(b.key(&b.ops[i]))
+	}
+	p.dup, p.repeated = batchDups(p.hashes)
+	return p, nil
+}
+
+// writeBatchLocked writes the planned batch b as one atomic group of
+// records and applies it to the index. db.mu must be held (and the
+// handle not failed); it is released in every case. It returns the
+// sequence number of the batch's first operation.
+func (db *DB) writeBatchLocked(b *Batch, p batchPlan) (uint64, error) {
+	total, commit, hashes, dup, repeated := p.total, p.commit, p.hashes, p.dup, p.repeated
+	first := db.nextSeq
 	db.ix.Prefetch(hashes)
 	// Look up every delete's key before writing anything: its tombstone's
 	// size depends on what it shadows, and a key whose index candidates
@@ -161,7 +198,7 @@ func (db *DB) writeBatch(b *Batch) error {
 		var err error
 		if olds[i], err = db.probeLocked(hashes[i], b.key(&b.ops[i])); err != nil {
 			db.mu.Unlock()
-			return fmt.Errorf("batch op %d: %w", i, err)
+			return 0, fmt.Errorf("batch op %d: %w", i, err)
 		}
 	}
 	// What each tombstone shadows (tombstone.go), and so its exact size:
@@ -185,11 +222,11 @@ func (db *DB) writeBatch(b *Batch) error {
 	}
 	// Roll first if needed, so that the whole batch lands in one segment.
 	db.idFloor = b.idFloor()
-	err = db.ensureRoomLocked(int64(total))
+	err := db.ensureRoomLocked(int64(total))
 	db.idFloor = idForPut
 	if err != nil {
 		db.mu.Unlock()
-		return err
+		return 0, err
 	}
 	// If the batch (and a sync mark) fits in the write buffer but not in
 	// its free room, flush now: a flush that fails (a full disk) then
@@ -199,7 +236,7 @@ func (db *DB) writeBatch(b *Batch) error {
 	if room := len(db.tail.buf) - int(db.tail.n.Load()); total+syncMarkMax <= len(db.tail.buf) && total+syncMarkMax > room {
 		if err := db.flushLocked(); err != nil {
 			db.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	// The records go back to back from the tail's end: the room is made
@@ -240,14 +277,14 @@ func (db *DB) writeBatch(b *Batch) error {
 	// to that operation); the apply loop below looks it up again.
 	inserted := make([]bool, len(b.ops))
 	var entered map[string]int
-	undo := func(i int, err error) error {
+	undo := func(i int, err error) (uint64, error) {
 		for j := range i {
 			if inserted[j] {
 				db.ix.DeleteExact(hashes[j], locs[j])
 			}
 		}
 		db.mu.Unlock()
-		return fmt.Errorf("batch op %d: %w", i, err)
+		return 0, fmt.Errorf("batch op %d: %w", i, err)
 	}
 	for i := range b.ops {
 		op := &b.ops[i]
@@ -286,7 +323,7 @@ func (db *DB) writeBatch(b *Batch) error {
 		if err := db.appendBatchLocked(&recs[i], sizes[i], locs[i]); err != nil {
 			db.failLocked(err) // a half-written batch must not be followed by more writes
 			db.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	size := segment.Size(0, len(commit.Value), false)
@@ -294,7 +331,7 @@ func (db *DB) writeBatch(b *Batch) error {
 	if err := db.appendBatchLocked(&commit, size, loc); err != nil {
 		db.failLocked(err)
 		db.mu.Unlock()
-		return err
+		return 0, err
 	}
 	db.nextSeq += uint64(len(b.ops))
 	id, _ := segment.SplitLoc(loc)
@@ -331,7 +368,7 @@ func (db *DB) writeBatch(b *Batch) error {
 				err = fmt.Errorf("marlin: index: %w", err)
 				db.failLocked(err)
 				db.mu.Unlock()
-				return err
+				return 0, err
 			}
 			ins = true
 		}
@@ -339,7 +376,7 @@ func (db *DB) writeBatch(b *Batch) error {
 	}
 	db.st.batches.Add(1)
 	db.st.records.Add(int64(len(b.ops)))
-	return db.commitLocked(loc, size)
+	return first, db.commitLocked(loc, size)
 }
 
 // findOrInsertLocked looks key up and, if it is absent, inserts an entry
