@@ -217,6 +217,8 @@ func (db *DB) writeBatchLocked(b *Batch, p batchPlan) (uint64, error) {
 			shadows[i] = db.nextGen
 		case olds[i].found:
 			shadows[i] = db.shadowOfLocked(olds[i].loc)
+		default:
+			shadows[i] = db.absentShadowLocked() // an evicted key (evict.go)
 		}
 		total += segment.Size(op.klen, len(tombValue(shadows[i])), false)
 	}

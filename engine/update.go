@@ -222,13 +222,14 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	return dst, it, nil
 }
 
-// Limits are the largest key and value this handle accepts (its Options
-// after defaults).
+// Limits are the largest key and value this handle accepts and cache
+// mode's disk limit (its Options after defaults; MaxDiskBytes 0: none).
 type Limits struct {
 	MaxKeySize, MaxValueSize int
+	MaxDiskBytes             int64
 }
 
-// Limits returns the handle's key and value limits.
+// Limits returns the handle's limits.
 func (db *DB) Limits() Limits {
-	return Limits{MaxKeySize: db.opts.MaxKeySize, MaxValueSize: db.opts.MaxValueSize}
+	return Limits{MaxKeySize: db.opts.MaxKeySize, MaxValueSize: db.opts.MaxValueSize, MaxDiskBytes: db.opts.MaxDiskBytes}
 }

@@ -262,6 +262,9 @@ func engineFigures() []engineFigure {
 	add(c, "reclaimed_bytes_total", "Bytes of the segments compaction deleted.", func(st *engine.Stats) float64 { return f(st.BytesReclaimed) })
 	add(c, "rewritten_bytes_total", "Bytes compaction copied forward.", func(st *engine.Stats) float64 { return f(st.BytesRewritten) })
 	add(c, "compaction_skipped_bytes_total", "Damaged bytes compaction met (their segments are skipped, not removed).", func(st *engine.Stats) float64 { return f(st.CompactionSkippedBytes) })
+	add(c, "evicted_bytes_total", "Record bytes of the keys cache mode evicted (--max-disk).", func(st *engine.Stats) float64 { return f(st.EvictedBytes) })
+	add(c, "segments_evicted_total", "Segments cache mode evicted (--max-disk).", func(st *engine.Stats) float64 { return f(st.SegmentsEvicted) })
+	add(c, "second_chances_total", "Keys cache mode copied forward instead of evicting them, because they were read (--evict-second-chance).", func(st *engine.Stats) float64 { return f(st.SecondChances) })
 	add(g, "damaged_segments", "Segments compaction skips until the database is reopened.", func(st *engine.Stats) float64 { return float64(st.DamagedSegments) })
 	add(g, "segments_awaiting_deletion", "Compacted segments whose files wait for the next snapshot.", func(st *engine.Stats) float64 { return float64(st.AwaitingDeletion) })
 	add(c, "snapshots_total", "Index snapshots written.", func(st *engine.Stats) float64 { return f(st.Snapshots) })
@@ -304,10 +307,10 @@ func newStatsCollector(s *Server) *statsCollector {
 		cmdTouch:     d("cmd_touch_total", "Touches: touch, and each key of gat and gats (stats cmd_touch)."),
 		cmdFlush:     d("cmd_flush_total", "flush_all commands (stats cmd_flush)."),
 		currBytes:    d("current_bytes", "Bytes of the database's segment files (stats bytes)."),
-		limitBytes:   d("limit_bytes", "What stats reports as limit_maxbytes: the segment files' bytes plus the file system's free bytes (items are bounded by the disk, not by memory)."),
+		limitBytes:   d("limit_bytes", "What stats reports as limit_maxbytes: --max-disk, or else the segment files' bytes plus the file system's free bytes (items are bounded by the disk, not by memory)."),
 		currItems:    d("current_items", "Items stored (stats curr_items)."),
 		totalItems:   d("items_total", "Items stored since the server started (stats total_items)."),
-		evictions:    d("items_evicted_total", "Items evicted to make room: always 0, nothing is evicted (stats evictions)."),
+		evictions:    d("items_evicted_total", "Items evicted with the oldest segments to stay under --max-disk (stats evictions; 0 without it)."),
 		readBytes:    d("read_bytes_total", "Bytes read from clients (stats bytes_read)."),
 		writtenBytes: d("written_bytes_total", "Bytes written to clients (stats bytes_written)."),
 	}
@@ -373,7 +376,6 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.cmdTouch, st.cmdTouch.Load())
 	counter(c.cmdFlush, st.cmdFlush.Load())
 	counter(c.totalItems, cmdSet)
-	counter(c.evictions, 0)
 	counter(c.readBytes, st.bytesRead.Load())
 	counter(c.writtenBytes, st.bytesWritten.Load())
 
@@ -386,6 +388,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.currBytes, float64(es.LiveBytes))
 	gauge(c.limitBytes, float64(s.limitBytes(es)))
 	gauge(c.currItems, float64(items))
+	counter(c.evictions, es.Evictions)
 	for _, f := range c.engine {
 		ch <- prometheus.MustNewConstMetric(f.desc, f.typ, f.value(&es))
 	}

@@ -67,7 +67,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("bytes", st.LiveBytes)
 	stat("curr_items", items)
 	stat("total_items", s.stats.cmdSet.Load())
-	stat("evictions", 0)
+	stat("evictions", st.Evictions)
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
 	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
 	stat("marlin_idle_connections", s.idleConns.Load())
@@ -87,7 +87,11 @@ func (c *conn) statsGroup(cmd *textCmd) {
 	switch {
 	case len(cmd.args) == 1 && string(cmd.args[0]) == "settings":
 		stat("maxconns", itoa(int64(s.cfg.MaxConns)))
-		stat("evictions", "off")
+		if s.db.Limits().MaxDiskBytes > 0 {
+			stat("evictions", "on") // cache mode (--max-disk)
+		} else {
+			stat("evictions", "off")
+		}
 		stat("cas_enabled", "yes")
 		stat("item_size_max", itoa(int64(s.cfg.MaxItemSize)))
 		stat("flush_enabled", "yes")
@@ -102,7 +106,7 @@ func (c *conn) statsGroup(cmd *textCmd) {
 		}
 		if string(cmd.args[0]) == "items" {
 			stat("items:1:number", itoa(items))
-			stat("items:1:evicted", "0")
+			stat("items:1:evicted", itoa(st.Evictions))
 			stat("items:1:outofmemory", "0")
 		} else {
 			stat("1:chunk_size", itoa(int64(s.cfg.MaxItemSize)))
@@ -122,9 +126,13 @@ func (c *conn) statsGroup(cmd *textCmd) {
 }
 
 // limitBytes is limit_maxbytes: memcached's is its memory limit; this
-// server's items are bounded by the disk, so it is the bytes the log
-// holds now plus what the file system can still give it.
+// server's items are bounded by the disk, so it is cache mode's limit
+// (--max-disk) or else the bytes the log holds now plus what the file
+// system can still give it.
 func (s *Server) limitBytes(st engine.Stats) int64 {
+	if m := s.db.Limits().MaxDiskBytes; m > 0 {
+		return m
+	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(s.db.Dir(), &fs); err != nil {
 		return st.DiskBytes

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/marlinkv/marlin/engine"
 	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/keynorm"
@@ -45,6 +47,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		normDup  = fs.Bool("normalize-dedup", false, "with --normalize-keys: keep one copy of repeated parts")
 		normKeep = fs.Bool("normalize-keep-empty", false, "with --normalize-keys: keep empty parts (dropped by default)")
 		normLead = fs.String("normalize-first", "", "with --normalize-keys: comma-separated part names that come first, in this order")
+		maxDisk  = fs.String("max-disk", "", "cache mode: evict the oldest items in whole segments to keep the data files under this size (e.g. 50GiB; empty: never evict)")
+		second   = fs.Bool("evict-second-chance", false, "with --max-disk: keep items read recently by copying them forward instead of evicting them")
 		ff       = fillFlags(fs)
 	)
 	if err := fs.Parse(args); err != nil {
@@ -83,9 +87,22 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var maxDiskBytes, segSize int64
+	if *maxDisk != "" {
+		n, err := humanize.ParseBytes(*maxDisk)
+		if err != nil || n == 0 || n > math.MaxInt64 {
+			return fmt.Errorf("--max-disk %q: want a size such as 50GiB", *maxDisk)
+		}
+		maxDiskBytes = int64(n)
+		// Eviction drops whole segments: a sixteenth of the limit each
+		// (the default 128 MiB from 2 GiB up), room for two items at least.
+		segSize = min(128<<20, max(maxDiskBytes/16, 2*(int64(*maxItem)+4096)))
+	} else if *second {
+		return errors.New("--evict-second-chance needs --max-disk")
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := engine.Open(*dir, &engine.Options{Sync: sm, SyncInterval: *syncIvl,
-		MaxValueSize: *maxItem + 64, Logger: log})
+		MaxValueSize: *maxItem + 64, MaxDiskBytes: maxDiskBytes, SegmentSize: segSize, EvictSecondChance: *second, Logger: log})
 	if err != nil {
 		return err
 	}

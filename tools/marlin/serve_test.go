@@ -227,3 +227,40 @@ func TestServeFillURL(t *testing.T) {
 		require.Contains(t, res.stderr, "--fill-", bad)
 	}
 }
+
+// TestServeMaxDisk: --max-disk turns on cache mode (stats settings says
+// evictions on, limit_maxbytes is the limit); bad sizes and
+// --evict-second-chance alone are refused.
+func TestServeMaxDisk(t *testing.T) {
+	cmd, addr := startServeChild(t, t.TempDir(), "none --max-disk 64MiB --evict-second-chance")
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	stats := func(cmd string) string {
+		_, err := fmt.Fprintf(c, "%s\r\n", cmd)
+		require.NoError(t, err)
+		var sb strings.Builder
+		for {
+			l, err := r.ReadString('\n')
+			require.NoError(t, err)
+			sb.WriteString(l)
+			if l == "END\r\n" {
+				return sb.String()
+			}
+		}
+	}
+	require.Contains(t, stats("stats"), "STAT limit_maxbytes 67108864\r\n")
+	require.Contains(t, stats("stats"), "STAT evictions 0\r\n")
+	require.Contains(t, stats("stats settings"), "STAT evictions on\r\n")
+
+	for _, bad := range [][]string{{"--max-disk", "lots"}, {"--max-disk", "0"}, {"--evict-second-chance"}, {"--max-disk", "1MiB"}} {
+		res := marlin(t, append([]string{"serve", "--dir", t.TempDir()}, bad...)...)
+		require.NotEqual(t, 0, res.code, bad)
+		require.Regexp(t, "max-disk|MaxDiskBytes", res.stderr, bad)
+	}
+}
