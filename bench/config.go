@@ -73,6 +73,8 @@ var Workloads = []struct{ Name, About string }{
 	{"iterate", "full scans of every pair (--ops counts scans; throughput counts pairs)"},
 	{"mixed", "get/put/delete with the ratios of --mix"},
 	{"fill", "cold traffic on an empty database with a read-through loader: hit rate, latency and fill queue per second (RunFill)"},
+	{"expire", "10 million keys expire at once: get p99 per second while the expirer reclaims them, against the quiet seconds (RunSpike)"},
+	{"evict", "cache mode: writes push the database over --max-disk; get p99 in the seconds eviction runs against the others (RunSpike)"},
 }
 
 // DefaultConfig is the README's main job: a load of 2 million thin records
@@ -103,6 +105,8 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("unknown workload %q", c.Workload)
 	case c.Workload == "fill":
 		return fmt.Errorf("the fill workload runs with RunFill")
+	case c.Workload == "expire" || c.Workload == "evict":
+		return fmt.Errorf("the %s workload runs with RunSpike", c.Workload)
 	case c.Keys == 0 && c.Workload != "load":
 		return fmt.Errorf("keys must be positive")
 	case c.Goroutines < 1:

@@ -8,8 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
@@ -114,14 +112,6 @@ type FillReport struct {
 	Keys       int64       `json:"keys_stored"`
 }
 
-// fillSlot accumulates one second of every client's gets.
-type fillSlot struct {
-	mu       sync.Mutex // guards all
-	all      *Histogram
-	requests int64
-	hits     int64
-}
-
 // RunFill runs the fill workload.
 func RunFill(cfg FillConfig) (*FillReport, error) {
 	if err := cfg.validate(); err != nil {
@@ -168,154 +158,50 @@ func RunFill(cfg FillConfig) (*FillReport, error) {
 }
 
 func runFill(db *engine.DB, cfg *FillConfig) (*FillReport, error) {
-	secs := int(cfg.Duration / time.Second)
-	slots := make([]fillSlot, secs+1)
-	for i := range slots {
-		slots[i].all = NewHistogram()
-	}
 	zipf := NewZipfian(cfg.Keys, cfg.Theta, true)
-	start := time.Now()
-	end := start.Add(cfg.Duration)
-	var (
-		wg       sync.WaitGroup
-		errs     atomic.Int64
-		lagMax   atomic.Int64
-		hitHists = make([]*Histogram, cfg.Clients)
-		misHists = make([]*Histogram, cfg.Clients)
-	)
-	// interval is each client's time between gets, in nanoseconds.
-	interval := float64(time.Second) * float64(cfg.Clients) / float64(cfg.Rate)
-	for c := range cfg.Clients {
-		hitHists[c], misHists[c] = NewHistogram(), NewHistogram()
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(c)+1))
-			hh, mh := hitHists[c], misHists[c]
-			cur, local := 0, NewHistogram()
-			var req, hits int64
-			flush := func() {
-				s := &slots[min(cur, secs)]
-				s.mu.Lock()
-				s.all.Merge(local)
-				s.requests += req
-				s.hits += hits
-				s.mu.Unlock()
-				local, req, hits = NewHistogram(), 0, 0
-			}
-			var kbuf, vbuf []byte
-			// Clients start spread over one interval.
-			offset := interval * float64(c) / float64(cfg.Clients)
-			for i := 0; ; i++ {
-				intended := start.Add(time.Duration(offset + float64(i)*interval))
-				if !intended.Before(end) {
-					break
-				}
-				if wait := time.Until(intended); wait > 100*time.Microsecond {
-					time.Sleep(wait)
-				}
-				kbuf = Key(kbuf, zipf.Next(rng), cfg.KeySize)
-				t0 := time.Now()
-				var err error
-				vbuf, err = db.AppendValue(vbuf[:0], kbuf)
-				d := time.Since(t0)
-				if lag := int64(t0.Sub(intended)); lag > lagMax.Load() {
-					lagMax.Store(lag)
-				}
-				if sec := int(t0.Sub(start) / time.Second); sec != cur {
-					flush()
-					cur = sec
-				}
-				local.Record(d)
-				req++
-				switch {
-				case err == nil:
-					hits++
-					hh.Record(d)
-				case errors.Is(err, engine.ErrNotFound):
-					mh.Record(d)
-				default:
-					errs.Add(1)
-					mh.Record(d)
-				}
-			}
-			flush()
-		})
-	}
-
-	// Sample the queue once a second, print progress.
+	secs := int(cfg.Duration / time.Second)
 	samples := make([]fillq.Stats, secs+1)
-	stop := make(chan struct{})
-	sampled := make(chan int) // how many seconds the sampler took
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		i := 0
-		defer func() { sampled <- i }()
-		for ; i < secs; i++ {
-			select {
-			case <-t.C:
-			case <-stop:
-				return
-			}
+	var l *openLoop
+	l = &openLoop{rate: cfg.Rate, clients: cfg.Clients, dur: cfg.Duration, seed: cfg.Seed, keySize: cfg.KeySize,
+		next: func(rng *rand.Rand) uint64 { return zipf.Next(rng) },
+		get:  db.AppendValue,
+		// Sample the queue once a second, print progress.
+		tick: func(i int) {
 			st, err := db.Stats()
 			if err != nil {
 				return
 			}
 			samples[i] = st.Fill
 			if cfg.Progress != nil {
-				s := &slots[i]
-				s.mu.Lock()
-				rate := 0.0
-				if s.requests > 0 {
-					rate = float64(s.hits) / float64(s.requests)
-				}
-				s.mu.Unlock()
 				fmt.Fprintf(cfg.Progress, "fill: %3ds  hit rate %5.1f%%  queue %6d  in flight %4d  filled %d\n",
-					i+1, 100*rate, st.Fill.QueueDepth, st.Fill.InFlight, st.Fill.Filled)
+					i+1, 100*l.hitRate(i), st.Fill.QueueDepth, st.Fill.InFlight, st.Fill.Filled)
 			}
-		}
-	}()
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(stop)
-	if taken := <-sampled; taken < secs {
-		// The last tick raced the end of the run: sample it now.
-		if st, err := db.Stats(); err == nil {
-			samples[taken] = st.Fill
-		}
-	}
+		}}
+	l.run()
 
-	rep := &FillReport{Config: *cfg, Elapsed: elapsed, Errors: errs.Load(), MaxLag: time.Duration(lagMax.Load()), SecondTo90: -1}
+	rep := &FillReport{Config: *cfg, Elapsed: l.elapsed, Errors: l.errs.Load(), MaxLag: time.Duration(l.maxLag.Load()), SecondTo90: -1}
 	ideal := newIdealHits(zipf, cfg.Keys, float64(cfg.Rate))
 	var prev fillq.Stats
 	for i := range secs {
-		s := &slots[i]
-		if i == secs-1 {
-			// Gets that ran past the last second boundary count in it.
-			s.all.Merge(slots[secs].all)
-			s.requests += slots[secs].requests
-			s.hits += slots[secs].hits
-		}
-		sum := s.all.Summary()
-		fs := FillSecond{Second: i + 1, Requests: s.requests, Hits: s.hits,
+		requests, hits, sum := l.second(i)
+		fs := FillSecond{Second: i + 1, Requests: requests, Hits: hits,
 			IdealHitRate: ideal.at(float64(i) + 0.5),
 			P50:          sum.P50, P99: sum.P99, Max: sum.Max,
 			QueueDepth: samples[i].QueueDepth, InFlight: samples[i].InFlight}
 		fs.Filled = samples[i].Filled - prev.Filled
 		fs.Dropped = samples[i].Dropped - prev.Dropped
 		prev = samples[i]
-		if s.requests > 0 {
-			fs.HitRate = float64(s.hits) / float64(s.requests)
+		if requests > 0 {
+			fs.HitRate = float64(hits) / float64(requests)
 		}
 		if fs.HitRate >= 0.9 && rep.SecondTo90 < 0 {
 			rep.SecondTo90 = i + 1
 		}
 		rep.Seconds = append(rep.Seconds, fs)
-		rep.Requests += s.requests
-		rep.Hits += s.hits
+		rep.Requests += requests
+		rep.Hits += hits
 	}
-	rep.Hit, _ = MergeSummaries(hitHists)
-	rep.Miss, _ = MergeSummaries(misHists)
-	rep.All, _ = MergeSummaries(append(hitHists, misHists...))
+	rep.All, rep.Hit, rep.Miss = l.totals()
 	return rep, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 
 	"github.com/marlinkv/marlin/bench"
@@ -41,12 +42,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.Uint64Var(&c.Seed, "seed", def.Seed, "random seed (same seed, same operations)")
 	fs.BoolVar(&c.Verify, "verify", false, "after the restart, read every record back and check it")
 	ff := benchFillFlags(fs)
+	sf := benchSpikeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *workload == "fill" {
+	switch *workload {
+	case "fill":
 		c.Keys = *keys
 		return runBenchFill(fs, ff, c, *sync, *jsonOut, *quiet, stdout, stderr)
+	case "expire", "evict":
+		c.Keys = *keys
+		return runBenchSpike(fs, sf, *ff.rate, *workload, c, *sync, *jsonOut, *quiet, stdout, stderr)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -126,7 +132,7 @@ type fillBenchFlags struct {
 func benchFillFlags(fs *flag.FlagSet) fillBenchFlags {
 	d := bench.DefaultFillConfig()
 	return fillBenchFlags{
-		rate:    fs.Int("rate", d.Rate, "--workload fill: gets per second, all goroutines together (open loop)"),
+		rate:    fs.Int("rate", d.Rate, "--workload fill, expire, evict: gets per second, all goroutines together (open loop; expire and evict default to 50000)"),
 		workers: fs.Int("fill-workers", d.Fill.Workers, "--workload fill: loads running at once"),
 		queue:   fs.Int("fill-queue", d.Fill.QueueSize, "--workload fill: keys waiting for a worker at most"),
 		latency: fs.Duration("load-latency", d.LoadLatency, "--workload fill: time the loader takes per key"),
@@ -198,4 +204,70 @@ func runBenchFill(fs *flag.FlagSet, ff fillBenchFlags, c bench.Config, syncMode 
 		fmt.Fprintf(stderr, "chart written to %s\n", *ff.svg)
 	}
 	return err
+}
+
+// spikeBenchFlags are the flags of --workload expire and evict only
+// (--rate is shared with fill).
+type spikeBenchFlags struct {
+	expireAt  *time.Duration
+	maxDisk   *string
+	writeRate *int
+}
+
+func benchSpikeFlags(fs *flag.FlagSet) spikeBenchFlags {
+	e, v := bench.DefaultSpikeConfig("expire"), bench.DefaultSpikeConfig("evict")
+	return spikeBenchFlags{
+		expireAt:  fs.Duration("expire-at", e.ExpireAt, "--workload expire: when the keys' shared TTL runs out, from the run's start"),
+		maxDisk:   fs.String("max-disk", humanize.IBytes(uint64(v.MaxDisk)), "--workload evict: the cache-mode limit"),
+		writeRate: fs.Int("write-rate", v.WriteRate, "--workload evict: puts of new keys per second during the run"),
+	}
+}
+
+// runBenchSpike runs --workload expire or evict: --keys, --duration,
+// --goroutines, --value-size, --key-size, --rate and --sync default to
+// the workload's values unless given.
+func runBenchSpike(fs *flag.FlagSet, sf spikeBenchFlags, rate int, workload string, c bench.Config, syncMode string, jsonOut, quiet bool, stdout, stderr io.Writer) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	sc := bench.DefaultSpikeConfig(workload)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, apply := range map[string]func(){
+		"keys":       func() { sc.Keys = c.Keys },
+		"duration":   func() { sc.Duration = c.Duration },
+		"goroutines": func() { sc.Clients = c.Goroutines },
+		"value-size": func() { sc.ValueSize = c.ValueMin },
+		"key-size":   func() { sc.KeySize = c.KeyMin },
+		"rate":       func() { sc.Rate = rate },
+	} {
+		if set[name] {
+			apply()
+		}
+	}
+	if set["sync"] {
+		m, err := engine.ParseSyncMode(syncMode)
+		if err != nil {
+			return err
+		}
+		sc.Sync = m
+	}
+	n, err := humanize.ParseBytes(*sf.maxDisk)
+	if err != nil || n > 1<<62 {
+		return fmt.Errorf("--max-disk %q: want a size such as 1GiB", *sf.maxDisk)
+	}
+	sc.Dir, sc.Keep, sc.Seed = c.Dir, c.Keep, c.Seed
+	sc.ExpireAt, sc.MaxDisk, sc.WriteRate = *sf.expireAt, int64(n), *sf.writeRate
+	if !quiet {
+		sc.Progress = stderr
+	}
+	rep, err := bench.RunSpike(sc)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return rep.WriteJSON(stdout)
+	}
+	rep.WriteText(stdout)
+	return nil
 }
