@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -84,8 +85,14 @@ func TestCheckpointDuringWrites(t *testing.T) {
 					}
 					ops := 2 * m // ops of writer w in the checkpoint: 2m or 2m-1
 					v, err := cp.Get(fmt.Appendf(nil, "c%d", w))
-					if m > 0 {
-						require.NoError(t, err)
+					switch {
+					case m == 1 && errors.Is(err, ErrNotFound):
+						// The checkpoint caught the writer between its
+						// first two writes (on a busy machine it may not
+						// have run before the checkpoint).
+						ops = 1
+					case m > 0:
+						require.NoError(t, err, "writer %d: %d keys", w, m)
 						c, _ := strconv.ParseInt(string(v), 10, 64)
 						require.Contains(t, []int64{m - 2, m - 1}, c, "writer %d: counter %d with %d keys", w, c, m)
 						if c == m-2 {
