@@ -13,7 +13,7 @@ import (
 // the seconds with and without reclamation.
 func (r *SpikeReport) WriteText(w io.Writer) {
 	c := r.Config
-	what := "expired"
+	what := "reclaimed"
 	if c.Workload == "expire" {
 		fmt.Fprintf(w, "expire workload: %s keys sharing one expiry %s into the run, gets of %s keys without a TTL, %s gets/s from %d clients for %s\n",
 			humanize.Comma(int64(c.Keys)), c.ExpireAt, humanize.Comma(int64(max(c.Keys/10, 1000))),
