@@ -123,18 +123,28 @@ type updateFunc func(cur *curItem, next uint64) (engine.Change, error)
 // update runs fn against key's current item with no other write in
 // between: every read-check-write command goes through it.
 func (s *Server) update(key []byte, fn updateFunc) error {
+	return s.updateHint(key, nil, fn)
+}
+
+// updateHint is update for a write whose item data is likely hint (see
+// backend.UpdateHint).
+func (s *Server) updateHint(key, hint []byte, fn updateFunc) error {
 	if s.fill != nil {
 		// Before the write lock: a load of key in flight is discarded
 		// (fill.Store).
 		s.fill.Invalidate(key)
 	}
-	return s.apply(key, fn)
+	return s.applyHint(key, hint, fn)
 }
 
 // apply is update without telling the fill queue (its own store).
 func (s *Server) apply(key []byte, fn updateFunc) error {
+	return s.applyHint(key, nil, fn)
+}
+
+func (s *Server) applyHint(key, hint []byte, fn updateFunc) error {
 	replacedFlushed := false
-	_, err := s.db.Update(key, func(v []byte, it engine.Item, found bool, next uint64) (engine.Change, error) {
+	_, err := s.db.UpdateHint(key, hint, func(v []byte, it engine.Item, found bool, next uint64) (engine.Change, error) {
 		var cur curItem
 		flushed := found && s.flushed(it.Seq)
 		if found && !flushed {

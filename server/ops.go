@@ -72,7 +72,11 @@ var errTooLarge = errors.New("object too large for cache")
 // store runs a storage request for key with data.
 func (s *Server) store(key []byte, r *storeReq, data []byte) (storeResult, error) {
 	var res storeResult
-	err := s.update(key, func(cur *curItem, next uint64) (engine.Change, error) {
+	hint := data // what a set, add or replace stores after the header
+	if r.mode == modeAppend || r.mode == modePrepend {
+		hint = nil
+	}
+	err := s.updateHint(key, hint, func(cur *curItem, next uint64) (engine.Change, error) {
 		res = storeResult{out: stored}
 		cas := next
 		if r.hasNewCas {

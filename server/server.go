@@ -15,6 +15,7 @@ import (
 	"github.com/marlinkv/marlin/engine"
 	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/keynorm"
+	"github.com/marlinkv/marlin/shared"
 )
 
 // Config holds a server's limits. Zero fields take memcached's defaults
@@ -47,6 +48,11 @@ type Config struct {
 	// raw values. Fill configures the queue.
 	Loader fill.Loader
 	Fill   fill.Options
+	// SharedValues stores identical item data once (package shared):
+	// keys whose data is equal refer to one stored copy, reclaimed with
+	// its last key. The database must be empty the first time, and is
+	// then always served with it on (New refuses the other way round).
+	SharedValues bool
 	// Version is what "version" reports (default "1.6.18", a memcached 1.6
 	// version: clients and memccapable change behaviour by it).
 	Version string
@@ -67,7 +73,7 @@ const (
 
 // Server serves one database over memcached's text protocol.
 type Server struct {
-	db  *engine.DB
+	db  backend // the engine, or a shared store over it (store.go)
 	cfg Config
 	log *slog.Logger
 
@@ -114,16 +120,24 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	need := cfg.MaxItemSize + maxItemHeader
+	if cfg.SharedValues {
+		need += shared.InlineOverhead
+	}
 	switch {
 	case cfg.MaxItemSize < 0 || cfg.MaxConns < 0 || cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ReadTimeout < 0:
 		return nil, errors.New("server: negative limit")
-	case cfg.MaxItemSize+maxItemHeader > db.Limits().MaxValueSize:
+	case need > db.Limits().MaxValueSize:
 		return nil, fmt.Errorf("server: items of %d bytes need the database's MaxValueSize at least %d (it is %d)",
-			cfg.MaxItemSize, cfg.MaxItemSize+maxItemHeader, db.Limits().MaxValueSize)
+			cfg.MaxItemSize, need, db.Limits().MaxValueSize)
 	case db.Limits().MaxKeySize < maxKeyLen:
 		return nil, fmt.Errorf("server: the database's MaxKeySize %d is under memcached's 250", db.Limits().MaxKeySize)
 	}
-	s := &Server{db: db, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
+	st, err := openBackend(db, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{db: st, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
 	if err := s.loadFlush(); err != nil {

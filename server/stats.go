@@ -72,6 +72,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
 	stat("marlin_idle_connections", s.idleConns.Load())
 	s.fillStatLines(stat)
+	s.sharedStatLines(stat)
 	c.reply("END")
 }
 

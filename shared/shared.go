@@ -74,6 +74,10 @@ var (
 	ErrBadExpiry = errors.New("shared: expiry after the year 9999")
 )
 
+// InlineOverhead is what a value stored inline adds to it (its tag
+// byte): the store's MaxValueSize is the database's less this.
+const InlineOverhead = 1
+
 // maxExpiry is the latest expiry accepted (Unix ms, the end of the year
 // 9999): it keeps bucket arithmetic far from overflow.
 const maxExpiry = 253402300799999
@@ -128,7 +132,7 @@ func Open(db *engine.DB, o Options) (*Store, error) {
 		return nil, fmt.Errorf("%w: shared: MinSize %d", engine.ErrBadOptions, o.MinSize)
 	}
 	lim := db.Limits()
-	lim.MaxValueSize-- // an inline value carries a tag byte
+	lim.MaxValueSize -= InlineOverhead
 	s := &Store{db: db, opts: o, lim: lim, ro: eo.ReadOnly}
 	if err := s.checkFormat(); err != nil {
 		return nil, err
