@@ -516,3 +516,37 @@ func TestConcurrent(t *testing.T) {
 	require.Equal(t, rep.Refs, st.Refs)
 	require.Equal(t, rep.Values, st.Values)
 }
+
+// TestDanglingRepair: a key whose value record is gone (damage: nothing
+// the store does leaves one) reads as a miss, is reported by Check, and
+// is repaired by writing or deleting the key.
+func TestDanglingRepair(t *testing.T) {
+	db, s := openStore(t, vfs.NewMem(), nil, Options{})
+	defer db.Close()
+	data := bytes.Repeat([]byte("d"), 100)
+	for _, k := range []string{"a", "b"} {
+		require.NoError(t, s.Put([]byte(k), data))
+	}
+	require.NoError(t, db.Delete(valueKey(hashOf(data))))
+	_, err := s.Get([]byte("a"))
+	require.ErrorIs(t, err, ErrDangling)
+	require.ErrorIs(t, err, engine.ErrNotFound)
+	rep, err := s.Check()
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+
+	_, err = s.Update([]byte("a"), func(v []byte, _ engine.Item, found bool, _ uint64) (engine.Change, error) {
+		require.False(t, found, "a dangling key reads as absent")
+		require.Nil(t, v)
+		return engine.Change{Op: engine.Set, Value: []byte("fresh")}, nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, s.Delete([]byte("b")))
+	v, err := s.Get([]byte("a"))
+	require.NoError(t, err)
+	require.Equal(t, "fresh", string(v))
+	requireCheck(t, s)
+	st, err := s.Stats()
+	require.NoError(t, err)
+	require.Equal(t, Stats{Keys: 1}, st)
+}

@@ -1,6 +1,7 @@
 package shared
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -97,7 +98,13 @@ func (s *Store) UpdateHint(key, hint []byte, fn engine.UpdateFunc) (uint64, erro
 		}
 		var value []byte
 		if found {
-			if value, err = c.value(r); err != nil {
+			value, err = c.value(r)
+			switch {
+			case errors.Is(err, ErrDangling):
+				// Damage: the key reads as absent (as Get has it), and a
+				// write replaces it (set and remove drop what they can).
+				found, it = false, engine.Item{}
+			case err != nil:
 				return fmt.Errorf("key %q: %w", key, err)
 			}
 		}
