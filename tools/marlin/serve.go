@@ -49,6 +49,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		normLead = fs.String("normalize-first", "", "with --normalize-keys: comma-separated part names that come first, in this order")
 		maxDisk  = fs.String("max-disk", "", "cache mode: evict the oldest items in whole segments to keep the data files under this size (e.g. 50GiB; empty: never evict)")
 		second   = fs.Bool("evict-second-chance", false, "with --max-disk: keep items read recently by copying them forward instead of evicting them")
+		sharedV  = fs.Bool("shared-values", false, "store identical item data once: items with equal data refer to one stored copy, reclaimed with its last item (give it the first time on an empty --dir, then always)")
 		ff       = fillFlags(fs)
 	)
 	if err := fs.Parse(args); err != nil {
@@ -100,6 +101,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	} else if *second {
 		return errors.New("--evict-second-chance needs --max-disk")
 	}
+	if *sharedV && maxDiskBytes > 0 {
+		return errors.New("--shared-values cannot be combined with --max-disk: eviction would drop data that items still refer to")
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := engine.Open(*dir, &engine.Options{Sync: sm, SyncInterval: *syncIvl,
 		MaxValueSize: *maxItem + 64, MaxDiskBytes: maxDiskBytes, SegmentSize: segSize, EvictSecondChance: *second, Logger: log})
@@ -108,7 +112,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	s, err := server.New(db, server.Config{MaxItemSize: *maxItem, MaxConns: *maxConns,
 		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Normalizer: norm,
-		Loader: loader, Fill: fillOpts, Logger: log})
+		Loader: loader, Fill: fillOpts, SharedValues: *sharedV, Logger: log})
 	if err != nil {
 		db.Close()
 		return err

@@ -264,3 +264,37 @@ func TestServeMaxDisk(t *testing.T) {
 		require.Regexp(t, "max-disk|MaxDiskBytes", res.stderr, bad)
 	}
 }
+
+// TestServeSharedValues: --shared-values stores equal data once (stats
+// shared_values), and a database written with it is refused without it.
+func TestServeSharedValues(t *testing.T) {
+	dir := t.TempDir()
+	cmd, addr := startServeChild(t, dir, "none --shared-values")
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	r := bufio.NewReader(c)
+	data := strings.Repeat("d", 2000)
+	_, err = fmt.Fprintf(c, "set a 1 0 %d\r\n%s\r\nset b 2 0 %d\r\n%s\r\nget b\r\nstats\r\n", len(data), data, len(data), data)
+	require.NoError(t, err)
+	var out strings.Builder
+	for {
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		out.WriteString(l)
+		if strings.HasPrefix(out.String(), "STORED\r\nSTORED\r\nVALUE") && strings.Count(out.String(), "END\r\n") == 2 {
+			break
+		}
+	}
+	require.Contains(t, out.String(), "VALUE b 2 2000\r\n"+data+"\r\nEND\r\n")
+	require.Contains(t, out.String(), "STAT shared_values 1\r\n")
+	require.Contains(t, out.String(), "STAT shared_refs 2\r\n")
+	c.Close()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait())
+
+	res := marlin(t, "serve", "--dir", dir, "--listen", "127.0.0.1:0")
+	require.NotEqual(t, 0, res.code, "a shared-values database without the flag")
+	res = marlin(t, "serve", "--dir", t.TempDir(), "--shared-values", "--max-disk", "1GiB")
+	require.NotEqual(t, 0, res.code)
+	require.Contains(t, res.stderr, "--shared-values cannot be combined with --max-disk")
+}
