@@ -119,6 +119,7 @@ type diskUse struct {
 	segs     int64 // open segment files (the active one with its tail)
 	awaiting int64 // retired segment files not deleted yet
 	snapshot int64 // the estimated size of an index snapshot
+	sealed   int   // sealed segments
 }
 
 func (u diskUse) total() int64 { return u.segs + u.awaiting + u.snapshot }
@@ -129,6 +130,9 @@ func (db *DB) diskUseLocked() diskUse {
 	for i := range db.segs {
 		if sf := db.segs[i].Load(); sf != nil {
 			u.segs += sf.flushed.Load()
+			if sf != db.active {
+				u.sealed++
+			}
 		}
 	}
 	u.segs += db.tail.n.Load()
@@ -171,10 +175,17 @@ func (db *DB) evictPass() error {
 		return nil
 	}
 	target := db.opts.MaxDiskBytes - db.evictSlack(u)
-	evicted := 0
+	// A pass tries at most as many segments as existed when it began: it
+	// ends even if its own copies (second chance, tombstones) kept the
+	// files over the target, or a segment cannot go (pinned meanwhile).
+	evicted, tries := 0, u.sealed
 	defer func() {
 		db.mu.Lock()
 		db.evicting = false
+		if len(db.awaiting) == 0 {
+			// Every evicted file is deleted (at once, without snapshots).
+			db.evictShadow = 0
+		}
 		db.mu.Unlock()
 	}()
 	for {
@@ -191,15 +202,20 @@ func (db *DB) evictPass() error {
 			db.mu.Unlock()
 			break
 		}
-		sf := db.oldestEvictableLocked()
-		if sf == nil {
+		sf, damaged := db.oldestEvictableLocked()
+		if sf == nil || tries == 0 {
 			db.mu.Unlock()
+			if damaged {
+				db.opts.Logger.Error("marlin: cache mode cannot evict past a damaged segment until the database is reopened or repaired (marlin verify --repair)",
+					"dir", db.dir, "over_by", u.total()-db.opts.MaxDiskBytes)
+			}
 			break
 		}
 		rate := db.opts.CompactionRate
 		if u.total() > db.opts.MaxDiskBytes+db.evictSlack(u) {
 			rate = 0
 		}
+		tries--
 		db.evicting = true
 		db.evictShadow = max(db.evictShadow, sf.gen)
 		db.mu.Unlock()
@@ -208,7 +224,7 @@ func (db *DB) evictPass() error {
 			return err
 		}
 		if !ok {
-			continue // damaged or pinned now: the next oldest
+			continue // damaged (the next oldest) or pinned (nil: stop)
 		}
 		evicted++
 		db.st.segmentsEvicted.Add(1)
@@ -227,20 +243,31 @@ func (db *DB) evictPass() error {
 }
 
 // oldestEvictableLocked returns the sealed segment of the lowest
-// generation that eviction may take (not damaged, not pinned by a scan),
-// or nil. db.mu must be held.
-func (db *DB) oldestEvictableLocked() *segFile {
-	var best *segFile
+// generation, or nil if there is none or it may not be evicted now:
+// pinned by a scan (eviction waits for the scan) or damaged (eviction
+// stops until a reopen or a repair; damaged is true then). Only the
+// oldest segment is ever evicted: evicting a newer one would leave an
+// older file whose versions of the evicted keys a replay could bring
+// back, so each evicted key would need a tombstone, and those tombstones
+// would have to be copied forward for as long as the older file stays,
+// by every later eviction. db.mu must be held.
+func (db *DB) oldestEvictableLocked() (sf *segFile, damaged bool) {
 	for i := range db.segs {
-		sf := db.segs[i].Load()
-		if sf == nil || sf == db.active || db.damaged[sf.gen] || db.scanPinnedLocked(sf.gen) {
+		s := db.segs[i].Load()
+		if s == nil || s == db.active {
 			continue
 		}
-		if best == nil || sf.gen < best.gen {
-			best = sf
+		if sf == nil || s.gen < sf.gen {
+			sf = s
 		}
 	}
-	return best
+	switch {
+	case sf == nil || db.scanPinnedLocked(sf.gen):
+		return nil, false
+	case db.damaged[sf.gen]:
+		return nil, true
+	}
+	return sf, false
 }
 
 // evictSegment drops the records of sealed segment sf from the index

@@ -253,3 +253,37 @@ func TestCacheModeOptions(t *testing.T) {
 		require.ErrorIs(t, err, ErrBadOptions, "%+v", o)
 	}
 }
+
+// TestCacheModeWaitsForScans: a scan pins the segments it will read;
+// eviction waits for it instead of evicting newer segments, which would
+// cost a tombstone per evicted key.
+func TestCacheModeWaitsForScans(t *testing.T) {
+	fs := vfs.NewMem()
+	o := cacheOpts(fs)
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	defer db.Close()
+	for i := range 6000 {
+		require.NoError(t, db.Put(cacheKey(i), cacheValue(i)))
+	}
+	it := db.NewIterator()
+	require.True(t, it.Next())
+	// Segments written after the scan started are not pinned.
+	for i := 6000; i < 12000; i++ {
+		require.NoError(t, db.Put(cacheKey(i), cacheValue(i)))
+	}
+	require.NoError(t, db.Sync())
+	before, err := db.Stats()
+	require.NoError(t, err)
+	require.NoError(t, db.evictPass())
+	during, err := db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, during.Evictions, "nothing evicted under the scan")
+	require.Equal(t, before.BytesWritten, during.BytesWritten, "no tombstones written")
+	require.NoError(t, it.Close())
+	require.NoError(t, db.evictPass())
+	after, err := db.Stats()
+	require.NoError(t, err)
+	require.Positive(t, after.Evictions)
+	require.LessOrEqual(t, dirBytes(t, fs, "/db"), o.MaxDiskBytes)
+}
