@@ -307,8 +307,11 @@ func (fs *MemFS) Stat(name string) (os.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	fi := &memFileInfo{name: path.Base(memClean(name)), isDir: n.isDir, modTime: n.modTime}
-	if !n.isDir {
+	fi := &memFileInfo{name: path.Base(memClean(name)), isDir: n.isDir}
+	if n.isDir {
+		fi.modTime = n.modTime // immutable
+	} else {
+		// A file's modTime changes with its writes: read under its lock.
 		n.mu.RLock()
 		fi.size, fi.modTime = int64(len(n.data)), n.modTime
 		n.mu.RUnlock()

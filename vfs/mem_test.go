@@ -308,3 +308,30 @@ func TestMemConcurrentReadWrite(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestMemStatWhileWriting: Stat of a file another goroutine writes is safe
+// (the race detector caught Stat reading a file's modTime unlocked).
+func TestMemStatWhileWriting(t *testing.T) {
+	fs := NewMem()
+	f, err := fs.Create("/f")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			_, _ = f.Write([]byte("x"))
+		}
+	}()
+	var last int64
+	for range 1000 {
+		fi, err := fs.Stat("/f")
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, fi.Size(), last)
+		last = fi.Size()
+	}
+	<-done
+	fi, err := fs.Stat("/f")
+	require.NoError(t, err)
+	require.Equal(t, int64(1000), fi.Size())
+	require.NoError(t, f.Close())
+}
