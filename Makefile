@@ -46,7 +46,7 @@ test-gomemcache:
 	GO=$(GO) server/testdata/gomemcache.sh
 
 # Fuzz targets (package:target); make fuzz runs each for FUZZTIME.
-FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment ./server:FuzzParseText ./server:FuzzParseMeta ./server:FuzzReadBinary ./server:FuzzTextSession ./keynorm:FuzzNormalize
+FUZZ_TARGETS = ./segment:FuzzDecode ./segment:FuzzScan ./engine:FuzzSnapshotLoad ./engine:FuzzOpenMutatedSegment ./server:FuzzParseText ./server:FuzzParseMeta ./server:FuzzReadBinary ./server:FuzzTextSession ./keynorm:FuzzNormalize ./bundle:FuzzOpen ./bundle:FuzzGet
 FUZZTIME ?= 60s
 
 # A run that ends in the fuzzing engine's own "context deadline exceeded"
