@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -66,13 +67,14 @@ type Builder struct {
 	limit   int
 	seed    uint64
 
-	buf       *runBuffer // the add phase's buffer; nil once released
-	runs      []*runFile // sorted runs on disk, in the order they were written
-	runSeq    int        // names of run files
-	haveDir   bool       // scratch exists
-	err       error      // the first failure: the build is over
-	done      bool       // Finish or Abort was called
-	published bool       // the file is under its final name
+	buf       *runBuffer      // the add phase's buffer; nil once released
+	runs      []*runFile      // sorted runs on disk, in the order they were written
+	runSeq    int             // names of run files
+	haveDir   bool            // scratch exists
+	temps     map[string]bool // files created in scratch and not yet removed
+	err       error           // the first failure: the build is over
+	done      bool            // Finish or Abort was called
+	published bool            // the file is under its final name
 	started   time.Time
 	stats     BuildStats
 
@@ -257,18 +259,20 @@ func (b *Builder) cleanup() {
 	if !b.published {
 		_ = b.fs.Remove(b.tmpPath)
 	}
-	for _, r := range b.runs {
-		_ = b.fs.Remove(r.name)
-	}
 	b.runs = nil
-	if b.haveDir {
-		if names, err := b.fs.List(b.scratch); err == nil {
-			for _, n := range names {
-				_ = b.fs.Remove(filepath.Join(b.scratch, n))
-			}
-		}
-		_ = b.fs.Remove(b.scratch)
+	for name := range b.temps {
+		b.removeTemp(name)
+	}
+	if b.haveDir && b.fs.Remove(b.scratch) == nil {
 		b.haveDir = false
+	}
+}
+
+// removeTemp removes a scratch file; one that cannot be removed now is
+// tried again by cleanup.
+func (b *Builder) removeTemp(name string) {
+	if err := b.fs.Remove(name); err == nil || errors.Is(err, fs.ErrNotExist) {
+		delete(b.temps, name)
 	}
 }
 
@@ -282,7 +286,12 @@ func (b *Builder) scratchName(kind string) (string, error) {
 		b.haveDir = true
 	}
 	b.runSeq++
-	return filepath.Join(b.scratch, fmt.Sprintf("%s-%06d", kind, b.runSeq)), nil
+	name := filepath.Join(b.scratch, fmt.Sprintf("%s-%06d", kind, b.runSeq))
+	if b.temps == nil {
+		b.temps = map[string]bool{}
+	}
+	b.temps[name] = true
+	return name, nil
 }
 
 // spill sorts the buffer and writes it as a run.

@@ -150,7 +150,7 @@ func (b *Builder) mergeGroup(group []*runFile, bufSize int, onRead func(int)) (*
 	run := b.runs[len(b.runs)-1]
 	b.runs = b.runs[:len(b.runs)-1]
 	for _, r := range group {
-		_ = b.fs.Remove(r.name)
+		b.removeTemp(r.name)
 	}
 	return run, nil
 }

@@ -54,12 +54,13 @@ func (b *Builder) writeRun(fill func(*runWriter) error) error {
 		return err
 	}
 	if err := fill(rw); err != nil {
-		rw.abandon(b.fs)
+		_ = rw.f.Close()
+		b.removeTemp(rw.run.name)
 		return err
 	}
 	run, err := rw.close()
 	if err != nil {
-		_ = b.fs.Remove(run.name)
+		b.removeTemp(run.name)
 		return err
 	}
 	b.runs = append(b.runs, run)
@@ -121,11 +122,6 @@ func (rw *runWriter) close() (*runFile, error) {
 		err = cerr
 	}
 	return &rw.run, err
-}
-
-func (rw *runWriter) abandon(fs vfs.FS) {
-	_ = rw.f.Close()
-	_ = fs.Remove(rw.run.name)
 }
 
 // runReader reads a run back in order. Its current record's key and value

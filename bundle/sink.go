@@ -98,7 +98,7 @@ func (s *sink) release() {
 	}
 	if s.f != nil {
 		_ = s.f.Close()
-		_ = s.b.fs.Remove(s.name)
+		s.b.removeTemp(s.name)
 		s.f = nil
 	}
 }
