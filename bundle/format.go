@@ -231,10 +231,10 @@ func (f *footer) encode() []byte {
 // decodeFooter parses and checks a footer read from a file of size bytes:
 // its CRC, every field's range, and every derived field against its
 // derivation (so a field that disagrees with the others is an error even
-// if the CRC was forged).
+// if the CRC was forged). The caller wraps its errors in ErrCorrupt.
 func decodeFooter(b []byte, size uint64) (*footer, error) {
 	bad := func(format string, args ...any) (*footer, error) {
-		return nil, fmt.Errorf("%w: footer: "+format, append([]any{ErrCorrupt}, args...)...)
+		return nil, fmt.Errorf("footer: "+format, args...)
 	}
 	if len(b) != footerSize {
 		return bad("%d bytes, want %d", len(b), footerSize)
@@ -311,16 +311,18 @@ func encodePrefix() []byte {
 	return b
 }
 
+// checkPrefix checks the prefix; the caller wraps its errors in
+// ErrCorrupt.
 func checkPrefix(b []byte) error {
 	if len(b) != prefixSize || string(b[:8]) != magic {
-		return fmt.Errorf("%w: prefix: bad magic (not a bundle?)", ErrCorrupt)
+		return errors.New("prefix: bad magic (not a bundle?)")
 	}
 	if v := binary.LittleEndian.Uint16(b[8:]); v != Version {
-		return fmt.Errorf("%w: prefix: format version %d, this build reads version %d", ErrCorrupt, v, Version)
+		return fmt.Errorf("prefix: format version %d, this build reads version %d", v, Version)
 	}
 	for i, c := range b[10:] {
 		if c != 0 {
-			return fmt.Errorf("%w: prefix: reserved byte %d is %#x, want 0", ErrCorrupt, 10+i, c)
+			return fmt.Errorf("prefix: reserved byte %d is %#x, want 0", 10+i, c)
 		}
 	}
 	return nil

@@ -77,14 +77,14 @@ func Open(fs vfs.FS, path string, o *OpenOptions) (r *Reader, err error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	if err := checkPrefix(buf[:prefixSize]); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
 	if err := readFull(file, buf[:], size-footerSize); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	f, err := decodeFooter(buf[:], uint64(size))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
 	mp, err := file.Map(int(size))
 	if err != nil {

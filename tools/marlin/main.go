@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"load":       {"bulk-import pairs from tsv, jsonl or hex files or stdin", tidied(runLoad)},
 	"compact":    {"run a full compaction pass", tidied(runCompact)},
 	"checkpoint": {"write a consistent copy of a data directory", tidied(runCheckpoint)},
+	"bundle":     {"build, inspect, verify and read bundles (immutable files of pairs, docs/bundle.md)", tidied(runBundle)},
 }
 
 func main() {

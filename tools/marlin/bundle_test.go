@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/bundle"
+	"github.com/marlinkv/marlin/engine"
+)
+
+// bundlePairs reads every pair of a bundle with 'marlin bundle dump'
+// (hex, so any byte survives).
+func bundlePairs(t *testing.T, file string) map[string]string {
+	t.Helper()
+	r := mustRun(t, "bundle", "dump", "--format", "hex", file)
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "\t")
+		require.True(t, ok, line)
+		kb, err := decodeHex(nil, []byte(k))
+		require.NoError(t, err)
+		vb, err := decodeHex(nil, []byte(v))
+		require.NoError(t, err)
+		_, dup := m[string(kb)]
+		require.False(t, dup, "key %q twice", kb)
+		m[string(kb)] = string(vb)
+	}
+	return m
+}
+
+// TestBundleBuildSources builds from a data directory, from its dump in
+// each format (a file and stdin), and checks every pair with dump and get.
+func TestBundleBuildSources(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	want := randomPairs(rnd, 400)
+	for k, v := range fixturePairs() {
+		want[k] = v
+	}
+	dir := writeDB(t, want)
+	tmp := t.TempDir()
+
+	out := filepath.Join(tmp, "dir.bundle")
+	r := mustRun(t, "bundle", "build", dir, "-o", out, "--quiet")
+	require.Contains(t, r.stdout, fmt.Sprintf("built %s: %d pairs from %s", out, len(want), dir))
+	require.Equal(t, want, bundlePairs(t, out))
+
+	for _, format := range []string{"tsv", "jsonl", "hex"} {
+		dump := mustRun(t, "dump", "--format", format, dir).stdout
+		file := filepath.Join(tmp, "in."+format)
+		require.NoError(t, os.WriteFile(file, []byte(dump), 0o644))
+		inFormat := format
+		if format != "hex" {
+			inFormat = "auto" // detected
+		}
+		out := filepath.Join(tmp, format+".bundle")
+		mustRun(t, "bundle", "build", "--format", inFormat, file, "-o", out, "--quiet")
+		require.Equal(t, want, bundlePairs(t, out), format)
+
+		out = filepath.Join(tmp, format+"-stdin.bundle")
+		r := marlinStdin(t, dump, "bundle", "build", "--format", inFormat, "-o", out, "--quiet", "--memory", "256KiB")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, "from stdin")
+		require.Equal(t, want, bundlePairs(t, out), format)
+	}
+
+	for k, v := range fixturePairs() {
+		got := mustRun(t, "bundle", "get", "--raw", out, k).stdout
+		require.Equal(t, v, got)
+		esc := string(appendEscaped(nil, []byte(k)))
+		require.Equal(t, string(appendEscaped(nil, []byte(v)))+"\n", mustRun(t, "bundle", "get", "--escaped", out, esc).stdout)
+		require.Equal(t, string(appendHex(nil, []byte(v)))+"\n",
+			mustRun(t, "bundle", "get", "--hex", out, string(appendHex(nil, []byte(k)))).stdout)
+	}
+	r = marlin(t, "bundle", "get", out, "no such key")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, `key "no such key" not found`)
+}
+
+// TestBundleBuildDuplicatesAndRuns: in several files, the last value of a
+// key wins (or --strict fails and writes nothing); a tiny --memory sorts
+// on disk.
+func TestBundleBuildDuplicatesAndRuns(t *testing.T) {
+	tmp := t.TempDir()
+	var a, b strings.Builder
+	want := map[string]string{}
+	for i := range 20000 {
+		fmt.Fprintf(&a, "key-%05d\tfirst %d\n", i, i)
+		want[fmt.Sprintf("key-%05d", i)] = fmt.Sprintf("first %d", i)
+	}
+	for i := 0; i < 20000; i += 3 {
+		fmt.Fprintf(&b, "key-%05d\tsecond %d\n", i, i)
+		want[fmt.Sprintf("key-%05d", i)] = fmt.Sprintf("second %d", i)
+	}
+	fa, fb := filepath.Join(tmp, "a.tsv"), filepath.Join(tmp, "b.tsv")
+	require.NoError(t, os.WriteFile(fa, []byte(a.String()), 0o644))
+	require.NoError(t, os.WriteFile(fb, []byte(b.String()), 0o644))
+	out := filepath.Join(tmp, "out.bundle")
+	r := mustRun(t, "bundle", "build", fa, fb, "-o", out, "--memory", "256KiB", "--quiet")
+	require.Contains(t, r.stdout, "20,000 pairs from 2 files")
+	require.Contains(t, r.stdout, "6,667 duplicates replaced by a later value")
+	require.Regexp(t, `sorted in \d+ runs on disk`, r.stdout)
+	require.Equal(t, want, bundlePairs(t, out))
+
+	strict := filepath.Join(tmp, "strict.bundle")
+	r = marlin(t, "bundle", "build", "--strict", fa, fb, "-o", strict)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, `duplicate key: "key-`)
+	require.Contains(t, r.stderr, "was not written")
+	_, err := os.Stat(strict)
+	require.True(t, os.IsNotExist(err))
+
+	// A malformed line stops the build; nothing is written.
+	bad := filepath.Join(tmp, "bad.tsv")
+	require.NoError(t, os.WriteFile(bad, []byte("k1\tv1\nno tab here\n"), 0o644))
+	r = marlin(t, "bundle", "build", bad, "-o", strict)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "bad.tsv:2: no tab")
+	_, err = os.Stat(strict)
+	require.True(t, os.IsNotExist(err))
+	require.ElementsMatch(t, []string{"a.tsv", "b.tsv", "bad.tsv", "out.bundle"}, dirNames(t, tmp))
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestBundleInspectVerify: inspect's figures (text and JSON), verify of a
+// good and of a damaged bundle, and approximate mode through the CLI.
+func TestBundleInspectVerify(t *testing.T) {
+	tmp := t.TempDir()
+	in := writeKeys(t, tmp, "user:%06d", 3000, 20)
+	exact, approx := filepath.Join(tmp, "e.bundle"), filepath.Join(tmp, "a.bundle")
+	mustRun(t, "bundle", "build", in, "-o", exact, "--quiet", "--seed", "77")
+	mustRun(t, "bundle", "build", in, "-o", approx, "--quiet", "--approximate")
+
+	r := mustRun(t, "bundle", "inspect", exact)
+	for _, s := range []string{"exact: keys stored", "pairs        3,000", "keys         32 KiB (11.0 bytes on average)",
+		"16 bytes per pair", "32 buckets of 93.8 pairs", "seed 0x000000000000004d"} {
+		require.Contains(t, r.stdout, s)
+	}
+	var info bundleInfo
+	require.NoError(t, json.Unmarshal([]byte(mustRun(t, "bundle", "inspect", "--json", approx).stdout), &info))
+	require.Equal(t, "approximate", info.Mode)
+	require.Equal(t, int64(3000), info.Pairs)
+	require.Zero(t, info.KeyBytes)
+	require.InDelta(t, 3000/1.2089258196146292e24, info.FalsePositiveRate, 1e-30)
+	fi, err := os.Stat(approx)
+	require.NoError(t, err)
+	require.Equal(t, fi.Size(), info.FileBytes)
+
+	require.Contains(t, mustRun(t, "bundle", "verify", exact).stdout, "ok: 3,000 pairs")
+	require.Equal(t, strings.Repeat("v", 20)+"\n", mustRun(t, "bundle", "get", approx, "user:000042").stdout)
+	r = marlin(t, "bundle", "dump", approx)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "is approximate")
+
+	// Damage one byte of the data: verify finds it, get of that key fails.
+	b, err := os.ReadFile(exact)
+	require.NoError(t, err)
+	b[100] ^= 0x40
+	require.NoError(t, os.WriteFile(exact, b, 0o644))
+	r = marlin(t, "bundle", "verify", exact)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "corrupt file")
+	require.Contains(t, r.stderr, "data section checksum")
+	bad := 0
+	for i := range 3000 {
+		r := marlin(t, "bundle", "get", exact, fmt.Sprintf("user:%06d", i))
+		if r.code != 0 {
+			require.Contains(t, r.stderr, "corrupt file")
+			bad++
+		} else {
+			require.Equal(t, strings.Repeat("v", 20)+"\n", r.stdout)
+		}
+	}
+	require.Equal(t, 1, bad)
+}
+
+// TestBundleBuildRefusesOpenDir: a directory open for writing is refused
+// with the same advice as dump's.
+func TestBundleBuildRefusesOpenDir(t *testing.T) {
+	dir := writeDB(t, map[string]string{"k": "v"})
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone})
+	require.NoError(t, err)
+	defer db.Close()
+	r := marlin(t, "bundle", "build", dir, "-o", filepath.Join(t.TempDir(), "b"))
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "is open for writing by another process")
+}
+
+// TestBundleUsage: the subcommand list, unknown commands, missing -o.
+func TestBundleUsage(t *testing.T) {
+	r := marlin(t, "bundle", "--help")
+	require.Equal(t, 0, r.code)
+	for _, c := range []string{"build", "inspect", "verify", "get", "dump"} {
+		require.Contains(t, r.stderr, "  "+c+" ")
+	}
+	r = marlin(t, "bundle", "frobnicate")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, `unknown command "frobnicate"`)
+	r = marlin(t, "bundle", "build", "x")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "want -o FILE")
+	r = marlin(t, "bundle", "build", "--memory", "1KiB", "-o", filepath.Join(t.TempDir(), "b"), "-")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "memory limit")
+	require.Contains(t, marlin(t, "help").stderr, "bundle")
+}
+
+// TestBundleBuildInterrupt sends SIGINT to a child process building from
+// a slow stdin: it stops, says so, and leaves no file (neither under the
+// name nor temporary ones).
+func TestBundleBuildInterrupt(t *testing.T) {
+	if out := os.Getenv("MARLIN_BUNDLE_CHILD"); out != "" {
+		os.Exit(run([]string{"bundle", "build", "-", "-o", out, "--memory", "256KiB"}, os.Stdout, os.Stderr))
+	}
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "b")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBundleBuildInterrupt$")
+	cmd.Env = append(os.Environ(), "MARLIN_BUNDLE_CHILD="+out)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	errPipe, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	var stderr strings.Builder
+	progress := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			stderr.WriteString(sc.Text() + "\n")
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	require.NoError(t, cmd.Start())
+	w := bufio.NewWriter(stdin)
+	for i := range 100000 { // several runs on disk
+		fmt.Fprintf(w, "key %d\t%s\n", i, strings.Repeat("x", 50))
+	}
+	require.NoError(t, w.Flush())
+	// A progress line (once a second) shows the build runs, with its
+	// interrupt handler in place.
+	select {
+	case <-progress:
+	case <-time.After(time.Minute):
+		t.Fatal("no progress line from the child")
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	// The build notices at its next pairs: send some more, then end.
+	for range 5000 {
+		if _, err := io.WriteString(stdin, "k\tv\n"); err != nil {
+			break
+		}
+	}
+	stdin.Close()
+	<-done
+	err = cmd.Wait()
+	require.Error(t, err)
+	require.Equal(t, 1, cmd.ProcessState.ExitCode(), stderr.String())
+	require.Contains(t, stderr.String(), "interrupted: nothing was written to "+out)
+	require.Empty(t, dirNames(t, tmp), "files left")
+	_, err = bundle.Open(nil, out, nil)
+	require.Error(t, err)
+}
