@@ -18,6 +18,9 @@ func transcript(t *testing.T, dir string, args ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "$ marlin %s\n", strings.Join(args, " "))
 	b.WriteString(r.stdout)
+	if r.stdout != "" && !strings.HasSuffix(r.stdout, "\n") {
+		b.WriteString("\n--- no newline at the end of stdout\n")
+	}
 	if r.stderr != "" {
 		fmt.Fprintf(&b, "--- stderr\n%s", r.stderr)
 	}
@@ -51,7 +54,8 @@ func TestGolden(t *testing.T) {
 		{"dump-records-last", []string{"dump", "--records", segs[len(segs)-1]}},
 		{"verify", []string{"verify", base}},
 		{"get", []string{"get", base, "beta"}},
-		{"get-escaped", []string{"get", "--escaped", base, `tab\tkey`}},
+		{"get-escaped", []string{"get", "--escaped", "--escaped-value", base, `tab\tkey`}},
+		{"get-piped", []string{"get", "--escaped", base, `tab\tkey`}},
 		{"get-hex", []string{"get", "--hex", base, "62696e0001ff"}},
 		{"get-raw", []string{"get", "--raw", base, "naïve"}},
 		{"get-missing", []string{"get", base, "deleted"}},

@@ -43,13 +43,16 @@ func (k *keyFlags) decode(what, s string) ([]byte, error) {
 }
 
 func runGet(args []string, stdout, stderr io.Writer) (err error) {
-	fs := newFlagSet("get", "[flags] DIR KEY\n\nPrints KEY's value and a newline: in dump's tsv escaped form by default (so\n"+
-		"any byte is visible and safe on a terminal), exactly as stored with --raw,\n"+
-		"or in hex with --hex. Exits 1 if KEY is absent. DIR is opened read-only.",
+	fs := newFlagSet("get", "[flags] DIR KEY\n\nPrints KEY's value. On a terminal: in dump's tsv escaped form and a newline\n"+
+		"(so any byte is visible and safe); piped or redirected: the bytes exactly as\n"+
+		"stored, without a newline (so 'marlin get DIR KEY | jq .' works), as redis-cli\n"+
+		"does. --raw and --escaped-value choose either form anywhere; --hex prints hex\n"+
+		"and a newline. Exits 1 if KEY is absent. DIR is opened read-only.",
 		"marlin get /var/lib/app/db user:42", stderr)
 	var kf keyFlags
 	kf.register(fs, "KEY", true)
-	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline")
+	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline (the default when stdout is not a terminal)")
+	escVal := fs.Bool("escaped-value", false, "print the value in dump's tsv escaped form and a newline (the default on a terminal)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -60,6 +63,9 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	key, err := kf.decode("KEY", pos[1])
 	if err != nil {
 		return err
+	}
+	if *raw && (kf.hex || *escVal) || kf.hex && *escVal {
+		return errors.New("--raw, --hex and --escaped-value exclude each other")
 	}
 	db, err := openReadOnly(pos[0], stderr)
 	if err != nil {
@@ -79,8 +85,10 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 		out = v
 	case kf.hex:
 		out = append(appendHex(nil, v), '\n')
-	default:
+	case *escVal || isTerminal(stdout):
 		out = append(appendEscaped(nil, v), '\n')
+	default:
+		out = v // piped: the bytes as stored
 	}
 	_, err = stdout.Write(out)
 	return err
