@@ -10,7 +10,7 @@ all: build test
 
 build:
 	$(GO) build ./...
-	$(GO) build -o $(BIN)/marlin ./tools/marlin
+	$(GO) build -buildvcs=auto -o $(BIN)/marlin ./tools/marlin
 
 # The test command (README, CI): vet, every test with the race detector in
 # its short form, every test at full length without it (a bounded crash

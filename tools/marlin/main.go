@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 )
 
@@ -42,11 +43,24 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
+		return 2
+	case args[0] == "version" || args[0] == "--version" || args[0] == "-version":
+		fmt.Fprintln(stdout, versionLine())
+		return 0
+	case args[0] == "help" && len(args) > 1:
+		// marlin help CMD [SUB]: what marlin CMD [SUB] --help prints, on
+		// stdout (asked for, so not an error).
+		if _, ok := commands[args[1]]; !ok {
+			fmt.Fprintf(stderr, "marlin help: unknown command %q\n\n", args[1])
+			usage(stderr)
 			return 2
 		}
+		return run(append(append([]string{}, args[1:]...), "--help"), stdout, stdout)
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		usage(stdout)
 		return 0
 	}
 	cmd, ok := commands[args[0]]
@@ -76,7 +90,41 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'marlin <command> --help' for a command's flags and an example.")
+	fmt.Fprintln(w, "\nRun 'marlin help <command>' for a command's flags and an example;")
+	fmt.Fprintln(w, "'marlin version' prints the version.")
+}
+
+// versionLine describes the binary from its build information: the
+// module version (a tag when installed with go install ...@vX), the commit
+// and its time when built from a checkout, and the Go version.
+func versionLine() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "marlin (no build information)"
+	}
+	s := "marlin " + bi.Main.Version
+	var rev, at string
+	modified := false
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.time":
+			at = kv.Value
+		case "vcs.modified":
+			modified = kv.Value == "true"
+		}
+	}
+	if rev != "" {
+		s += ", commit " + rev[:min(12, len(rev))]
+		if modified {
+			s += " (modified)"
+		}
+		if at != "" {
+			s += " of " + at
+		}
+	}
+	return s + ", " + bi.GoVersion
 }
 
 // newFlagSet returns a FlagSet whose usage shows the synopsis, an example
