@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
-	"github.com/marlinkv/marlin/arena"
 	"github.com/marlinkv/marlin/vfs"
 )
 
@@ -78,6 +75,7 @@ type Builder struct {
 	started   time.Time
 	stats     BuildStats
 
+	nAdded  int64 // pairs added; published to added every 1024
 	phase   atomic.Int32
 	added   atomic.Int64
 	nruns   atomic.Int32
@@ -174,29 +172,27 @@ func (b *Builder) Add(key, value []byte) error {
 	case len(key) > MaxKeyLen:
 		return fmt.Errorf("%w: key of %d bytes (at most %d)", ErrTooLarge, len(key), MaxKeyLen)
 	}
-	n := b.added.Load()
-	if n&1023 == 0 && b.canceled() {
-		return b.fail(ErrCanceled)
+	if b.nAdded&1023 == 0 {
+		b.added.Store(b.nAdded)
+		if b.canceled() {
+			return b.fail(ErrCanceled)
+		}
 	}
 	h := hashKey(key, b.seed)
-	need := recordLen(len(key), len(value))
-	if !b.buf.fits(need) {
+	if !b.buf.add(h, key, value) {
 		if b.buf.n > 0 {
 			if err := b.spill(); err != nil {
 				return b.fail(err)
 			}
 		}
-		if !b.buf.fits(need) {
+		if !b.buf.add(h, key, value) {
 			// Larger than the whole buffer: a run of its own.
 			if err := b.writeRun(func(rw *runWriter) error { return rw.add(h, key, value) }); err != nil {
 				return b.fail(err)
 			}
-			b.added.Add(1)
-			return nil
 		}
 	}
-	b.buf.add(h, key, value)
-	b.added.Add(1)
+	b.nAdded++
 	return nil
 }
 
@@ -296,123 +292,20 @@ func (b *Builder) scratchName(kind string) (string, error) {
 
 // spill sorts the buffer and writes it as a run.
 func (b *Builder) spill() error {
-	b.buf.sort()
 	err := b.writeRun(func(rw *runWriter) error {
-		for i := range b.buf.n {
-			it := b.buf.items[i]
-			if err := rw.addRecord(it.h, b.buf.record(it.off)); err != nil {
+		src := memSource{rb: b.buf}
+		for {
+			_, rec, _, _, ok := src.nextRecord()
+			if !ok {
+				return nil
+			}
+			if err := rw.addRecord(rec); err != nil {
 				return err
 			}
 		}
-		return nil
 	})
 	b.buf.reset()
 	return err
-}
-
-// runBuffer holds the pairs of the add phase outside the Go heap. Pairs
-// are encoded as uvarint key length | uvarint value length | key | value,
-// one after another in mem; items holds (hash, offset) per pair. Both are
-// reservations of limit bytes, of which at most limit are touched in all:
-// fits keeps used + 16 × n <= limit. The buffer belongs to the Builder
-// until release; slices of mem handed out (by the memory source) are valid
-// until then.
-type runBuffer struct {
-	mem      []byte // reservation; mem[:used] holds records
-	itemsRes []byte // reservation behind items
-	items    []item
-	used     int
-	n        int
-	limit    int
-}
-
-// item is a pair of the buffer: its hash and its record's offset in mem.
-// Sorting by (h, off) puts equal hashes in the order they were added.
-type item struct{ h, off uint64 }
-
-func newRunBuffer(limit int) (*runBuffer, error) {
-	mem, err := arena.Reserve(limit, limit)
-	if err != nil {
-		return nil, err
-	}
-	res, err := arena.Reserve(limit, limit)
-	if err != nil {
-		_ = arena.Unmap(mem)
-		return nil, err
-	}
-	items := unsafe.Slice((*item)(unsafe.Pointer(unsafe.SliceData(res))), limit/int(unsafe.Sizeof(item{})))
-	return &runBuffer{mem: mem, itemsRes: res, items: items, limit: limit}, nil
-}
-
-// recordLen is the encoded size of a pair.
-func recordLen(klen, vlen int) int {
-	return uvarintLen(uint64(klen)) + uvarintLen(uint64(vlen)) + klen + vlen
-}
-
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
-
-func (rb *runBuffer) fits(need int) bool {
-	return rb.used+need+(rb.n+1)*int(unsafe.Sizeof(item{})) <= rb.limit
-}
-
-func (rb *runBuffer) add(h uint64, key, value []byte) {
-	off := rb.used
-	p := binary.AppendUvarint(rb.mem[off:off], uint64(len(key)))
-	p = binary.AppendUvarint(p, uint64(len(value)))
-	p = append(p, key...)
-	p = append(p, value...)
-	rb.used += len(p)
-	rb.items[rb.n] = item{h, uint64(off)}
-	rb.n++
-}
-
-// record returns the encoded pair at off.
-func (rb *runBuffer) record(off uint64) []byte {
-	klen, a := binary.Uvarint(rb.mem[off:])
-	vlen, c := binary.Uvarint(rb.mem[off+uint64(a):])
-	return rb.mem[off : off+uint64(a+c)+klen+vlen]
-}
-
-// pair returns the key and value at off.
-func (rb *runBuffer) pair(off uint64) (key, value []byte) {
-	klen, a := binary.Uvarint(rb.mem[off:])
-	vlen, c := binary.Uvarint(rb.mem[off+uint64(a):])
-	k := off + uint64(a+c)
-	return rb.mem[k : k+klen], rb.mem[k+klen : k+klen+vlen]
-}
-
-func (rb *runBuffer) sort() {
-	slices.SortFunc(rb.items[:rb.n], func(a, b item) int {
-		switch {
-		case a.h < b.h:
-			return -1
-		case a.h > b.h:
-			return 1
-		case a.off < b.off:
-			return -1
-		case a.off > b.off:
-			return 1
-		}
-		return 0
-	})
-}
-
-func (rb *runBuffer) reset() { rb.used, rb.n = 0, 0 }
-
-// touched is how many bytes of the buffer are in use.
-func (rb *runBuffer) touched() int { return rb.used + rb.n*int(unsafe.Sizeof(item{})) }
-
-func (rb *runBuffer) release() {
-	_ = arena.Unmap(rb.mem)
-	_ = arena.Unmap(rb.itemsRes)
-	rb.mem, rb.itemsRes, rb.items = nil, nil, nil
 }
 
 // errRunDamaged marks a run file that did not read back as written.

@@ -40,16 +40,18 @@ func (b *Builder) Finish() error {
 const outBuf = 1 << 20
 
 func (b *Builder) finish() error {
-	b.stats.Added = b.added.Load()
+	b.added.Store(b.nAdded)
+	b.stats.Added = b.nAdded
 	var src interface {
 		next() (uint64, []byte, []byte, bool, error)
 	}
 	sinkCap := 0
+	stable := false // whether src's slices outlive the next call
 	if len(b.runs) == 0 {
 		b.phase.Store(phaseSorting)
-		b.buf.sort()
 		src = &memSource{rb: b.buf}
 		sinkCap = b.limit - b.buf.touched() - outBuf
+		stable = true
 	} else {
 		if b.buf.n > 0 {
 			if err := b.spill(); err != nil {
@@ -83,7 +85,7 @@ func (b *Builder) finish() error {
 		if !ok {
 			break
 		}
-		if err := w.add(h, key, value); err != nil {
+		if err := w.add(h, key, value, stable); err != nil {
 			return err
 		}
 	}
@@ -155,23 +157,6 @@ func (b *Builder) mergeGroup(group []*runFile, bufSize int, onRead func(int)) (*
 	return run, nil
 }
 
-// memSource yields the sorted run buffer's pairs; the slices alias the
-// buffer and stay valid until it is released.
-type memSource struct {
-	rb *runBuffer
-	i  int
-}
-
-func (s *memSource) next() (uint64, []byte, []byte, bool, error) {
-	if s.i == s.rb.n {
-		return 0, nil, nil, false, nil
-	}
-	it := s.rb.items[s.i]
-	s.i++
-	k, v := s.rb.pair(it.off)
-	return it.h, k, v, true, nil
-}
-
 // writer writes the output file: the prefix and the data section as pairs
 // arrive (in hash order), the entries into a sink; then the padding, the
 // entries (computing the fences into a second sink), the fences, the
@@ -186,13 +171,16 @@ type writer struct {
 	ents  *sink
 	group []pending // pairs with the hash of the last one, not yet written
 	ebuf  [entrySize]byte
+	crcb  [recCRCSize]byte
 }
 
 // pending is a pair held until the next pair shows whether its hash
-// repeats; key and value are copies (the source's slices expire).
+// repeats. Its key and value are copies it owns (owned), or slices of a
+// stable source.
 type pending struct {
 	h          uint64
 	key, value []byte
+	owned      bool
 }
 
 func (b *Builder) newWriter(sinkCap int) (*writer, error) {
@@ -219,8 +207,9 @@ func (b *Builder) newWriter(sinkCap int) (*writer, error) {
 
 // add takes the next pair in hash order (equal hashes in the order
 // added). A pair whose key is already in the group of its hash replaces
-// that one's value (or fails with Strict).
-func (w *writer) add(h uint64, key, value []byte) error {
+// that one's value (or fails with Strict). With stable, key and value
+// stay valid until the pair is written and are not copied.
+func (w *writer) add(h uint64, key, value []byte, stable bool) error {
 	if len(w.group) > 0 && w.group[0].h != h {
 		if err := w.flushGroup(); err != nil {
 			return err
@@ -231,7 +220,7 @@ func (w *writer) add(h uint64, key, value []byte) error {
 			if w.b.o.Strict {
 				return fmt.Errorf("%w: %q", ErrDuplicateKey, clip(key))
 			}
-			w.group[i].value = append(w.group[i].value[:0], value...)
+			w.group[i].setValue(value, stable)
 			w.b.stats.Duplicates++
 			return nil
 		}
@@ -243,9 +232,26 @@ func (w *writer) add(h uint64, key, value []byte) error {
 	}
 	p := &w.group[len(w.group)-1]
 	p.h = h
+	if stable {
+		p.key, p.value, p.owned = key, value, false
+		return nil
+	}
+	if !p.owned {
+		p.key, p.value, p.owned = nil, nil, true
+	}
 	p.key = append(p.key[:0], key...)
 	p.value = append(p.value[:0], value...)
 	return nil
+}
+
+// setValue replaces the pair's value (a source is stable or not for a
+// whole build, so an owned pair gets a copy).
+func (p *pending) setValue(value []byte, stable bool) {
+	if stable {
+		p.value = value
+		return
+	}
+	p.value = append(p.value[:0], value...)
 }
 
 // clip shortens a key for an error message.
@@ -273,8 +279,8 @@ func (w *writer) flushGroup() error {
 		if err := w.emit(p.h, p.key, p.value); err != nil {
 			return err
 		}
-		if cap(p.value) > 1<<20 { // do not keep a huge value's buffer
-			p.value = nil
+		if !p.owned || cap(p.value) > 1<<20 { // keep only small buffers of our own
+			p.key, p.value, p.owned = nil, nil, false
 		}
 	}
 	w.group = w.group[:0]
@@ -294,13 +300,8 @@ func (w *writer) emit(h uint64, key, value []byte) error {
 	if w.data+size >= MaxDataBytes || w.foot.count >= MaxCount {
 		return fmt.Errorf("%w: more than %d data bytes or %d pairs", ErrTooLarge, uint64(MaxDataBytes), uint64(MaxCount))
 	}
-	var crc [recCRCSize]byte
-	binary.LittleEndian.PutUint32(crc[:], recordCRC(h, aux, key, value))
-	for _, p := range [][]byte{key, value, crc[:]} {
-		w.dcrc = crc32.Update(w.dcrc, castagnoli, p)
-		if _, err := w.out.Write(p); err != nil {
-			return err
-		}
+	if err := w.writeRecord(h, aux, key, value, int(size)); err != nil {
+		return err
 	}
 	putEntry(w.ebuf[:], h, w.data, aux)
 	if err := w.ents.write(w.ebuf[:]); err != nil {
@@ -310,7 +311,35 @@ func (w *writer) emit(h uint64, key, value []byte) error {
 	w.foot.count++
 	w.foot.keyBytes += uint64(len(key))
 	w.foot.valueBytes += uint64(len(value))
-	w.b.written.Add(1)
+	if w.foot.count&4095 == 0 {
+		w.b.written.Store(int64(w.foot.count))
+	}
+	return nil
+}
+
+// writeRecord writes key, value and the record's CRC into the output,
+// adding them to the data section's CRC. A record that fits the output
+// buffer is assembled in it, so each CRC runs once over the whole record.
+func (w *writer) writeRecord(h uint64, aux uint16, key, value []byte, size int) error {
+	if size <= w.out.Size() {
+		if w.out.Available() < size {
+			if err := w.out.Flush(); err != nil {
+				return err
+			}
+		}
+		buf := append(append(w.out.AvailableBuffer(), key...), value...)
+		buf = binary.LittleEndian.AppendUint32(buf, recordCRC(h, aux, buf, nil))
+		w.dcrc = crc32.Update(w.dcrc, castagnoli, buf)
+		_, err := w.out.Write(buf) // the bytes are in place: Write only counts them
+		return err
+	}
+	binary.LittleEndian.PutUint32(w.crcb[:], recordCRC(h, aux, key, value))
+	for _, p := range [][]byte{key, value, w.crcb[:]} {
+		w.dcrc = crc32.Update(w.dcrc, castagnoli, p)
+		if _, err := w.out.Write(p); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -397,6 +426,7 @@ func (w *writer) publish() error {
 		return err
 	}
 	b.published = true
+	b.written.Store(int64(w.foot.count))
 	b.stats.Entries = int64(w.foot.count)
 	b.stats.FileSize = int64(w.foot.fileSize)
 	if err := b.fs.SyncDir(filepath.Dir(b.path)); err != nil {

@@ -96,13 +96,8 @@ func (rw *runWriter) add(h uint64, key, value []byte) error {
 	return rw.write(value)
 }
 
-// addRecord writes a pair already encoded as in the run buffer (lengths,
-// key, value).
-func (rw *runWriter) addRecord(h uint64, rec []byte) error {
-	p := binary.LittleEndian.AppendUint64(rw.hdr[:0], h)
-	if err := rw.write(p); err != nil {
-		return err
-	}
+// addRecord writes a run record as the run buffer holds it.
+func (rw *runWriter) addRecord(rec []byte) error {
 	rw.run.count++
 	return rw.write(rec)
 }

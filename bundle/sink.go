@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/marlinkv/marlin/arena"
 	"github.com/marlinkv/marlin/vfs"
 )
@@ -31,6 +33,9 @@ func (b *Builder) newSink(capacity int) (*sink, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Huge pages where the kernel has them: first touches of 4 KiB pages
+	// run at a few hundred MB/s on the reference VM. Only a hint.
+	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	return &sink{b: b, mem: mem[:0]}, nil
 }
 
