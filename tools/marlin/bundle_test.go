@@ -226,7 +226,7 @@ func TestBundleUsage(t *testing.T) {
 	r = marlin(t, "bundle", "build", "--memory", "1KiB", "-o", filepath.Join(t.TempDir(), "b"), "-")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "memory limit")
-	require.Contains(t, marlin(t, "help").stderr, "bundle")
+	require.Contains(t, marlin(t, "help").stdout, "bundle")
 }
 
 // TestBundleBuildInterrupt sends SIGINT to a child process building from

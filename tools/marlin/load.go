@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,9 +21,11 @@ import (
 const loadHelp = `Imports pairs into DIR (created if needed) from FILEs, or from stdin when
 there is no FILE or FILE is "-". Input is read as a stream, so files larger
 than memory load fine. Formats are those of 'marlin dump' (see its --help):
-tsv, jsonl or hex; by default each file's format is detected from its first
-non-empty line ('{' starts JSON Lines, anything else is tsv; hex must be
-asked for). Empty lines are skipped. When a key appears more than once, the
+tsv, jsonl or hex; by default each file's format is its extension's (.tsv,
+.jsonl, .json, .hex) or else is detected from its first non-empty line ('{'
+starts JSON Lines, anything else is tsv, except that a line of two hex
+fields, which reads as both hex and tsv, is refused: say --format). Empty
+lines are skipped. When a key appears more than once, the
 last one wins. Existing keys in DIR are overwritten, others kept.
 
 Pairs are written in batches (sized to fit the segments) with fsync
@@ -355,6 +358,9 @@ func (l *loader) loadFile(name string) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	maxLine := 6*(l.opts.lim.maxKey+l.opts.lim.maxValue) + 1024
 	parse := l.parser(l.opts.format)
+	if parse == nil {
+		parse = l.parser(formatOfName(name))
+	}
 	var lineNo int64
 	for !l.failed.Load() {
 		line, err := br.ReadSlice('\n')
@@ -387,7 +393,11 @@ func (l *loader) loadFile(name string) error {
 		}
 		if len(line) > 0 {
 			if parse == nil {
-				parse = l.parser(l.detectFormat(line))
+				f := l.detectFormat(line)
+				if f == "" {
+					return fmt.Errorf("%s: cannot tell the format: the first line reads as hex (dump --format hex) and as tsv; say --format hex or --format tsv (or name the file .hex or .tsv)", shown)
+				}
+				parse = l.parser(f)
 			}
 			k, v, perr := parse(line)
 			if perr == nil {
@@ -410,6 +420,11 @@ func (l *loader) loadFile(name string) error {
 // a JSON line has none outside strings, where a tab is escaped) and does
 // not decode as a pair: tsv passes '{' through, so a tsv dump whose first
 // key starts with '{' is tsv (it was taken for broken jsonl).
+//
+// A line of two fields that are both even-length lowercase hex is what
+// dump --format hex writes, and also a valid tsv line: "" (undecided),
+// which load refuses, naming --format, rather than load hex text as keys
+// (it once did, and get then found nothing).
 func (l *loader) detectFormat(line []byte) string {
 	if line[0] == '{' {
 		if bytes.IndexByte(line, '\t') < 0 {
@@ -419,7 +434,37 @@ func (l *loader) detectFormat(line []byte) string {
 			return "jsonl"
 		}
 	}
+	if k, v, ok := bytes.Cut(line, []byte{'\t'}); ok && isHexField(k) && (len(v) == 0 || isHexField(v)) {
+		return ""
+	}
 	return "tsv"
+}
+
+// isHexField reports whether b is non-empty, even-length lowercase hex.
+func isHexField(b []byte) bool {
+	if len(b) == 0 || len(b)%2 != 0 {
+		return false
+	}
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// formatOfName is the format a file's extension names (.tsv, .jsonl,
+// .json, .hex), or "auto".
+func formatOfName(name string) string {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".tsv":
+		return "tsv"
+	case ".jsonl", ".json", ".ndjson":
+		return "jsonl"
+	case ".hex":
+		return "hex"
+	}
+	return "auto"
 }
 
 // parser returns the line parser for a format, or nil for "auto" (decided

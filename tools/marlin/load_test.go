@@ -364,3 +364,32 @@ func TestLoadDetectsTSVWithBraceKey(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "want a string")
 }
+
+// TestLoadHexNeedsSaying: a hex dump loaded without --format was once
+// loaded as tsv (hex text as keys, which get then never found). Now a
+// file named .hex is hex, and a first line that reads as both hex and tsv
+// is refused with a message naming --format.
+func TestLoadHexNeedsSaying(t *testing.T) {
+	src := makeFixture(t)
+	want := readPairs(t, src)
+	out := mustRun(t, "dump", "--format", "hex", src).stdout
+	root := t.TempDir()
+	plain := filepath.Join(root, "pairs")
+	named := filepath.Join(root, "dump.hex")
+	require.NoError(t, os.WriteFile(plain, []byte(out), 0o644))
+	require.NoError(t, os.WriteFile(named, []byte(out), 0o644))
+
+	r := marlin(t, "load", "--quiet", filepath.Join(root, "db1"), plain)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "say --format hex or --format tsv")
+	r = marlinStdin(t, out, "load", "--quiet", filepath.Join(root, "db2"))
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "stdin: cannot tell the format")
+
+	dst := filepath.Join(root, "db3")
+	mustRun(t, "load", "--quiet", dst, named)
+	require.Equal(t, want, readPairs(t, dst), "a .hex file is hex")
+	dst = filepath.Join(root, "db4")
+	mustRun(t, "load", "--quiet", "--format", "tsv", dst, plain)
+	require.Contains(t, readPairs(t, dst), "616c706861", "--format tsv takes hex text as keys when asked to")
+}
