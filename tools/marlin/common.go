@@ -74,7 +74,7 @@ func checkDataDir(dir string) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s does not exist", dir)
+		return fmt.Errorf("%s does not exist (give --create to make a new database there, where the command has it)", dir)
 	case err != nil:
 		return err
 	case !fi.IsDir():
@@ -89,7 +89,7 @@ func checkDataDir(dir string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is not a Marlin data directory (no segment files)", dir)
+	return fmt.Errorf("%s is not a Marlin data directory (no segment files; give --create to make a new database there, where the command has it)", dir)
 }
 
 // openReadOnly opens dir for the commands that only read: a shared lock,

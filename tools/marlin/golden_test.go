@@ -84,17 +84,17 @@ func TestGoldenWrites(t *testing.T) {
 		steps [][]string // DIR is replaced by the fixture directory, DEST by a new path
 	}{
 		{"put-get-delete", [][]string{
-			{"put", "DIR", "new", "value"},
+			{"put", "--create", "DIR", "new", "value"},
 			{"get", "DIR", "new"},
-			{"put", "--escaped", "DIR", `k\x00`, `v\tw`},
+			{"put", "--create", "--escaped", "DIR", `k\x00`, `v\tw`},
 			{"get", "--hex", "DIR", "6b00"},
-			{"put", "--ttl", "1h", "DIR", "beta", "replaced"},
+			{"put", "--create", "--ttl", "1h", "DIR", "beta", "replaced"},
 			{"get", "DIR", "beta"},
 			{"delete", "DIR", "new"},
 			{"get", "DIR", "new"},
 			{"delete", "DIR", "never-there"},
-			{"put", "DIR", "x"},
-			{"put", "DIR", "", "empty key"},
+			{"put", "--create", "DIR", "x"},
+			{"put", "--create", "DIR", "", "empty key"},
 		}},
 		{"compact", [][]string{
 			{"compact", "DIR"},
@@ -113,11 +113,11 @@ func TestGoldenWrites(t *testing.T) {
 			{"dump", "--skip-corrupt", "--sort", "--prefix", "user:", "DIR"},
 		}},
 		{"load", [][]string{
-			{"load", "--quiet", "DIR", "INPUT"},
+			{"load", "--create", "--quiet", "DIR", "INPUT"},
 			{"get", "DIR", "loaded:1"},
 			{"get", "DIR", "beta"},
-			{"load", "--quiet", "--dry-run", "DIR", "BAD"},
-			{"load", "--quiet", "DIR", "BAD"},
+			{"load", "--create", "--quiet", "--dry-run", "DIR", "BAD"},
+			{"load", "--create", "--quiet", "DIR", "BAD"},
 			{"get", "DIR", "ok-before-bad"},
 			{"get", "DIR", "after-bad"},
 		}},

@@ -104,6 +104,7 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 	lim.register(fs)
 	segSize := segmentSizeFlag(fs)
 	ttl := fs.Duration("ttl", 0, "expire the key after this long (e.g. 90s, 30m, 24h; 0: never)")
+	create := fs.Bool("create", false, "create DIR as a new database if it does not hold one (without it, a mistyped DIR is refused)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -129,7 +130,7 @@ func runPut(args []string, stdout, stderr io.Writer) (err error) {
 	if err := lim.check(key, value); err != nil {
 		return err
 	}
-	db, err := openWritable(pos[0], true, engine.Options{MaxKeySize: lim.maxKey, MaxValueSize: lim.maxValue, SegmentSize: *segSize}, stderr)
+	db, err := openWritable(pos[0], *create, engine.Options{MaxKeySize: lim.maxKey, MaxValueSize: lim.maxValue, SegmentSize: *segSize}, stderr)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/marlinkv/marlin/vfs"
 )
 
-const loadHelp = `Imports pairs into DIR (created if needed) from FILEs, or from stdin when
+const loadHelp = `Imports pairs into DIR (a new database with --create) from FILEs, or from stdin when
 there is no FILE or FILE is "-". Input is read as a stream, so files larger
 than memory load fine. Formats are those of 'marlin dump' (see its --help):
 tsv, jsonl or hex; by default each file's format is its extension's (.tsv,
@@ -62,6 +62,7 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 	quiet := fs.Bool("quiet", false, "no progress line on stderr")
 	dry := fs.Bool("dry-run", false, "parse and check the input only; DIR is not opened")
 	bulk := fs.Bool("bulk", false, "build a new database (DIR absent or empty) by sorting, all or nothing")
+	create := fs.Bool("create", false, "create DIR as a new database if it does not hold one (without it, a mistyped DIR is refused)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -97,7 +98,7 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 	if !*dry {
 		eo := engine.Options{FS: loadFS, Sync: engine.SyncNone, MaxKeySize: o.lim.maxKey, MaxValueSize: o.lim.maxValue,
 			SegmentSize: *segSize, WriteBufferSize: wbuf}
-		if l.db, err = openWritable(dir, true, eo, stderr); err != nil {
+		if l.db, err = openWritable(dir, *create, eo, stderr); err != nil {
 			return err
 		}
 		defer func() {

@@ -35,11 +35,11 @@ func TestLoadBulkMatchesLoad(t *testing.T) {
 		all.WriteString(b.String())
 	}
 	plain := filepath.Join(root, "plain")
-	mustRun(t, append([]string{"load", "--quiet", plain}, files...)...)
+	mustRun(t, append([]string{"load", "--create", "--quiet", plain}, files...)...)
 	want := readPairs(t, plain)
 
 	bulk := filepath.Join(root, "bulk")
-	r := mustRun(t, append([]string{"load", "--bulk", "--segment-size", "262144", bulk}, files...)...)
+	r := mustRun(t, append([]string{"load", "--create", "--bulk", "--segment-size", "262144", bulk}, files...)...)
 	require.Contains(t, r.stdout, "loaded 60,000 pairs from 3 files")
 	require.Contains(t, r.stdout, fmt.Sprintf("it holds %s keys", comma(int64(len(want)))))
 	require.Contains(t, r.stderr, "load --bulk: log ")
@@ -47,11 +47,11 @@ func TestLoadBulkMatchesLoad(t *testing.T) {
 	mustRun(t, "verify", bulk)
 
 	stdinDB := filepath.Join(root, "stdin")
-	r = marlinStdin(t, all.String(), "load", "--bulk", "--quiet", stdinDB)
+	r = marlinStdin(t, all.String(), "load", "--create", "--bulk", "--quiet", stdinDB)
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, want, readPairs(t, stdinDB))
 
-	mustRun(t, "put", bulk, "k00001", "new")
+	mustRun(t, "put", "--create", bulk, "k00001", "new")
 	want["k00001"] = "new"
 	require.Equal(t, want, readPairs(t, bulk))
 }
@@ -64,7 +64,7 @@ func TestLoadBulkAllOrNothing(t *testing.T) {
 	file := filepath.Join(root, "bad.tsv")
 	require.NoError(t, os.WriteFile(file, []byte(strings.Repeat("a\tb\n", 1000)+"no tab here\n"), 0o644))
 	dst := filepath.Join(root, "db")
-	r := marlin(t, "load", "--bulk", "--quiet", dst, file)
+	r := marlin(t, "load", "--create", "--bulk", "--quiet", dst, file)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "bad.tsv:1001: no tab between key and value")
 	require.Contains(t, r.stderr, "nothing was loaded")
@@ -73,9 +73,9 @@ func TestLoadBulkAllOrNothing(t *testing.T) {
 	require.Len(t, names, 1, "only the input is left: %v", names)
 
 	existing := filepath.Join(root, "existing")
-	mustRun(t, "put", existing, "keep", "me")
+	mustRun(t, "put", "--create", existing, "keep", "me")
 	good := writeInput(t, root, 100, 10)
-	r = marlin(t, "load", "--bulk", "--quiet", existing, good)
+	r = marlin(t, "load", "--create", "--bulk", "--quiet", existing, good)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "not empty")
 	require.Equal(t, map[string]string{"keep": "me"}, readPairs(t, existing))
@@ -88,13 +88,13 @@ func TestLoadBulkAllOrNothing(t *testing.T) {
 	}))
 	defer func() { loadFS = nil }()
 	big := writeInput(t, t.TempDir(), 50000, 100)
-	r = marlin(t, "load", "--bulk", "--quiet", "--segment-size", "1048576", dst, big)
+	r = marlin(t, "load", "--create", "--bulk", "--quiet", "--segment-size", "1048576", dst, big)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "injected fsync error")
 	_, err = os.Stat(dst)
 	require.True(t, os.IsNotExist(err), "no database published")
 	loadFS = nil
-	r = mustRun(t, "load", "--bulk", "--quiet", dst, big)
+	r = mustRun(t, "load", "--create", "--bulk", "--quiet", dst, big)
 	require.Contains(t, r.stdout, "loaded 50,000 pairs")
 	db, err := engine.Open(dst, &engine.Options{ReadOnly: true})
 	require.NoError(t, err)

@@ -24,14 +24,14 @@ func TestLoadSmallSegments(t *testing.T) {
 	root := t.TempDir()
 	file := writeInput(t, root, 5000, 100)
 	dst := filepath.Join(root, "db")
-	r := mustRun(t, "load", "--quiet", "--segment-size", "65536", dst, file)
+	r := mustRun(t, "load", "--create", "--quiet", "--segment-size", "65536", dst, file)
 	require.Contains(t, r.stdout, "loaded 5,000 pairs")
 	got := readPairs(t, dst)
 	require.Len(t, got, 5000)
 	require.Equal(t, strings.Repeat("v", 100), got["key-004999"])
 	// A segment barely larger than one pair still works (one pair a batch).
 	dst2 := filepath.Join(root, "db2")
-	mustRun(t, "load", "--quiet", "--segment-size", "4096", dst2, file)
+	mustRun(t, "load", "--create", "--quiet", "--segment-size", "4096", dst2, file)
 	require.Len(t, readPairs(t, dst2), 5000)
 }
 
@@ -71,7 +71,7 @@ func TestLoadWriteErrorReportsDurable(t *testing.T) {
 	syncEvery = 200 << 10
 	defer func() { loadFS, syncEvery = nil, oldEvery }()
 
-	r := marlin(t, "load", "--quiet", "--batch", "500", dst, file)
+	r := marlin(t, "load", "--create", "--quiet", "--batch", "500", dst, file)
 	require.Equal(t, 1, r.code, r.stdout)
 	require.Contains(t, r.stderr, "injected write error")
 	m := regexp.MustCompile(`\(([0-9,]+) pairs? (?:durable|loaded before)`).FindStringSubmatch(r.stderr)

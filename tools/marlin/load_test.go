@@ -71,11 +71,11 @@ func TestDumpLoadRoundTrip(t *testing.T) {
 					format = nil // auto-detected
 				}
 				dst := filepath.Join(t.TempDir(), "dst")
-				mustRun(t, append(append([]string{"load", "--quiet"}, format...), dst, file)...)
+				mustRun(t, append(append([]string{"load", "--create", "--quiet"}, format...), dst, file)...)
 				require.Equal(t, want, readPairs(t, dst))
 
 				dst2 := filepath.Join(t.TempDir(), "dst2")
-				r := marlinStdin(t, out, append(append([]string{"load", "--quiet"}, format...), dst2)...)
+				r := marlinStdin(t, out, append(append([]string{"load", "--create", "--quiet"}, format...), dst2)...)
 				require.Equal(t, 0, r.code, r.stderr)
 				require.Equal(t, want, readPairs(t, dst2))
 			})
@@ -112,7 +112,7 @@ func TestLoadMalformed(t *testing.T) {
 			file := filepath.Join(root, "in")
 			require.NoError(t, os.WriteFile(file, []byte(c.input), 0o644))
 			dst := filepath.Join(root, "db")
-			args := []string{"load", "--quiet", "--batch", "1"}
+			args := []string{"load", "--create", "--quiet", "--batch", "1"}
 			if c.format != "" {
 				args = append(args, "--format", c.format)
 			}
@@ -162,7 +162,7 @@ func TestLoadMultipleFilesDuplicatesAndCRLF(t *testing.T) {
 	require.NoError(t, os.WriteFile(f1, []byte(b.String()), 0o644))
 	require.NoError(t, os.WriteFile(f2, []byte(`{ "value" : "from json", "key" : "k7" }`+"\n"), 0o644))
 	dst := filepath.Join(root, "db")
-	r := mustRun(t, "load", "--quiet", "--batch", "300", dst, f1, f2)
+	r := mustRun(t, "load", "--create", "--quiet", "--batch", "300", dst, f1, f2)
 	require.Contains(t, r.stdout, "loaded 2,501 pairs from 2 files")
 	require.Contains(t, r.stdout, "it holds 1,000 keys")
 	got := readPairs(t, dst)
@@ -183,12 +183,12 @@ func TestLoadLongLines(t *testing.T) {
 		out := mustRun(t, "dump", "--format", format, src).stdout
 		require.Greater(t, len(out), 1<<20)
 		dst := filepath.Join(t.TempDir(), "db")
-		r := marlinStdin(t, out, "load", "--quiet", "--format", format, dst)
+		r := marlinStdin(t, out, "load", "--create", "--quiet", "--format", format, dst)
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Equal(t, want, readPairs(t, dst))
 	}
 	dst := filepath.Join(t.TempDir(), "db")
-	r := marlinStdin(t, "a\t"+strings.Repeat("v", 2000)+"\n", "load", "--quiet", "--max-value-size", "100", dst)
+	r := marlinStdin(t, "a\t"+strings.Repeat("v", 2000)+"\n", "load", "--create", "--quiet", "--max-value-size", "100", dst)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "stdin:1: ")
 }
@@ -299,7 +299,7 @@ func BenchmarkLoad(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		dst := filepath.Join(b.TempDir(), fmt.Sprint(i))
-		mustRun(b, "load", "--quiet", dst, file)
+		mustRun(b, "load", "--create", "--quiet", dst, file)
 	}
 	b.ReportMetric(float64(benchPairs)*float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 }
@@ -333,14 +333,14 @@ func timeAgo(sec int) time.Time { return time.Now().Add(-time.Duration(sec) * ti
 
 func TestPutFromStdinAndMissingInput(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "db")
-	r := marlinStdin(t, "\x00binary\nvalue", "put", dir, "k", "-")
+	r := marlinStdin(t, "\x00binary\nvalue", "put", "--create", dir, "k", "-")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, map[string]string{"k": "\x00binary\nvalue"}, readPairs(t, dir))
 	r = mustRun(t, "get", "--raw", dir, "k")
 	require.Equal(t, "\x00binary\nvalue", r.stdout)
 
 	fresh := filepath.Join(t.TempDir(), "fresh")
-	r = marlin(t, "load", fresh, filepath.Join(t.TempDir(), "missing.tsv"))
+	r = marlin(t, "load", "--create", fresh, filepath.Join(t.TempDir(), "missing.tsv"))
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "no such file")
 	require.NoDirExists(t, fresh)
@@ -355,12 +355,12 @@ func TestLoadDetectsTSVWithBraceKey(t *testing.T) {
 	file := filepath.Join(root, "in")
 	require.NoError(t, os.WriteFile(file, []byte("{odd key\tv1\nplain\tv2\n{\"key\":\"a\",\"value\":\"1\"}\tv3\n"), 0o644))
 	dst := filepath.Join(root, "db")
-	mustRun(t, "load", "--quiet", dst, file)
+	mustRun(t, "load", "--create", "--quiet", dst, file)
 	require.Equal(t, map[string]string{"{odd key": "v1", "plain": "v2", `{"key":"a","value":"1"}`: "v3"}, readPairs(t, dst))
 
 	bad := filepath.Join(root, "bad")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"key":"a","value":1}`+"\n"), 0o644))
-	r := marlin(t, "load", "--quiet", filepath.Join(root, "db2"), bad)
+	r := marlin(t, "load", "--create", "--quiet", filepath.Join(root, "db2"), bad)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "want a string")
 }
@@ -379,17 +379,47 @@ func TestLoadHexNeedsSaying(t *testing.T) {
 	require.NoError(t, os.WriteFile(plain, []byte(out), 0o644))
 	require.NoError(t, os.WriteFile(named, []byte(out), 0o644))
 
-	r := marlin(t, "load", "--quiet", filepath.Join(root, "db1"), plain)
+	r := marlin(t, "load", "--create", "--quiet", filepath.Join(root, "db1"), plain)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "say --format hex or --format tsv")
-	r = marlinStdin(t, out, "load", "--quiet", filepath.Join(root, "db2"))
+	r = marlinStdin(t, out, "load", "--create", "--quiet", filepath.Join(root, "db2"))
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "stdin: cannot tell the format")
 
 	dst := filepath.Join(root, "db3")
-	mustRun(t, "load", "--quiet", dst, named)
+	mustRun(t, "load", "--create", "--quiet", dst, named)
 	require.Equal(t, want, readPairs(t, dst), "a .hex file is hex")
 	dst = filepath.Join(root, "db4")
-	mustRun(t, "load", "--quiet", "--format", "tsv", dst, plain)
+	mustRun(t, "load", "--create", "--quiet", "--format", "tsv", dst, plain)
 	require.Contains(t, readPairs(t, dst), "616c706861", "--format tsv takes hex text as keys when asked to")
+}
+
+// TestWritesRefuseMistypedDir: put and load on a path that holds no
+// database refuse (naming --create) and create nothing; with --create
+// they make one.
+func TestWritesRefuseMistypedDir(t *testing.T) {
+	root := t.TempDir()
+	empty := filepath.Join(root, "empty")
+	require.NoError(t, os.Mkdir(empty, 0o755))
+	input := filepath.Join(root, "in.tsv")
+	require.NoError(t, os.WriteFile(input, []byte("k\tv\n"), 0o644))
+	for _, dir := range []string{filepath.Join(root, "typo"), empty} {
+		for _, args := range [][]string{{"put", dir, "k", "v"}, {"load", "--quiet", dir, input}} {
+			r := marlin(t, args...)
+			require.Equal(t, 1, r.code, args)
+			require.Contains(t, r.stderr, "give --create", args)
+		}
+	}
+	_, err := os.Stat(filepath.Join(root, "typo"))
+	require.ErrorIs(t, err, os.ErrNotExist, "nothing created")
+	ents, err := os.ReadDir(empty)
+	require.NoError(t, err)
+	require.Empty(t, ents, "nothing written")
+
+	mustRun(t, "put", "--create", filepath.Join(root, "new1"), "k", "v")
+	mustRun(t, "load", "--create", "--quiet", filepath.Join(root, "new2"), input)
+	for _, d := range []string{"new1", "new2"} {
+		require.Equal(t, map[string]string{"k": "v"}, readPairs(t, filepath.Join(root, d)))
+	}
+	mustRun(t, "put", filepath.Join(root, "new1"), "k2", "v2") // an existing database needs no --create
 }

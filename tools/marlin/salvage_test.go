@@ -15,7 +15,7 @@ func salvageDir(t *testing.T) string {
 	root := t.TempDir()
 	input := writeKeys(t, root, "key-%05d", 2000, 100)
 	dir := filepath.Join(root, "db")
-	mustRun(t, "load", "--quiet", "--segment-size", "65536", dir, input)
+	mustRun(t, "load", "--create", "--quiet", "--segment-size", "65536", dir, input)
 	segs := segFiles(t, dir)
 	require.Greater(t, len(segs), 2)
 	flipBit(t, segs[0], 20000)

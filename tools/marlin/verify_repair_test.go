@@ -19,7 +19,7 @@ func TestRepairIsHonest(t *testing.T) {
 	root := t.TempDir()
 	input := writeKeys(t, root, "key-%05d", 3000, 100)
 	dir := filepath.Join(root, "db")
-	mustRun(t, "load", "--quiet", "--batch", "1000", dir, input)
+	mustRun(t, "load", "--create", "--quiet", "--batch", "1000", dir, input)
 	segs := segFiles(t, dir)
 	seg := segs[len(segs)-1]
 	truncateBy(t, seg, 100)
@@ -84,7 +84,7 @@ func TestRepairIsHonest(t *testing.T) {
 func TestPutOnCorruptPointsAtRepair(t *testing.T) {
 	dir := makeFixture(t)
 	truncateBy(t, segFiles(t, dir)[1], 20) // a sealed segment: corruption, refused
-	r := marlin(t, "put", dir, "k", "v")
+	r := marlin(t, "put", "--create", dir, "k", "v")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "marlin verify --repair "+dir)
 }

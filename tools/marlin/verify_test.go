@@ -183,7 +183,7 @@ func TestReadOnlyCommands(t *testing.T) {
 	// A writer command while a reader holds the directory.
 	ro, err := engine.Open(dir, &engine.Options{ReadOnly: true})
 	require.NoError(t, err)
-	for _, args := range [][]string{{"put", dir, "k", "v"}, {"delete", dir, "alpha"}, {"compact", dir}, {"load", dir, "-"}} {
+	for _, args := range [][]string{{"put", "--create", dir, "k", "v"}, {"delete", dir, "alpha"}, {"compact", dir}, {"load", "--create", dir, "-"}} {
 		r := marlinStdin(t, "k\tv\n", args...)
 		require.Equal(t, 1, r.code, "%v", args)
 		require.Contains(t, r.stderr, dir+" is in use by another process", "%v", args)
@@ -205,10 +205,10 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"dump", "--prefix", `\q`, dir}, "--prefix: unknown escape"},
 		{[]string{"get", dir}, "want DIR KEY"},
 		{[]string{"get", "--hex", dir, "zz"}, "KEY: bad hex"},
-		{[]string{"put", "--max-key-size", "3", dir, "long", "v"}, "longer than --max-key-size 3"},
-		{[]string{"put", "--ttl", "-1s", dir, "k", "v"}, "must be positive"},
+		{[]string{"put", "--create", "--max-key-size", "3", dir, "long", "v"}, "longer than --max-key-size 3"},
+		{[]string{"put", "--create", "--ttl", "-1s", dir, "k", "v"}, "must be positive"},
 		{[]string{"checkpoint", dir, filepath.Join(dir, "inside")}, "must not be DIR or inside it"},
-		{[]string{"load", "--format", "csv", dir}, "--format: want auto"},
+		{[]string{"load", "--create", "--format", "csv", dir}, "--format: want auto"},
 		{[]string{"inspect", "--bogus", dir}, "flag provided but not defined: -bogus"},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
 	} {
