@@ -14,6 +14,7 @@ import (
 type Config struct {
 	Dir        string        // data directory; "" means a new temp dir
 	Keep       bool          // keep the directory afterwards
+	ReuseDir   bool          // write into a Dir that is not empty (its data makes answers wrong)
 	Keys       uint64        // records loaded before the run phase
 	Ops        int64         // operations in the run phase (iterate: full scans); 0 means run for Duration
 	Duration   time.Duration // run phase length when Ops is 0

@@ -118,6 +118,11 @@ func RunFill(cfg FillConfig) (*FillReport, error) {
 		return nil, err
 	}
 	dir := cfg.Dir
+	if dir != "" {
+		if err := checkEmptyDir(dir); err != nil {
+			return nil, err // the run starts from an empty database
+		}
+	}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "marlin-bench-fill-")
 		if err != nil {

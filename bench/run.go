@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,11 @@ func Run(cfg Config) (*Report, error) {
 		return nil, err
 	}
 	dir := cfg.Dir
+	if dir != "" && !cfg.ReuseDir {
+		if err := checkEmptyDir(dir); err != nil {
+			return nil, err
+		}
+	}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "marlin-bench-")
 		if err != nil {
@@ -281,3 +287,22 @@ func (r *runner) wrong(format string, args ...any) {
 }
 
 const maxWrong = 10
+
+// checkEmptyDir refuses a data directory that holds anything: a run loads
+// records of its own and checks every answer against them, so data
+// already there makes answers wrong (a run once wrote into a database and
+// then reported WRONG RESULTS). A directory that does not exist is fine.
+func checkEmptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%s is not empty: a benchmark loads records of its own and checks every answer, "+
+			"so data already there would make answers wrong; give a new or empty --dir (or --reuse-dir to write into it anyway)", dir)
+	}
+	return nil
+}

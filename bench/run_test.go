@@ -280,3 +280,29 @@ func TestReportOutput(t *testing.T) {
 	rep.WriteText(&text)
 	require.Contains(t, text.String(), "WRONG RESULTS   2\n  read 7: not found")
 }
+
+// TestRunRefusesNonEmptyDir: a run into a directory that holds data is
+// refused (its data would make answers wrong) unless ReuseDir; so are
+// the fill and spike runs, which start from an empty database.
+func TestRunRefusesNonEmptyDir(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "something"), []byte("x"), 0o644))
+	c := smallConfig(t, "c")
+	c.Dir = dir
+	_, err := Run(c)
+	require.ErrorContains(t, err, "is not empty")
+	require.ErrorContains(t, err, "--reuse-dir")
+	fc := DefaultFillConfig()
+	fc.Dir = dir
+	_, err = RunFill(fc)
+	require.ErrorContains(t, err, "is not empty")
+	sc := DefaultSpikeConfig("expire")
+	sc.Dir = dir
+	_, err = RunSpike(sc)
+	require.ErrorContains(t, err, "is not empty")
+
+	c.Dir = filepath.Join(t.TempDir(), "new") // absent: fine
+	rep, err := Run(c)
+	require.NoError(t, err)
+	require.Zero(t, rep.Errors)
+}

@@ -146,6 +146,11 @@ func RunSpike(cfg SpikeConfig) (*SpikeReport, error) {
 		return nil, err
 	}
 	dir := cfg.Dir
+	if dir != "" {
+		if err := checkEmptyDir(dir); err != nil {
+			return nil, err
+		}
+	}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "marlin-bench-"+cfg.Workload+"-")
 		if err != nil {

@@ -39,6 +39,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&c.Segment, "segment-size", 0, "segment size in bytes (0: engine default)")
 	fs.StringVar(&c.Dir, "dir", "", "data directory (default: a new temp dir, removed afterwards unless --keep)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the data directory")
+	fs.BoolVar(&c.ReuseDir, "reuse-dir", false, "write into a --dir that is not empty (refused otherwise: its data makes answers wrong)")
 	fs.Uint64Var(&c.Seed, "seed", def.Seed, "random seed (same seed, same operations)")
 	fs.BoolVar(&c.Verify, "verify", false, "after the restart, read every record back and check it")
 	ff := benchFillFlags(fs)
