@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -531,6 +532,9 @@ func TestMisuseBadOptions(t *testing.T) {
 	for m := SyncGroup; m <= SyncNone; m++ {
 		got, err := ParseSyncMode(m.String())
 		require.NoError(t, err)
+		require.Equal(t, m, got)
+		got, err = ParseSyncMode(" " + strings.ToUpper(m.String()))
+		require.NoError(t, err, "case and surrounding space do not matter")
 		require.Equal(t, m, got)
 	}
 }

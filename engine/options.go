@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/marlinkv/marlin/fill"
@@ -52,10 +53,11 @@ func (m SyncMode) String() string {
 	return fmt.Sprintf("SyncMode(%d)", int(m))
 }
 
-// ParseSyncMode parses the String form of a SyncMode.
+// ParseSyncMode parses the String form of a SyncMode, in any case
+// ("Periodic", "NONE"), ignoring surrounding space.
 func ParseSyncMode(s string) (SyncMode, error) {
 	for m := SyncGroup; m <= SyncNone; m++ {
-		if m.String() == s {
+		if strings.EqualFold(m.String(), strings.TrimSpace(s)) {
 			return m, nil
 		}
 	}
