@@ -2,6 +2,7 @@ package engine
 
 import (
 	"io"
+	"iter"
 	"runtime"
 	"time"
 
@@ -206,4 +207,32 @@ func (db *DB) ForEach(fn func(key, value []byte) error) error {
 		}
 	}
 	return it.Err()
+}
+
+// All returns the live pairs as a range-over-func sequence:
+//
+//	var err error
+//	for k, v := range db.All(&err) {
+//		...
+//	}
+//	if err != nil { ... }
+//
+// It is a walk with an Iterator, with the same guarantees; the slices are
+// valid only until the loop body returns. Breaking out of the loop ends
+// the walk. An error (ErrClosed, a damaged record, a read fault) ends the
+// range early and is stored in *errp, which is set to nil when the range
+// starts; errp must not be nil. A sequence cannot return an error itself,
+// hence the pointer.
+func (db *DB) All(errp *error) iter.Seq2[[]byte, []byte] {
+	return func(yield func(key, value []byte) bool) {
+		*errp = nil
+		it := db.NewIterator()
+		defer it.Close()
+		for it.Next() {
+			if !yield(it.Key(), it.Value()) {
+				return
+			}
+		}
+		*errp = it.Err()
+	}
 }
