@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/marlinkv/marlin/vfs"
 	"github.com/stretchr/testify/require"
@@ -42,4 +43,26 @@ func TestAllRangesOverPairs(t *testing.T) {
 		t.Fatal("a closed database yields nothing")
 	}
 	require.ErrorIs(t, iterErr, ErrClosed)
+}
+
+func TestExpiry(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	o := testOpts(vfs.NewMem())
+	o.Clock = func() time.Time { return now }
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Put([]byte("forever"), []byte("v")))
+	require.NoError(t, db.PutTTL([]byte("session"), []byte("v"), time.Hour))
+	exp, err := db.Expiry([]byte("forever"))
+	require.NoError(t, err)
+	require.True(t, exp.IsZero())
+	exp, err = db.Expiry([]byte("session"))
+	require.NoError(t, err)
+	require.Equal(t, now.Add(time.Hour).UnixMilli(), exp.UnixMilli())
+	_, err = db.Expiry([]byte("absent"))
+	require.ErrorIs(t, err, ErrNotFound)
+	now = now.Add(2 * time.Hour)
+	_, err = db.Expiry([]byte("session"))
+	require.ErrorIs(t, err, ErrNotFound, "expired")
 }

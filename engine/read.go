@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/marlinkv/marlin/segment"
 )
@@ -215,4 +216,32 @@ func (db *DB) Has(key []byte) (bool, error) {
 		return false, nil
 	}
 	return false, err
+}
+
+// Expiry returns when key's value stops being readable: the zero Time if
+// it never expires, ErrNotFound if it is absent or already expired. Like
+// Has, it reads the record's header but copies no value, and does not
+// queue a fill.
+func (db *DB) Expiry(key []byte) (time.Time, error) {
+	key, kb, err := db.normKey(key)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer putKeyBuf(kb)
+	g, err := db.enter()
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer db.exit(g)
+	db.st.gets.Add(1)
+	rec, held, err := db.lookup(key)
+	if err != nil {
+		return time.Time{}, err
+	}
+	exp := rec.Expiry
+	db.unhold(held)
+	if exp == 0 {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(exp), nil
 }

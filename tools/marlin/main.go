@@ -30,6 +30,9 @@ var commands = map[string]command{
 	"dump":       {"print every live pair (tsv, jsonl, hex), or one segment's raw records", tidied(runDump)},
 	"verify":     {"check every record, the index and the snapshot; --repair a torn tail or the index", tidied(runVerify)},
 	"get":        {"print one key's value", tidied(runGet)},
+	"ttl":        {"print how long a key has left before it expires", tidied(runTTL)},
+	"exists":     {"count which of some keys are present (exit 1 if any is not)", tidied(runExists)},
+	"keys":       {"list the keys, optionally those matching a glob", tidied(runKeys)},
 	"put":        {"set one key (optionally with a TTL)", tidied(runPut)},
 	"delete":     {"delete one key", tidied(runDelete)},
 	"load":       {"bulk-import pairs from tsv, jsonl or hex files or stdin", tidied(runLoad)},
@@ -72,6 +75,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := cmd.run(args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
+		}
+		if errors.Is(err, errSilent) {
+			return 1 // the output said it
 		}
 		fmt.Fprintf(stderr, "marlin %s: %v\n", args[0], err)
 		return 1
