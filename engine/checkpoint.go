@@ -63,7 +63,7 @@ func (db *DB) CheckpointWith(destDir string, co CheckpointOptions) (CheckpointRe
 		return res, fmt.Errorf("marlin: checkpoint: %w", err)
 	}
 	if len(names) > 0 {
-		return res, fmt.Errorf("marlin: checkpoint: %s is not empty", destDir)
+		return res, fmt.Errorf("marlin: checkpoint: %s is not empty: give a new or empty directory", destDir)
 	}
 	// compactMu keeps every segment the snapshot names in place until the
 	// copies are made.

@@ -61,6 +61,9 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 	if err := wantArgs(pos, 1, 1, "DIR"); err != nil {
 		return err
 	}
+	if *b64 && *format != "jsonl" {
+		return fmt.Errorf("--base64 applies to --format jsonl only (not %s): tsv escapes bytes, hex has none to escape", *format)
+	}
 	enc, err := newPairEncoder(*format, *keysOnly, *b64)
 	if err != nil {
 		return err

@@ -157,6 +157,9 @@ func runDelete(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if len(key) == 0 {
+		return engine.ErrEmptyKey // as put says it
+	}
 	db, err := openWritable(pos[0], false, engine.Options{MaxKeySize: 65535}, stderr)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"strings"
 )
 
 type command struct {
@@ -79,7 +80,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, errSilent) {
 			return 1 // the output said it
 		}
-		fmt.Fprintf(stderr, "marlin %s: %v\n", args[0], err)
+		// An engine error that names the operation ("checkpoint: ...")
+		// is not prefixed with the command's name twice.
+		fmt.Fprintf(stderr, "marlin %s: %s\n", args[0], strings.TrimPrefix(err.Error(), args[0]+": "))
 		return 1
 	}
 	return 0

@@ -74,3 +74,25 @@ func TestGlobMatch(t *testing.T) {
 		require.Error(t, checkGlob([]byte(bad)), bad)
 	}
 }
+
+// TestErrorStyle: one prefix per message, the same words for the same
+// mistake, and a flag that does nothing is refused.
+func TestErrorStyle(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "db")
+	mustRun(t, "put", "--create", dir, "a", "b")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"delete", dir, ""}, "marlin delete: empty key\n"},
+		{[]string{"put", dir, "", "v"}, "marlin put: empty key\n"},
+		{[]string{"dump", "--base64", dir}, "marlin dump: --base64 applies to --format jsonl only"},
+		{[]string{"checkpoint", dir, root}, "marlin checkpoint: " + root + " is not empty: give a new or empty directory\n"},
+	} {
+		r := marlin(t, c.args...)
+		require.Equal(t, 1, r.code, c.args)
+		require.True(t, strings.HasPrefix(r.stderr, c.want), "%q: %q", c.args, r.stderr)
+		require.Equal(t, 1, strings.Count(r.stderr, "marlin "), "one prefix: %q", r.stderr)
+	}
+}
