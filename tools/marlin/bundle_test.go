@@ -215,7 +215,7 @@ func TestBundleUsage(t *testing.T) {
 	r := marlin(t, "bundle", "--help")
 	require.Equal(t, 0, r.code)
 	for _, c := range []string{"build", "inspect", "verify", "get", "dump"} {
-		require.Contains(t, r.stderr, "  "+c+" ")
+		require.Contains(t, r.stdout, "  "+c+" ")
 	}
 	r = marlin(t, "bundle", "frobnicate")
 	require.Equal(t, 1, r.code)

@@ -40,3 +40,15 @@ func TestHelpAndVersion(t *testing.T) {
 		require.Equal(t, 1, strings.Count(r.stdout, "\n"))
 	}
 }
+
+// TestBadFlagReportedOnce: a bad flag is one message and a pointer to the
+// help (exit 2), not the message twice and the whole usage.
+func TestBadFlagReportedOnce(t *testing.T) {
+	r := marlin(t, "get", "--nope", "x", "y")
+	require.Equal(t, 2, r.code)
+	require.Empty(t, r.stdout)
+	require.Equal(t, "marlin get: flag provided but not defined: -nope\nRun 'marlin help get' for its flags.\n", r.stderr)
+	r = marlin(t, "dump", "--format")
+	require.Equal(t, 2, r.code)
+	require.Equal(t, "marlin dump: flag needs an argument: -format\nRun 'marlin help dump' for its flags.\n", r.stderr)
+}

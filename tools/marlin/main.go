@@ -73,6 +73,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
+	if wantsHelp(args[1:]) {
+		stderr = stdout // help asked for is output, not an error
+	}
 	if err := cmd.run(args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -83,6 +86,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// An engine error that names the operation ("checkpoint: ...")
 		// is not prefixed with the command's name twice.
 		fmt.Fprintf(stderr, "marlin %s: %s\n", args[0], strings.TrimPrefix(err.Error(), args[0]+": "))
+		if isFlagError(err) {
+			fmt.Fprintf(stderr, "Run 'marlin help %s' for its flags.\n", args[0])
+			return 2
+		}
 		return 1
 	}
 	return 0
@@ -136,14 +143,62 @@ func versionLine() string {
 	return s + ", " + bi.GoVersion
 }
 
-// newFlagSet returns a FlagSet whose usage shows the synopsis, an example
-// and the flags.
-func newFlagSet(name, synopsis, example string, stderr io.Writer) *flag.FlagSet {
+// newFlagSet returns a FlagSet whose usage, when help is asked for, shows
+// the synopsis, an example and the flags on w (run passes stdout as the
+// command's stderr then). A parse error is not followed by the usage: the
+// flag package's own message is swallowed and run prints the error once,
+// with a pointer to the help.
+func newFlagSet(name, synopsis, example string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("marlin "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	var seen errSeen
+	fs.SetOutput(&seen)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: marlin %s %s\n\nexample:\n  %s\n\nflags:\n", name, synopsis, example)
-		fs.PrintDefaults()
+		if seen.seen {
+			seen.seen = false // a parse error, reported by run
+			return
+		}
+		fmt.Fprintf(w, "usage: marlin %s %s\n\nexample:\n  %s\n", name, synopsis, example)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintf(w, "\nflags:\n")
+			fs.SetOutput(w)
+			fs.PrintDefaults()
+			fs.SetOutput(&seen)
+		}
 	}
 	return fs
+}
+
+// errSeen notes that the flag package wrote an error message (it does so
+// just before it calls Usage for a parse error, not for -help).
+type errSeen struct{ seen bool }
+
+func (e *errSeen) Write(p []byte) (int, error) {
+	e.seen = true
+	return len(p), nil
+}
+
+// wantsHelp reports whether a command's arguments ask for help (-h,
+// -help or --help before any "--").
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// isFlagError reports whether err is the flag package's parse error.
+func isFlagError(err error) bool {
+	for _, p := range []string{"flag provided but not defined", "invalid value ", "invalid boolean ", "flag needs an argument", "bad flag syntax"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
