@@ -43,3 +43,40 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/pair")
 }
+
+// BenchmarkGet looks up present keys of a bundle of thin pairs in the page
+// cache, from GOMAXPROCS goroutines; ns/op is per lookup.
+func BenchmarkGet(b *testing.B) {
+	n := benchN()
+	dir := b.TempDir()
+	path := filepath.Join(dir, "b")
+	bl, err := NewBuilder(nil, path, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "%016x", uint64(i)*0x9e3779b97f4a7c15)
+		if err := bl.Add(keys[i], []byte("8 bytes!")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := bl.Finish(); err != nil {
+		b.Fatal(err)
+	}
+	r, err := Open(nil, path, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i = (i + 7919) % n
+			if _, err := r.Get(keys[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -29,6 +29,7 @@ var bundleCommands = map[string]command{
 	"verify":  {"read a whole bundle and check every checksum and entry", runBundleVerify},
 	"get":     {"print one key's value", runBundleGet},
 	"dump":    {"print every pair (tsv, jsonl, hex), in no particular order", runBundleDump},
+	"bench":   {"build and read bundles of generated pairs beside a Go map (make bench-bundle)", runBundleBench},
 }
 
 func runBundle(args []string, stdout, stderr io.Writer) error {

@@ -288,3 +288,15 @@ func TestBundleBuildInterrupt(t *testing.T) {
 	_, err = bundle.Open(nil, out, nil)
 	require.Error(t, err)
 }
+
+// TestBundleBench runs the benchmark small: every figure is there and no
+// lookup went wrong.
+func TestBundleBench(t *testing.T) {
+	r := mustRun(t, "bundle", "bench", "--keys", "20000", "--value-size", "8,100", "--dir", t.TempDir())
+	for _, s := range []string{"20,000 pairs, 16-byte keys, 8-byte values", "20,000 pairs, 16-byte keys, 100-byte values",
+		"| build from memory, pairs/s |", "| build from a tsv dump ('bundle build'), pairs/s |", "| bytes per key",
+		"| lookups/s, present keys, 2 goroutines |", "| entries read per lookup, absent |"} {
+		require.Contains(t, r.stdout, s)
+	}
+	require.NotContains(t, r.stdout, "wrong")
+}
