@@ -242,7 +242,9 @@ func (s *buildSource) describe() string {
 }
 
 // feed adds every pair of the source to b. A data directory is read in
-// one pass (db.ForEach); files are parsed by load's parsers.
+// one pass (db.ForEach). Files are parsed by load's parsers in a goroutine
+// of their own that hands chunks of pairs over (load --bulk's pairFeed),
+// so parsing and sorting use both cores.
 func (s *buildSource) feed(b *bundle.Builder, stderr io.Writer) (err error) {
 	if s.dir != "" {
 		db, err := openReadOnly(s.dir, stderr)
@@ -252,24 +254,33 @@ func (s *buildSource) feed(b *bundle.Builder, stderr io.Writer) (err error) {
 		defer closeDB(db, &err)
 		return tidy(db.ForEach(b.Add))
 	}
-	l := s.l
-	var addErr error
-	l.sink = func(k, v []byte) {
-		if addErr == nil {
-			if addErr = b.Add(k, v); addErr != nil {
-				l.failed.Store(true) // loadFile stops at the next line
+	l, feed := s.l, newPairFeed()
+	l.sink = feed.add
+	go func() {
+		var err error
+		for _, name := range s.files {
+			if err = l.loadFile(name); err != nil {
+				break
 			}
 		}
-	}
-	for _, name := range s.files {
-		if err := l.loadFile(name); err != nil {
+		feed.finish(err)
+	}()
+	defer func() {
+		l.failed.Store(true) // the parser stops at its next line
+		feed.stop()
+	}()
+	for {
+		k, v, err := feed.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
-		if addErr != nil {
-			return addErr
+		if err := b.Add(k, v); err != nil {
+			return err
 		}
 	}
-	return nil
 }
 
 // openBundle opens FILE for the reading subcommands.
