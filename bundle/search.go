@@ -29,8 +29,8 @@ import (
 // about 3 to 4 entries, one or two cache lines, after the fences.
 //
 // Why fences and not the prediction over the whole file: over n entries
-// the first entry at or above h sits about 0.4 × sqrt(n) entries from
-// h / 2^64 × n (1,300 at 10^7 entries, 12,600 at 10^9), so the exponential
+// the first entry at or above h sits on average about 0.31 × sqrt(n)
+// entries from h / 2^64 × n (990 at 10^7 entries, 9,900 at 10^9), so the exponential
 // search from a global prediction costs about 2 log2(sqrt(n)) probes spread
 // over several pages. The fences cost 8 bytes per 64 to 128 entries (at
 // most 0.125 bytes per key) and make the expected probe count a constant

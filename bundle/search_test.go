@@ -196,3 +196,29 @@ func TestLookupAgainstMap(t *testing.T) {
 	require.LessOrEqual(t, maxProbes, probeBound(256)+1)
 	require.Greater(t, avgGlobal, 2*avgPresent)
 }
+
+// TestGetAllocates nothing: Get returns a slice of the mapping, and the
+// other lookups allocate nothing either (AppendValue with room in dst).
+func TestGetAllocatesNothing(t *testing.T) {
+	fs := vfs.NewMem()
+	pairs := genPairs(4, 1000, 20, 20)
+	build(t, fs, "/b", nil, pairs)
+	r := open(t, fs, "/b")
+	key, absent := []byte(pairs[500].k), []byte("absent")
+	buf := make([]byte, 0, 64)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := r.Get(key); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Get(absent); err == nil {
+			t.Fatal("absent key found")
+		}
+		if ok, _ := r.Has(key); !ok {
+			t.Fatal("Has")
+		}
+		if _, err := r.AppendValue(buf[:0], key); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Zero(t, allocs)
+}
