@@ -101,6 +101,11 @@ lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	$(GO) run ./internal/doccheck $(DOC_PACKAGES)
+
+# The packages whose every exported identifier and field must have a doc
+# comment (make lint).
+DOC_PACKAGES = arena segment index vfs engine fill keynorm shared metrics server
 
 # Go benchmarks: engine and index micro-benchmarks (10 runs each, for benchstat).
 bench:

@@ -69,7 +69,7 @@ type BulkProgress struct {
 type BulkStats struct {
 	Records  int64 // pairs read from the source
 	Keys     int64 // distinct keys (index entries)
-	Segments int
+	Segments int   // segment files written
 	// LogBytes is the size of the segments; SpillBytes of the temporary
 	// partition file (written once, read once, then removed);
 	// SnapshotBytes of the index snapshot.
@@ -77,10 +77,12 @@ type BulkStats struct {
 	// KeyReads counts records read back to tell keys with equal hashes
 	// apart (duplicates in the input, or true 64-bit hash collisions).
 	KeyReads             int64
-	LogPass, IndexPass   time.Duration
-	Publish, Total       time.Duration
-	MaxPartitionEntries  int64 // the largest partition, in entries
-	PartitionBufferBytes int64 // off-heap partition buffers
+	LogPass              time.Duration // writing the log and the spill file
+	IndexPass            time.Duration // building the index from the spill file
+	Publish              time.Duration // writing the snapshot and making the database visible
+	Total                time.Duration // the whole load
+	MaxPartitionEntries  int64         // the largest partition, in entries
+	PartitionBufferBytes int64         // off-heap partition buffers
 }
 
 // BulkStagingDir returns the staging directory BulkLoad builds dir's

@@ -50,6 +50,7 @@ const (
 	ReadPread
 )
 
+// String returns the mode's name (auto, mmap, pread).
 func (m ReadMode) String() string {
 	switch m {
 	case ReadAuto:

@@ -39,6 +39,8 @@ const (
 	SyncNone
 )
 
+// String returns the mode's name (group, always, periodic, none), which
+// ParseSyncMode reads back.
 func (m SyncMode) String() string {
 	switch m {
 	case SyncGroup:
@@ -122,10 +124,10 @@ type Options struct {
 	// times the log it produces (plus the snapshot Close writes); the
 	// price is a crash replay of up to 2 snapshot sizes of log (about 40%
 	// of the keys as thin records). Negative turns the gate off.
-	SnapshotInterval    time.Duration
-	SnapshotRecords     int64
-	SnapshotChangeRatio float64
-	SnapshotLogRatio    float64
+	SnapshotInterval    time.Duration // see above (default 10 minutes)
+	SnapshotRecords     int64         // see above (default 10 million)
+	SnapshotChangeRatio float64       // see above (default 0.25)
+	SnapshotLogRatio    float64       // see above (default 2; negative: no gate)
 	// MaxDiskBytes turns on cache mode: when the database's files (segments,
 	// those awaiting deletion, and an index snapshot's estimated size) pass
 	// it, the background worker evicts the oldest segments whole, first in,

@@ -76,9 +76,9 @@ func fsyncedProof(data []byte, gen uint64, lim segment.Limits, end, snapSize int
 // shorter than the newest snapshot proves it was. Repair plans its cut
 // from it (PlanRepair).
 type LogEnd struct {
-	File string
-	Gen  uint64
-	Size int64 // the file's size
+	File string // the newest segment's path
+	Gen  uint64 // its generation
+	Size int64  // the file's size
 	// End is where the valid log ends: the end of the last record (of the
 	// last committed batch) before the damage; a cut at End keeps
 	// everything before it. It is 0 if the header is damaged, and beyond

@@ -37,7 +37,7 @@ import (
 // RepairPlan is what ApplyRepair will do to a directory, made by
 // PlanRepair.
 type RepairPlan struct {
-	Dir string
+	Dir string // the data directory planned for
 	// Cuts lists the damaged segments, oldest first.
 	Cuts []SegmentCut
 	// Unrepairable lists damage a cut cannot fix (a segment's header); a
@@ -53,7 +53,7 @@ type RepairPlan struct {
 // Offset bytes, dropping every record at or after it.
 type SegmentCut struct {
 	File       string // path of the segment file
-	Generation uint64
+	Generation uint64 // the segment's generation
 	Size       int64  // the file's size when planned
 	Offset     int64  // the file is truncated to this size
 	Damage     int64  // offset of the first bad record (>= Offset)
@@ -62,8 +62,8 @@ type SegmentCut struct {
 	// shows had been fsynced (0: nothing proves any); Offset < Proven means
 	// the cut drops acknowledged data. TornTail reports that a writable
 	// Open would cut the segment there by itself (see LogEnd).
-	Proven   int64
-	TornTail bool
+	Proven   int64 // see above
+	TornTail bool  // see above
 	// CRC is a CRC-32C of bytes [Offset, Size) when planned: ApplyRepair
 	// refuses to cut if they changed.
 	CRC uint32
@@ -77,11 +77,11 @@ func (c *SegmentCut) DroppedBytes() int64 { return max(c.Size-c.Offset, 0) }
 
 // DroppedRecord is one decodable record a cut drops.
 type DroppedRecord struct {
-	Offset int64
-	Kind   segment.Kind
-	Batch  bool // part of a batch (dropped whole when its commit is lost)
-	Seq    uint64
-	Key    []byte // a copy (nil for batch commits and sync marks)
+	Offset int64        // the record's offset in its segment
+	Kind   segment.Kind // put, delete, batch commit or sync mark
+	Batch  bool         // part of a batch (dropped whole when its commit is lost)
+	Seq    uint64       // its sequence number
+	Key    []byte       // a copy (nil for batch commits and sync marks)
 }
 
 // DroppedRecords counts the records the plan drops, and how many of them

@@ -17,10 +17,10 @@ import (
 
 // SalvageSkip is one damaged range a salvaging Open skipped.
 type SalvageSkip struct {
-	File   string
-	Offset int64 // where the unreadable data starts
-	Resume int64 // where the replay resumed (the file's size if nowhere)
-	Reason string
+	File   string // the segment file
+	Offset int64  // where the unreadable data starts
+	Resume int64  // where the replay resumed (the file's size if nowhere)
+	Reason string // why it could not be read
 }
 
 // Salvaged lists the damaged ranges a salvaging Open (Options.Salvage)

@@ -30,47 +30,51 @@ type counters struct {
 
 // SegmentStats describes one segment.
 type SegmentStats struct {
-	ID         uint16
-	Generation uint64
-	Name       string
-	Size       int64 // bytes in the file (plus the unflushed tail, for the active one)
-	LiveBytes  int64 // bytes of records the index points at
-	DeadBytes  int64 // superseded records, tombstones and markers
-	TombBytes  int64 // the part of DeadBytes that is tombstones still needed (they shadow older segments)
-	Sealed     bool
+	ID         uint16 // the segment id (its slot in record locations; reused after deletion)
+	Generation uint64 // the segment's generation: later segments have larger ones
+	Name       string // the file's path
+	Size       int64  // bytes in the file (plus the unflushed tail, for the active one)
+	LiveBytes  int64  // bytes of records the index points at
+	DeadBytes  int64  // superseded records, tombstones and markers
+	TombBytes  int64  // the part of DeadBytes that is tombstones still needed (they shadow older segments)
+	Sealed     bool   // false for the active segment, which writes append to
 }
 
 // Stats is a snapshot of the DB's counters and sizes. Counters (Puts, ...)
 // are totals since Open; use Sub for the activity between two snapshots.
 type Stats struct {
-	Keys     int64 // index entries (expired keys not yet reclaimed included)
-	Segments []SegmentStats
+	Keys     int64          // index entries (expired keys not yet reclaimed included)
+	Segments []SegmentStats // every open segment, oldest generation first
 
-	LiveBytes int64 // over all segments
-	DeadBytes int64
-	DiskBytes int64 // segment file sizes
+	LiveBytes int64 // bytes of records the index points at, over all segments
+	DeadBytes int64 // bytes of everything else in the segments (DeadBytes of SegmentStats, summed)
+	DiskBytes int64 // segment file sizes (the unflushed tail not included)
 
-	Index index.Stats
+	Index index.Stats // the index's entries, capacity and memory
 	// ArenaBytes is the off-heap memory in use: the index's resident slot
 	// pages and the write buffer.
 	ArenaBytes int64
 
-	Puts, Deletes, Gets, Batches, Syncs, Rolls int64
-	BytesWritten                               int64 // by the engine, to segment files
-	UserBytes                                  int64 // keys and values given to Put/Batch
-	TruncatedBytes                             int64 // torn tail dropped at Open
+	Puts    int64 // single writes of a value: Put, PutTTL, an Update that sets (batch members not counted)
+	Deletes int64 // single deletes that wrote a tombstone: Delete, an Update that removes (of an absent key, none is written unless cache mode needs one)
+	Gets    int64 // Get, AppendValue, AppendItem, View, Has and Expiry calls
+	Batches int64 // batches written (Write, and transactions that wrote)
+	Syncs   int64 // fsyncs of the active segment
+	Rolls   int64 // segment rolls: the active segment sealed and a new one started
+
+	BytesWritten   int64 // by the engine, to segment files
+	UserBytes      int64 // keys and values given to Put/Batch
+	TruncatedBytes int64 // torn tail dropped at Open
 
 	Compactions     int64 // compaction passes that rewrote at least one segment
 	SegmentsRemoved int64 // segments deleted by compaction
 	BytesReclaimed  int64 // bytes of the segments deleted
 	BytesRewritten  int64 // bytes compaction copied forward (part of BytesWritten)
 	// CompactionSkippedBytes counts damaged bytes compaction met (their
-	// segments are skipped, not removed); DamagedSegments is how many
-	// segments it skips until reopen; AwaitingDeletion is how many
-	// compacted segments' files wait for the next snapshot.
+	// segments are skipped, not removed).
 	CompactionSkippedBytes int64
-	DamagedSegments        int
-	AwaitingDeletion       int
+	DamagedSegments        int // segments compaction skips until reopen
+	AwaitingDeletion       int // compacted or evicted segments whose files wait for the next snapshot
 
 	Snapshots          int64         // index snapshots written
 	LastSnapshotTime   time.Duration // how long the last snapshot took to write
@@ -79,19 +83,15 @@ type Stats struct {
 	OpenTime           time.Duration // how long Open took
 	ExpiredReclaimed   int64         // expired keys the expirer removed from the index
 
-	// Cache mode (Options.MaxDiskBytes): keys evicted (dropped from the
-	// index with their segment) and their record bytes, segments evicted,
-	// and keys a read saved from eviction by a copy (EvictSecondChance).
-	Evictions       int64
-	EvictedBytes    int64
-	SegmentsEvicted int64
-	SecondChances   int64
+	// Cache mode (Options.MaxDiskBytes).
+	Evictions       int64 // keys evicted: dropped from the index with their segment
+	EvictedBytes    int64 // record bytes of the keys evicted
+	SegmentsEvicted int64 // segments evicted
+	SecondChances   int64 // keys a read saved from eviction by a copy (EvictSecondChance)
 
-	// Cold read path (docs/design.md, Large-data read path): records read
-	// with pread instead of through the mapping, and writes whose probe
-	// made before the writer mutex was reused under it.
-	PreadReads       int64
-	ColdProbesReused int64
+	// Cold read path (docs/design.md, Large-data read path).
+	PreadReads       int64 // records read with pread instead of through the mapping
+	ColdProbesReused int64 // writes whose index probe, made before the writer mutex, was reused under it
 
 	// Fill is the fill queue's figures (Options.Loader; zero without).
 	Fill fill.Stats

@@ -40,8 +40,8 @@ const (
 
 // Change is an UpdateFunc's decision.
 type Change struct {
-	Op    ChangeOp
-	Value []byte
+	Op    ChangeOp // what to write: Keep, Set or Remove
+	Value []byte   // the value Set stores (copied before Update returns)
 	// Expiry (with Set): zero for none. An expiry not after now stores
 	// nothing readable: the key is removed instead.
 	Expiry time.Time
@@ -225,8 +225,9 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 // Limits are the largest key and value this handle accepts and cache
 // mode's disk limit (its Options after defaults; MaxDiskBytes 0: none).
 type Limits struct {
-	MaxKeySize, MaxValueSize int
-	MaxDiskBytes             int64
+	MaxKeySize   int   // the largest key a write accepts
+	MaxValueSize int   // the largest value a write accepts
+	MaxDiskBytes int64 // cache mode's limit (0: none)
 }
 
 // Limits returns the handle's limits.

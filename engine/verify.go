@@ -17,7 +17,7 @@ import (
 type VerifyProblem struct {
 	File   string // file name, or "" for the index
 	Offset int64  // byte offset in File, or -1
-	What   string
+	What   string // what is wrong, in words
 	// TornTail marks damage that a writable Open cuts off by itself (see
 	// LogEnd.TornTail): past the end of the valid log of the newest
 	// segment, where no sync mark or snapshot proves anything was fsynced.
@@ -41,11 +41,11 @@ func (p VerifyProblem) String() string {
 
 // VerifyReport is the outcome of Verify.
 type VerifyReport struct {
-	Segments     int
-	Records      int64 // records that decoded
-	Keys         int64 // live keys after a full replay of the log
-	SnapshotUsed bool  // the index snapshot was loaded and compared with the replay
-	Problems     []VerifyProblem
+	Segments     int             // segment files checked
+	Records      int64           // records that decoded
+	Keys         int64           // live keys after a full replay of the log (expired ones not counted)
+	SnapshotUsed bool            // the index snapshot was loaded and compared with the replay
+	Problems     []VerifyProblem // everything found wrong; none means the database is sound
 }
 
 // OK reports whether nothing was found wrong.
@@ -274,17 +274,19 @@ func (db *DB) entryProblem(slot uint64, what string) VerifyProblem {
 
 // SnapshotInfo describes an index snapshot file.
 type SnapshotInfo struct {
-	File     string
-	Created  time.Time
-	Entries  uint64
-	Segments int
+	File     string    // the snapshot file's path
+	Created  time.Time // when it was written
+	Entries  uint64    // index entries it holds
+	Segments int       // segments it lists
 	// DBID is the id of the database that wrote the snapshot; Open ignores
 	// a snapshot whose id is not its own (DB.ID).
 	DBID DBID
 	// The snapshot's index covers the log up to Durable; Open replays from
 	// Replay (segment generation and offset).
-	ReplayGen, DurableGen       uint64
-	ReplayOffset, DurableOffset int64
+	ReplayGen     uint64 // generation of the segment Open replays from
+	DurableGen    uint64 // generation of the segment the index covers up to
+	ReplayOffset  int64  // offset in ReplayGen where the replay starts
+	DurableOffset int64  // offset in DurableGen up to which the log was fsynced
 }
 
 // ReadSnapshotInfo reads the header and trailer of the newest snapshot in

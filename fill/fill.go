@@ -161,6 +161,7 @@ const (
 	Closed
 )
 
+// String returns the outcome's name ("queued", "coalesced", ...).
 func (o Outcome) String() string {
 	switch o {
 	case Queued:

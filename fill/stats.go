@@ -54,10 +54,12 @@ type Stats struct {
 
 // Latency summarizes a histogram of durations.
 type Latency struct {
-	Count         int64
-	Sum           time.Duration // of every duration recorded
-	P50, P99, Max time.Duration
-	P999          time.Duration
+	Count int64         // durations recorded
+	Sum   time.Duration // of every duration recorded
+	P50   time.Duration // median
+	P99   time.Duration // 99th percentile
+	Max   time.Duration // the longest
+	P999  time.Duration // 99.9th percentile
 }
 
 // Sub returns the counts of s minus those of old (the gauges and the

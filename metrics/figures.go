@@ -7,7 +7,7 @@ type Figure struct {
 	// Name is the metric's name without a prefix ("keys",
 	// "puts_total"); Prometheus names are "marlin_engine_" + Name.
 	Name string
-	Help string
+	Help string // one line for the metric's HELP
 	// Counter: a total since the database was opened (else a gauge).
 	Counter bool
 	// Value reads the figure from a Stats.

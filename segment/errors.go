@@ -13,9 +13,10 @@ var ErrCorrupt = errors.New("marlin: corrupt data")
 type CorruptError struct {
 	File   string // file name, or "" when unknown
 	Offset int64  // byte offset within the file
-	Reason string
+	Reason string // what was wrong
 }
 
+// Error formats the file, offset and reason.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("marlin: corrupt data in %s at offset %d: %s", e.File, e.Offset, e.Reason)
 }

@@ -49,8 +49,8 @@ const (
 
 // Header is a decoded segment header.
 type Header struct {
-	ID         uint16
-	Generation uint64
+	ID         uint16 // the segment id (its slot in record locations)
+	Generation uint64 // the segment's generation: later segments have larger ones
 	// DBTag names the database the segment belongs to; never 0.
 	DBTag uint32
 }

@@ -64,12 +64,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Record is a decoded record. Key and Value alias the buffer it was
 // decoded from.
 type Record struct {
-	Kind   Kind
-	Flags  uint8
-	Seq    uint64
-	Expiry int64 // unix milliseconds, 0 = never
-	Key    []byte
-	Value  []byte
+	Kind   Kind   // put, delete, batch commit or sync mark
+	Flags  uint8  // FlagBatch and the like
+	Seq    uint64 // the write's sequence number
+	Expiry int64  // unix milliseconds, 0 = never
+	Key    []byte // the key (none for commits and sync marks)
+	Value  []byte // the value; a tombstone's holds what it shadows
 }
 
 // Size returns the record's encoded, aligned size.
@@ -128,8 +128,8 @@ func Encode(dst []byte, gen uint64, off int64, r *Record) int {
 
 // Limits bound what Decode accepts before it trusts any length.
 type Limits struct {
-	MaxKey   int
-	MaxValue int
+	MaxKey   int // the longest key accepted
+	MaxValue int // the longest value accepted
 }
 
 // Decode decodes the record at the start of buf, which was read from offset

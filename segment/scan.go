@@ -4,9 +4,9 @@ import "encoding/binary"
 
 // Entry is one decoded record and where it lies.
 type Entry struct {
-	Off  int64 // offset of the record in its segment
-	Size int   // aligned size
-	Rec  Record
+	Off  int64  // offset of the record in its segment
+	Size int    // aligned size
+	Rec  Record // the record (aliasing the scanned data)
 }
 
 // Scan decodes the records in data (a whole segment file, header

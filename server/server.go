@@ -47,7 +47,7 @@ type Config struct {
 	// itself must have no engine Loader: the server stores items, not
 	// raw values. Fill configures the queue.
 	Loader fill.Loader
-	Fill   fill.Options
+	Fill   fill.Options // the fill queue's workers, queue size, retries and TTLs
 	// SharedValues stores identical item data once (package shared):
 	// keys whose data is equal refer to one stored copy, reclaimed with
 	// its last key. The database must be empty the first time, and is
@@ -56,7 +56,7 @@ type Config struct {
 	// Version is what "version" reports (default "1.6.18", a memcached 1.6
 	// version: clients and memccapable change behaviour by it).
 	Version string
-	Logger  *slog.Logger
+	Logger  *slog.Logger // where the server logs (default: nowhere)
 }
 
 const (

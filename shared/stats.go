@@ -98,8 +98,8 @@ func getFound(db *engine.DB, key []byte) ([]byte, bool, error) {
 
 // Report is what Check found.
 type Report struct {
-	Keys, Refs, Values int64 // user keys, references and values seen
-	Problems           []string
+	Keys, Refs, Values int64    // user keys, references and values seen
+	Problems           []string // everything found wrong; none means the store is sound
 }
 
 // OK reports whether Check found nothing wrong.

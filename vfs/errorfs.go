@@ -40,6 +40,7 @@ var opNames = [numOps]string{
 	"link", "mkdir", "list", "stat", "syncdir", "lock", "map", "close",
 }
 
+// String returns the operation's name ("create", "write", ...).
 func (op Op) String() string {
 	if op >= 0 && op < numOps {
 		return opNames[op]
