@@ -61,16 +61,14 @@ func check(dir string) ([]string, error) {
 		if f.Name.Name == "main" {
 			continue
 		}
-		{
-			for _, d := range f.Decls {
-				switch d := d.(type) {
-				case *ast.FuncDecl:
-					if d.Name.IsExported() && d.Doc == nil && (d.Recv == nil || exportedRecv(d.Recv)) {
-						report(d.Pos(), "func "+d.Name.Name)
-					}
-				case *ast.GenDecl:
-					checkGen(d, report)
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Name.IsExported() && d.Doc == nil && (d.Recv == nil || exportedRecv(d.Recv)) {
+					report(d.Pos(), "func "+d.Name.Name)
 				}
+			case *ast.GenDecl:
+				checkGen(d, report)
 			}
 		}
 	}
