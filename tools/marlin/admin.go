@@ -52,11 +52,15 @@ func runCompact(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	// "Reclaimed" is what the directory lost on disk: the removed
+	// segments less the copies and the new snapshot (it once reported
+	// the removed segments' size while disk use barely moved).
 	d := s1.Sub(s0)
-	fmt.Fprintf(stdout, "compacted %s: %d → %d segments, %s rewritten, %s removed (%s reclaimed)\n",
+	fmt.Fprintf(stdout, "compacted %s: %d → %d segments, %s rewritten, %s removed\n",
 		dir, len(s0.Segments), len(s1.Segments), ibytes(d.BytesRewritten),
-		plural(d.SegmentsRemoved, "segment", "segments"), ibytes(d.BytesReclaimed))
-	fmt.Fprintf(stdout, "disk use %s → %s; %s live keys\n", ibytes(before), ibytes(after), comma(s1.Keys))
+		plural(d.SegmentsRemoved, "segment", "segments"))
+	fmt.Fprintf(stdout, "disk use %s → %s (%s reclaimed); %s live keys\n", ibytes(before), ibytes(after),
+		ibytes(max(before-after, 0)), comma(s1.Keys))
 	return nil
 }
 
