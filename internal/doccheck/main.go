@@ -1,8 +1,9 @@
 // Command doccheck lists the exported identifiers of the given package
 // directories that have no doc comment: functions and methods of exported
 // types, types, constants, variables and struct fields (a field is
-// documented by a comment above it or at the end of its line). It exits
-// 1 if it found any; make lint runs it.
+// documented by a comment above it or at the end of its line, or by the
+// comment above the group of fields on consecutive lines it is part of).
+// It exits 1 if it found any; make lint runs it.
 //
 //	go run ./internal/doccheck engine segment ...
 package main
@@ -68,14 +69,14 @@ func check(dir string) ([]string, error) {
 					report(d.Pos(), "func "+d.Name.Name)
 				}
 			case *ast.GenDecl:
-				checkGen(d, report)
+				checkGen(fset, d, report)
 			}
 		}
 	}
 	return out, nil
 }
 
-func checkGen(d *ast.GenDecl, report func(token.Pos, string)) {
+func checkGen(fset *token.FileSet, d *ast.GenDecl, report func(token.Pos, string)) {
 	for _, s := range d.Specs {
 		switch s := s.(type) {
 		case *ast.TypeSpec:
@@ -89,9 +90,19 @@ func checkGen(d *ast.GenDecl, report func(token.Pos, string)) {
 			if !ok {
 				continue
 			}
+			// A field is documented by its own comment, or by the comment
+			// above a group of fields it belongs to: the fields that
+			// follow a documented one on the very next lines.
+			prevEnd, prevDoc := -1, false
 			for _, fl := range st.Fields.List {
+				line := fset.Position(fl.Pos()).Line
+				if fl.Doc != nil {
+					line = fset.Position(fl.Doc.Pos()).Line
+				}
+				doc := fl.Doc != nil || fl.Comment != nil || prevDoc && line == prevEnd+1
+				prevEnd, prevDoc = fset.Position(fl.End()).Line, doc
 				for _, n := range fl.Names {
-					if n.IsExported() && fl.Doc == nil && fl.Comment == nil {
+					if n.IsExported() && !doc {
 						report(n.Pos(), "field "+s.Name.Name+"."+n.Name)
 					}
 				}
