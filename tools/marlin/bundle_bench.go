@@ -299,6 +299,12 @@ func benchLookups(o bundleBenchOpts, key func(int) []byte, get func([]byte) bool
 	el := time.Since(start)
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
 	s := comma(int64(float64(o.lookups)/el.Seconds())) + "/s"
+	// The rate per second of CPU time the process used, times the
+	// goroutines: what the lookups would reach on otherwise idle cores
+	// (other work on the machine slows the wall-clock rate).
+	if cpu := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano()); cpu > 0 {
+		s += fmt.Sprintf(" (%s/s on %d idle cores)", comma(int64(float64(o.lookups)/cpu.Seconds()*float64(o.goroutines))), o.goroutines)
+	}
 	if f := ru1.Majflt - ru0.Majflt; f > 0 {
 		// The file was not all in the page cache after all.
 		s += fmt.Sprintf(" (%s page faults read the disk)", comma(f))
