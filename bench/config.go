@@ -38,8 +38,11 @@ type Config struct {
 func (c *Config) keySize(id uint64) int { return KeySize(id, c.KeyMin, c.KeyMax) }
 
 // Mix gives the relative weights of operations in the mixed workload.
-type Mix struct{ Get, Put, Delete int }
+type Mix struct {
+	Get, Put, Delete int // weights: each operation's share is its weight over their sum
+}
 
+// String formats the weights as get:put:delete, as ParseMix reads them.
 func (m Mix) String() string { return fmt.Sprintf("%d:%d:%d", m.Get, m.Put, m.Delete) }
 
 // ParseMix parses "get:put:delete" weights such as "90:9:1".

@@ -75,30 +75,30 @@ func (c *FillConfig) validate() error {
 
 // FillSecond is one second of a fill run.
 type FillSecond struct {
-	Second   int     `json:"second"`
-	Requests int64   `json:"requests"`
-	Hits     int64   `json:"hits"`
-	HitRate  float64 `json:"hit_rate"`
+	Second   int     `json:"second"`   // 1 for the first second of the run
+	Requests int64   `json:"requests"` // gets sent during the second
+	Hits     int64   `json:"hits"`     // gets that found their key
+	HitRate  float64 `json:"hit_rate"` // Hits over Requests
 	// IdealHitRate is the hit rate a fill that took no time would reach:
 	// the share of this second's gets whose key was asked for before.
 	IdealHitRate float64 `json:"ideal_hit_rate"`
-	P50          int64   `json:"p50_ns"`
-	P99          int64   `json:"p99_ns"`
-	Max          int64   `json:"max_ns"`
+	P50          int64   `json:"p50_ns"`      // reply latency, median
+	P99          int64   `json:"p99_ns"`      // reply latency, 99th percentile
+	Max          int64   `json:"max_ns"`      // the slowest reply
 	QueueDepth   int     `json:"queue_depth"` // at the end of the second
-	InFlight     int     `json:"in_flight"`
-	Filled       uint64  `json:"filled"`  // loads stored during the second
-	Dropped      uint64  `json:"dropped"` // misses the full queue dropped
+	InFlight     int     `json:"in_flight"`   // loads running at the end of the second
+	Filled       uint64  `json:"filled"`      // loads stored during the second
+	Dropped      uint64  `json:"dropped"`     // misses the full queue dropped
 }
 
 // FillReport is a fill run's result.
 type FillReport struct {
-	Config   FillConfig    `json:"-"`
-	Seconds  []FillSecond  `json:"seconds"`
-	Requests int64         `json:"requests"`
-	Hits     int64         `json:"hits"`
-	Errors   int64         `json:"errors"`
-	Elapsed  time.Duration `json:"elapsed_ns"`
+	Config   FillConfig    `json:"-"`          // what ran
+	Seconds  []FillSecond  `json:"seconds"`    // one per second of the run
+	Requests int64         `json:"requests"`   // gets sent
+	Hits     int64         `json:"hits"`       // gets that found their key
+	Errors   int64         `json:"errors"`     // gets that failed (not a miss)
+	Elapsed  time.Duration `json:"elapsed_ns"` // how long the gets ran
 	// All, Hit and Miss are the reply latencies of every get, the hits and
 	// the misses.
 	All, Hit, Miss Latency

@@ -8,13 +8,13 @@ import (
 
 // Latency summarizes one operation kind's latencies, in nanoseconds.
 type Latency struct {
-	Count int64 `json:"count"`
-	P50   int64 `json:"p50_ns"`
-	P90   int64 `json:"p90_ns"`
-	P99   int64 `json:"p99_ns"`
-	P999  int64 `json:"p999_ns"`
-	Max   int64 `json:"max_ns"`
-	Mean  int64 `json:"mean_ns"`
+	Count int64 `json:"count"`   // operations recorded
+	P50   int64 `json:"p50_ns"`  // median
+	P90   int64 `json:"p90_ns"`  // 90th percentile
+	P99   int64 `json:"p99_ns"`  // 99th percentile
+	P999  int64 `json:"p999_ns"` // 99.9th percentile
+	Max   int64 `json:"max_ns"`  // the slowest
+	Mean  int64 `json:"mean_ns"` // the average
 }
 
 // Histogram records latencies of one operation kind. HDR histograms are

@@ -13,67 +13,67 @@ import (
 
 // Phase is the outcome of one phase of a run.
 type Phase struct {
-	Name      string             `json:"name"`
-	Ops       int64              `json:"ops"`
-	Seconds   float64            `json:"seconds"`
-	OpsPerSec float64            `json:"ops_per_sec"`
-	Latency   map[string]Latency `json:"latency"` // by operation kind
+	Name      string             `json:"name"`        // load, run WORKLOAD, verify, ...
+	Ops       int64              `json:"ops"`         // operations done
+	Seconds   float64            `json:"seconds"`     // how long the phase took
+	OpsPerSec float64            `json:"ops_per_sec"` // Ops over Seconds
+	Latency   map[string]Latency `json:"latency"`     // by operation kind
 }
 
 // Env describes where a run ran, for reproducing it.
 type Env struct {
-	GoVersion  string `json:"go_version"`
-	OS         string `json:"os"`
-	Arch       string `json:"arch"`
-	CPUs       int    `json:"cpus"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
+	GoVersion  string `json:"go_version"` // runtime.Version()
+	OS         string `json:"os"`         // runtime.GOOS
+	Arch       string `json:"arch"`       // runtime.GOARCH
+	CPUs       int    `json:"cpus"`       // runtime.NumCPU()
+	GOMAXPROCS int    `json:"gomaxprocs"` // runtime.GOMAXPROCS(0)
 }
 
 // Report is everything a run measured, with the configuration that
 // produced it.
 type Report struct {
-	Workload   string   `json:"workload"`
-	Dist       string   `json:"distribution"`
-	Mix        string   `json:"mix,omitempty"`
-	Keys       uint64   `json:"keys"`
-	Ops        int64    `json:"ops,omitempty"`
-	Duration   float64  `json:"duration_seconds,omitempty"`
-	Goroutines int      `json:"goroutines"`
-	BatchSize  int      `json:"batch_size"`
-	Sync       string   `json:"sync"`
-	Segment    int64    `json:"segment_size,omitempty"`
-	KeyMin     int      `json:"key_min"`
-	KeyMax     int      `json:"key_max"`
-	ValueMin   int      `json:"value_min"`
-	ValueMax   int      `json:"value_max"`
-	Seed       uint64   `json:"seed"`
-	Env        Env      `json:"env"`
-	Dir        string   `json:"dir,omitempty"`
-	Phases     []Phase  `json:"phases"`
-	Errors     int64    `json:"errors"`          // wrong results
-	Wrong      []string `json:"wrong,omitempty"` // the first few
-	Verified   bool     `json:"verified"`        // every record was read back after the restart
+	Workload   string   `json:"workload"`                   // the workload name (Config.Workload)
+	Dist       string   `json:"distribution"`               // the key distribution
+	Mix        string   `json:"mix,omitempty"`              // get:put:delete weights (mixed only)
+	Keys       uint64   `json:"keys"`                       // records loaded
+	Ops        int64    `json:"ops,omitempty"`              // operations of the run phase (0: it ran for Duration)
+	Duration   float64  `json:"duration_seconds,omitempty"` // the run phase's length, when Ops is 0
+	Goroutines int      `json:"goroutines"`                 // concurrent clients
+	BatchSize  int      `json:"batch_size"`                 // puts per batch in the load
+	Sync       string   `json:"sync"`                       // the sync mode
+	Segment    int64    `json:"segment_size,omitempty"`     // segment size (0: the default)
+	KeyMin     int      `json:"key_min"`                    // smallest key
+	KeyMax     int      `json:"key_max"`                    // largest key
+	ValueMin   int      `json:"value_min"`                  // smallest value
+	ValueMax   int      `json:"value_max"`                  // largest value
+	Seed       uint64   `json:"seed"`                       // the random seed
+	Env        Env      `json:"env"`                        // where it ran
+	Dir        string   `json:"dir,omitempty"`              // the data directory, when kept or given
+	Phases     []Phase  `json:"phases"`                     // load, run, verify, in order
+	Errors     int64    `json:"errors"`                     // wrong results
+	Wrong      []string `json:"wrong,omitempty"`            // the first few
+	Verified   bool     `json:"verified"`                   // every record was read back after the restart
 
-	KeysInDB     int64   `json:"keys_in_db"`
-	ExpectedKeys int64   `json:"expected_keys"`
+	KeysInDB     int64   `json:"keys_in_db"`          // index entries at the end
+	ExpectedKeys int64   `json:"expected_keys"`       // what the workload should have left
 	RSSAnon      int64   `json:"rss_anon_bytes"`      // process RssAnon after the run
 	RSSAnonUsed  int64   `json:"rss_anon_used_bytes"` // growth of RssAnon since before Open
-	Heap         int64   `json:"go_heap_bytes"`
-	IndexBytes   int64   `json:"index_bytes"`
-	DiskBytes    int64   `json:"disk_bytes"`
-	Segments     int     `json:"segments"`
-	BytesWritten int64   `json:"bytes_written"` // by the engine, load and run
-	UserBytes    int64   `json:"user_bytes"`    // keys and values given to it
-	RAMPerKey    float64 `json:"ram_bytes_per_key"`
-	IndexPerKey  float64 `json:"index_bytes_per_key"`
-	DiskPerKey   float64 `json:"disk_bytes_per_key"`
-	WriteAmp     float64 `json:"write_amplification"`
+	Heap         int64   `json:"go_heap_bytes"`       // Go heap in use after the run
+	IndexBytes   int64   `json:"index_bytes"`         // the index's resident memory
+	DiskBytes    int64   `json:"disk_bytes"`          // segment file sizes
+	Segments     int     `json:"segments"`            // segment files
+	BytesWritten int64   `json:"bytes_written"`       // by the engine, load and run
+	UserBytes    int64   `json:"user_bytes"`          // keys and values given to it
+	RAMPerKey    float64 `json:"ram_bytes_per_key"`   // RSSAnonUsed over the keys
+	IndexPerKey  float64 `json:"index_bytes_per_key"` // IndexBytes over the keys
+	DiskPerKey   float64 `json:"disk_bytes_per_key"`  // DiskBytes over the keys
+	WriteAmp     float64 `json:"write_amplification"` // BytesWritten over UserBytes
 
-	OpenSecs            float64 `json:"open_seconds"`
-	CloseSecs           float64 `json:"close_seconds"`
-	RestartSecs         float64 `json:"restart_seconds"`
-	RestartFromSnapshot bool    `json:"restart_from_snapshot"`
-	RestartReplayed     int64   `json:"restart_records_replayed"`
+	OpenSecs            float64 `json:"open_seconds"`             // Open's duration
+	CloseSecs           float64 `json:"close_seconds"`            // Close's duration
+	RestartSecs         float64 `json:"restart_seconds"`          // the timed reopen's duration
+	RestartFromSnapshot bool    `json:"restart_from_snapshot"`    // the reopen loaded an index snapshot
+	RestartReplayed     int64   `json:"restart_records_replayed"` // records the reopen replayed
 }
 
 func newReport(c Config) *Report {

@@ -87,11 +87,11 @@ func (c *ScaleConfig) normalize() error {
 // ScalePhase is what one phase measured. Disk figures are the device's
 // counters (every process's I/O on it) and the process's own read bytes.
 type ScalePhase struct {
-	Name          string  `json:"name"`
-	Ops           int64   `json:"ops"`
-	Seconds       float64 `json:"seconds"`
-	OpsPerSec     float64 `json:"ops_per_sec"`
-	Latency       Latency `json:"latency"`
+	Name          string  `json:"name"`            // the phase (load, restart, cold get, ...)
+	Ops           int64   `json:"ops"`             // operations done
+	Seconds       float64 `json:"seconds"`         // how long the phase took
+	OpsPerSec     float64 `json:"ops_per_sec"`     // Ops over Seconds
+	Latency       Latency `json:"latency"`         // of each operation
 	DiskReads     int64   `json:"disk_reads"`      // reads the device completed
 	DiskReadBytes int64   `json:"disk_read_bytes"` // bytes the device read
 	ProcReadBytes int64   `json:"proc_read_bytes"` // bytes this process read from storage
@@ -126,11 +126,11 @@ func ratio(a, b int64) float64 {
 // ScaleReport is one size's results. It is filled as far as the run got:
 // a failed run reports what it measured before the failure (Err).
 type ScaleReport struct {
-	Keys         uint64       `json:"keys"`
-	KeySize      int          `json:"key_size"`
-	ValueSize    int          `json:"value_size"`
-	Load         string       `json:"load"`
-	ReadMode     string       `json:"read_mode"`
+	Keys         uint64       `json:"keys"`           // records loaded
+	KeySize      int          `json:"key_size"`       // bytes per key
+	ValueSize    int          `json:"value_size"`     // bytes per value
+	Load         string       `json:"load"`           // the load path: bulk or batch
+	ReadMode     string       `json:"read_mode"`      // the engine's read mode in the cold phases
 	Goroutines   int          `json:"goroutines"`     // of the cold phases
 	HotGoroutine int          `json:"hot_goroutines"` // of the hot phase
 	Env          Env          `json:"env"`

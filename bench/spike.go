@@ -86,37 +86,37 @@ func (c *SpikeConfig) validate() error {
 
 // SpikeSecond is one second of a run.
 type SpikeSecond struct {
-	Second int   `json:"second"`
-	Gets   int64 `json:"gets"`
-	Hits   int64 `json:"hits"`
-	P50    int64 `json:"p50_ns"`
-	P99    int64 `json:"p99_ns"`
-	Max    int64 `json:"max_ns"`
+	Second int   `json:"second"` // 1 for the first second of the run
+	Gets   int64 `json:"gets"`   // gets sent during the second
+	Hits   int64 `json:"hits"`   // gets that found their key
+	P50    int64 `json:"p50_ns"` // get latency, median
+	P99    int64 `json:"p99_ns"` // get latency, 99th percentile
+	Max    int64 `json:"max_ns"` // the slowest get
 	// Reclaimed is the keys reclaimed during the second (expire: index
 	// entries removed, by the expirer or by compaction; evict: keys
 	// evicted), Active whether any were.
 	Reclaimed int64 `json:"reclaimed"`
 	Active    bool  `json:"active"`
-	Puts      int64 `json:"puts"`
-	DiskBytes int64 `json:"disk_bytes"`
+	Puts      int64 `json:"puts"`       // puts during the second (evict: the writer)
+	DiskBytes int64 `json:"disk_bytes"` // the segment files at the end of the second
 }
 
 // SpikeReport is a run's result.
 type SpikeReport struct {
-	Config  SpikeConfig   `json:"-"`
-	Load    time.Duration `json:"load_ns"`
-	Loaded  uint64        `json:"loaded"`
-	Seconds []SpikeSecond `json:"seconds"`
+	Config  SpikeConfig   `json:"-"`       // what ran
+	Load    time.Duration `json:"load_ns"` // how long the load took
+	Loaded  uint64        `json:"loaded"`  // keys loaded before the run
+	Seconds []SpikeSecond `json:"seconds"` // one per second of the run
 	// Quiet and Active are the get latencies of the seconds without and
 	// with reclamation (the first second, a warm-up, is left out); Ratio
 	// is Active.P99 / Quiet.P99.
 	Quiet, Active Latency
-	Ratio         float64       `json:"p99_ratio"`
-	All           Latency       `json:"all"`
-	Errors        int64         `json:"errors"`
-	MaxLag        time.Duration `json:"max_lag_ns"`
-	Reclaimed     int64         `json:"reclaimed"`
-	Final         engine.Stats  `json:"-"`
+	Ratio         float64       `json:"p99_ratio"`  // Active.P99 over Quiet.P99
+	All           Latency       `json:"all"`        // every get of the run
+	Errors        int64         `json:"errors"`     // gets that failed (not a miss)
+	MaxLag        time.Duration `json:"max_lag_ns"` // how far the clients fell behind their schedule at worst
+	Reclaimed     int64         `json:"reclaimed"`  // keys reclaimed during the run (the per-second figures summed)
+	Final         engine.Stats  `json:"-"`          // the engine's figures at the end
 }
 
 // spikeClock is the expire run's clock: stopped at base during the load,

@@ -15,7 +15,7 @@ import (
 // WriteBytes count what went to or came from the block layer (page cache
 // hits are not reads; dirtied pages count as written when dirtied).
 type ProcIO struct {
-	ReadBytes, WriteBytes int64
+	ReadBytes, WriteBytes int64 // see above
 }
 
 // ReadProcIO reads /proc/self/io; zeros where it is not available.
@@ -44,7 +44,7 @@ func ReadProcIO() ProcIO {
 // DiskCounters are a block device's completed reads and sectors read
 // (/sys/dev/block/MAJ:MIN/stat), counting every process's I/O on it.
 type DiskCounters struct {
-	Reads, SectorsRead int64
+	Reads, SectorsRead int64 // reads completed; 512-byte sectors they read
 	ReadMillis         int64 // time the reads spent (summed over reads in flight)
 	QueueMillis        int64 // time requests spent in flight, weighted by their number
 	OK                 bool  // the device was found

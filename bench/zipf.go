@@ -11,7 +11,9 @@ type Distribution interface {
 }
 
 // Uniform picks every id in [0, N) with equal probability.
-type Uniform struct{ N uint64 }
+type Uniform struct {
+	N uint64 // the number of ids
+}
 
 // Next returns a uniformly random id.
 func (u Uniform) Next(r *rand.Rand) uint64 { return r.Uint64N(u.N) }
