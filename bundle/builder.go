@@ -96,17 +96,16 @@ type BuildStats struct {
 
 // Progress is a snapshot of a build, for a progress display.
 type Progress struct {
-	Phase   string // "adding", "sorting", "merging runs", "writing", "done"
+	Phase   string // "adding", "merging runs", "writing" (and sorting, in memory), "done"
 	Added   int64  // pairs added
 	Runs    int    // runs written so far
 	Written int64  // entries written to the output
 }
 
-var phaseNames = []string{"adding", "sorting", "merging runs", "writing", "done"}
+var phaseNames = []string{"adding", "merging runs", "writing", "done"}
 
 const (
 	phaseAdding = iota
-	phaseSorting
 	phaseMerging
 	phaseWriting
 	phaseDone
@@ -187,9 +186,11 @@ func (b *Builder) Add(key, value []byte) error {
 		}
 		if !b.buf.add(h, key, value) {
 			// Larger than the whole buffer: a run of its own.
-			if err := b.writeRun(func(rw *runWriter) error { return rw.add(h, key, value) }); err != nil {
+			run, err := b.writeRun(func(rw *runWriter) error { return rw.add(h, key, value) })
+			if err != nil {
 				return b.fail(err)
 			}
+			b.runs = append(b.runs, run)
 		}
 	}
 	b.nAdded++
@@ -292,7 +293,7 @@ func (b *Builder) scratchName(kind string) (string, error) {
 
 // spill sorts the buffer and writes it as a run.
 func (b *Builder) spill() error {
-	err := b.writeRun(func(rw *runWriter) error {
+	run, err := b.writeRun(func(rw *runWriter) error {
 		src := memSource{rb: b.buf}
 		for {
 			_, rec, _, _, ok := src.nextRecord()
@@ -305,7 +306,11 @@ func (b *Builder) spill() error {
 		}
 	})
 	b.buf.reset()
-	return err
+	if err != nil {
+		return err
+	}
+	b.runs = append(b.runs, run)
+	return nil
 }
 
 // errRunDamaged marks a run file that did not read back as written.

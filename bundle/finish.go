@@ -48,8 +48,7 @@ func (b *Builder) finish() error {
 	sinkCap := 0
 	stable := false // whether src's slices outlive the next call
 	if len(b.runs) == 0 {
-		b.phase.Store(phaseSorting)
-		src = &memSource{rb: b.buf}
+		src = &memSource{rb: b.buf} // sorts each partition as it comes to it
 		sinkCap = b.limit - b.buf.touched() - outBuf
 		stable = true
 	} else {
@@ -110,8 +109,7 @@ func (b *Builder) mergeRuns() (*merger, error) {
 			}
 			run, err := b.mergeGroup(group, max(minBuf, min(maxBuf, b.limit/2/len(group))), onRead)
 			if err != nil {
-				b.runs = append(next, b.runs[i:]...) // still to remove
-				return nil, err
+				return nil, err // cleanup removes every scratch file
 			}
 			next = append(next, run)
 		}
@@ -130,7 +128,7 @@ func (b *Builder) mergeGroup(group []*runFile, bufSize int, onRead func(int)) (*
 		return nil, err
 	}
 	defer m.close()
-	err = b.writeRun(func(rw *runWriter) error {
+	run, err := b.writeRun(func(rw *runWriter) error {
 		for i := 0; ; i++ {
 			if i&4095 == 0 && b.canceled() {
 				return ErrCanceled
@@ -147,10 +145,6 @@ func (b *Builder) mergeGroup(group []*runFile, bufSize int, onRead func(int)) (*
 	if err != nil {
 		return nil, err
 	}
-	// writeRun appended the new run to b.runs; the caller rebuilds the
-	// list, so take it back off.
-	run := b.runs[len(b.runs)-1]
-	b.runs = b.runs[:len(b.runs)-1]
 	for _, r := range group {
 		b.removeTemp(r.name)
 	}

@@ -46,27 +46,26 @@ type runWriter struct {
 	hdr [8 + 2*binary.MaxVarintLen64]byte
 }
 
-// writeRun creates a run, lets fill add its records, and closes it,
-// appending it to b.runs.
-func (b *Builder) writeRun(fill func(*runWriter) error) error {
+// writeRun creates a run, lets fill add its records, and closes it. On an
+// error the run's file is removed.
+func (b *Builder) writeRun(fill func(*runWriter) error) (*runFile, error) {
 	rw, err := b.newRunWriter()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := fill(rw); err != nil {
 		_ = rw.f.Close()
 		b.removeTemp(rw.run.name)
-		return err
+		return nil, err
 	}
 	run, err := rw.close()
 	if err != nil {
 		b.removeTemp(run.name)
-		return err
+		return nil, err
 	}
-	b.runs = append(b.runs, run)
 	b.stats.Runs++
 	b.nruns.Add(1)
-	return nil
+	return run, nil
 }
 
 func (b *Builder) newRunWriter() (*runWriter, error) {
