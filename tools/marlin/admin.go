@@ -59,8 +59,8 @@ func runCompact(args []string, stdout, stderr io.Writer) (err error) {
 	fmt.Fprintf(stdout, "compacted %s: %d → %d segments, %s rewritten, %s removed\n",
 		dir, len(s0.Segments), len(s1.Segments), ibytes(d.BytesRewritten),
 		plural(d.SegmentsRemoved, "segment", "segments"))
-	fmt.Fprintf(stdout, "disk use %s → %s (%s reclaimed); %s live keys\n", ibytes(before), ibytes(after),
-		ibytes(max(before-after, 0)), comma(s1.Keys))
+	fmt.Fprintf(stdout, "disk use %s → %s (%s reclaimed); %s keys (expired keys not yet reclaimed included, as inspect counts them)\n",
+		ibytes(before), ibytes(after), ibytes(max(before-after, 0)), comma(s1.Keys))
 	return nil
 }
 
