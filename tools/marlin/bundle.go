@@ -466,7 +466,7 @@ func runBundleDump(args []string, stdout, stderr io.Writer) error {
 	out := bufferedOut(stdout)
 	var line []byte
 	err = r.ForEach(func(k, v []byte) error {
-		line = enc(line[:0], k, v)
+		line = enc(line[:0], k, v, 0) // a bundle has no TTLs
 		_, err := out.Write(line)
 		return err
 	})

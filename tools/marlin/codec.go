@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -191,14 +192,19 @@ func appendU4(dst []byte, r rune) []byte {
 
 // jsonDecoder decodes JSON Lines pairs, reusing its buffers.
 type jsonDecoder struct {
-	name, kbuf, vbuf, kb64, vb64 []byte
+	name, kbuf, vbuf, kb64, vb64, ebuf []byte
+	// expiry is the last decoded record's "expires" (Unix ms; 0: none).
+	expiry int64
 }
 
 // decode parses a JSON Lines record: an object with exactly one of "key"
-// and "key_b64" and one of "value" and "value_b64", all strings. The results alias line or the
+// and "key_b64" and one of "value" and "value_b64", all strings, and
+// optionally "expires", an RFC 3339 time (stored in d.expiry). The results alias line or the
 // decoder's buffers and are valid until the next call.
 func (d *jsonDecoder) decode(line []byte) (key, value []byte, err error) {
 	p := &jsonParser{s: line}
+	d.expiry = 0
+	haveExpiry := false
 	p.ws()
 	if !p.eat('{') {
 		return nil, nil, errors.New("not a JSON object")
@@ -206,7 +212,7 @@ func (d *jsonDecoder) decode(line []byte) (key, value []byte, err error) {
 	var haveKey, haveValue bool
 	p.ws()
 	for !p.eat('}') {
-		if haveKey || haveValue {
+		if haveKey || haveValue || haveExpiry {
 			if !p.eat(',') {
 				return nil, nil, errors.New("want ',' or '}' after a field")
 			}
@@ -233,8 +239,11 @@ func (d *jsonDecoder) decode(line []byte) (key, value []byte, err error) {
 			buf, dest, have = &d.vbuf, &value, &haveValue
 		case "value_b64":
 			buf, b64buf, dest, have = &d.vbuf, &d.vb64, &value, &haveValue
+		case "expires":
+			var e []byte
+			buf, dest, have = &d.ebuf, &e, &haveExpiry
 		default:
-			return nil, nil, fmt.Errorf("unknown field %q (want key or key_b64, value or value_b64)", name)
+			return nil, nil, fmt.Errorf("unknown field %q (want key or key_b64, value or value_b64, expires)", name)
 		}
 		if *have {
 			return nil, nil, fmt.Errorf("field %q: the key or the value is given twice", name)
@@ -254,6 +263,13 @@ func (d *jsonDecoder) decode(line []byte) (key, value []byte, err error) {
 			s = *b64buf
 		}
 		*dest = s
+		if have == &haveExpiry {
+			t, err := time.Parse(time.RFC3339Nano, string(s))
+			if err != nil {
+				return nil, nil, fmt.Errorf(`field "expires": want a time such as 2026-01-31T12:00:00.000Z: %w`, err)
+			}
+			d.expiry = max(t.UnixMilli(), 1)
+		}
 		p.ws()
 	}
 	p.ws()

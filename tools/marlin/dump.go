@@ -6,23 +6,25 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/marlinkv/marlin/engine"
 )
 
 const dumpHelp = `Prints every live pair of DIR, one per line, in log order (--sort for
 key order). The log is read sequentially, segment by segment, in large
-reads: a dump costs one pass over the data files, not a read per key. Expired keys are left out, and a key's TTL is not
-carried over (the engine's API does not expose it): it dumps, and loads
-back, as a plain pair. DIR is opened read-only.
+reads: a dump costs one pass over the data files, not a read per key.
+Expired keys are left out; a key with a TTL carries its expiry (RFC 3339,
+UTC, milliseconds), which load restores. DIR is opened read-only.
 
 Formats (all load back with 'marlin load' to the same pairs):
-  tsv    key<TAB>value; printable UTF-8 as is, \\ \t \n \r for backslash,
+  tsv    key<TAB>value[<TAB>expiry]; printable UTF-8 as is, \\ \t \n \r for backslash,
          tab, newline, CR, and \xHH for any other byte (control characters,
          bytes that are not UTF-8)
-  jsonl  {"key":"...","value":"..."}; "key_b64"/"value_b64" (standard
-         base64) when the bytes are not valid UTF-8, or always with --base64
-  hex    hexkey<TAB>hexvalue
+  jsonl  {"key":"...","value":"..."[,"expires":"..."]}; "key_b64"/
+         "value_b64" (standard base64) when the bytes are not valid UTF-8,
+         or always with --base64
+  hex    hexkey<TAB>hexvalue[<TAB>expiry]
 
 With --skip-corrupt, dump salvages a damaged directory: damaged stretches
 of the log (a bad checksum, an I/O error) are skipped instead of stopping
@@ -82,38 +84,39 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	defer closeDB(db, &err)
-	walk := db.ForEach
 	var skipped engine.SkipReport
-	if *skipCorrupt {
-		walk = func(fn func(k, v []byte) error) error {
-			it := db.NewIteratorWith(engine.IterOptions{SkipCorrupt: true})
-			defer it.Close()
-			for it.Next() {
-				if err := fn(it.Key(), it.Value()); err != nil {
-					return err
-				}
+	walk := func(fn func(k, v []byte, exp int64) error) error {
+		it := db.NewIteratorWith(engine.IterOptions{SkipCorrupt: *skipCorrupt})
+		defer it.Close()
+		for it.Next() {
+			var exp int64
+			if e := it.Item().Expiry; !e.IsZero() {
+				exp = e.UnixMilli()
 			}
-			skipped = it.Skipped()
-			return it.Err()
+			if err := fn(it.Key(), it.Value(), exp); err != nil {
+				return err
+			}
 		}
+		skipped = it.Skipped()
+		return it.Err()
 	}
 	out := bufferedOut(stdout)
 	var line []byte
 	var n int64
-	emit := func(k, v []byte) error {
+	emit := func(k, v []byte, exp int64) error {
 		n++
-		line = enc(line[:0], k, v)
+		line = enc(line[:0], k, v, exp)
 		_, err := out.Write(line)
 		return err
 	}
 	if *sorted {
 		err = dumpSorted(walk, pfx, emit)
 	} else {
-		err = walk(func(k, v []byte) error {
+		err = walk(func(k, v []byte, exp int64) error {
 			if !bytes.HasPrefix(k, pfx) {
 				return nil
 			}
-			return emit(k, v)
+			return emit(k, v, exp)
 		})
 	}
 	if ferr := out.Flush(); err == nil {
@@ -159,12 +162,15 @@ func salvageSummary(w io.Writer, db *engine.DB, sk engine.SkipReport, n int64) e
 
 // dumpSorted collects the pairs under pfx from walk and calls fn in key
 // order.
-func dumpSorted(walk func(func(k, v []byte) error) error, pfx []byte, fn func(k, v []byte) error) error {
-	type pair struct{ k, v []byte }
+func dumpSorted(walk func(func(k, v []byte, exp int64) error) error, pfx []byte, fn func(k, v []byte, exp int64) error) error {
+	type pair struct {
+		k, v []byte
+		exp  int64
+	}
 	var pairs []pair
-	err := walk(func(k, v []byte) error {
+	err := walk(func(k, v []byte, exp int64) error {
 		if bytes.HasPrefix(k, pfx) {
-			pairs = append(pairs, pair{bytes.Clone(k), bytes.Clone(v)})
+			pairs = append(pairs, pair{bytes.Clone(k), bytes.Clone(v), exp})
 		}
 		return nil
 	})
@@ -173,39 +179,58 @@ func dumpSorted(walk func(func(k, v []byte) error) error, pfx []byte, fn func(k,
 	}
 	slices.SortFunc(pairs, func(a, b pair) int { return bytes.Compare(a.k, b.k) })
 	for _, p := range pairs {
-		if err := fn(p.k, p.v); err != nil {
+		if err := fn(p.k, p.v, p.exp); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// pairEncoder appends one output line (newline included) for a pair.
-type pairEncoder func(dst, k, v []byte) []byte
+// pairEncoder appends one output line (newline included) for a pair
+// whose expiry is exp (Unix ms; 0: none).
+type pairEncoder func(dst, k, v []byte, exp int64) []byte
+
+// expiryLayout writes a pair's expiry: RFC 3339 in UTC with milliseconds,
+// the engine's resolution.
+const expiryLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func appendExpiry(dst []byte, exp int64) []byte {
+	return time.UnixMilli(exp).UTC().AppendFormat(dst, expiryLayout)
+}
 
 func newPairEncoder(format string, keysOnly, b64 bool) (pairEncoder, error) {
+	// tsv and hex: a third field holds the expiry, when there is one.
+	third := func(dst []byte, exp int64) []byte {
+		if exp != 0 {
+			dst = appendExpiry(append(dst, '\t'), exp)
+		}
+		return append(dst, '\n')
+	}
 	switch format {
 	case "tsv":
 		if keysOnly {
-			return func(dst, k, _ []byte) []byte { return append(appendEscaped(dst, k), '\n') }, nil
+			return func(dst, k, _ []byte, _ int64) []byte { return append(appendEscaped(dst, k), '\n') }, nil
 		}
-		return func(dst, k, v []byte) []byte {
+		return func(dst, k, v []byte, exp int64) []byte {
 			dst = append(appendEscaped(dst, k), '\t')
-			return append(appendEscaped(dst, v), '\n')
+			return third(appendEscaped(dst, v), exp)
 		}, nil
 	case "hex":
 		if keysOnly {
-			return func(dst, k, _ []byte) []byte { return append(appendHex(dst, k), '\n') }, nil
+			return func(dst, k, _ []byte, _ int64) []byte { return append(appendHex(dst, k), '\n') }, nil
 		}
-		return func(dst, k, v []byte) []byte {
+		return func(dst, k, v []byte, exp int64) []byte {
 			dst = append(appendHex(dst, k), '\t')
-			return append(appendHex(dst, v), '\n')
+			return third(appendHex(dst, v), exp)
 		}, nil
 	case "jsonl":
-		return func(dst, k, v []byte) []byte {
+		return func(dst, k, v []byte, exp int64) []byte {
 			dst = appendJSONField(append(dst, '{'), "key", k, b64)
 			if !keysOnly {
 				dst = appendJSONField(append(dst, ','), "value", v, b64)
+				if exp != 0 {
+					dst = append(appendExpiry(append(dst, `,"expires":"`...), exp), '"')
+				}
 			}
 			return append(dst, '}', '\n')
 		}, nil

@@ -167,9 +167,13 @@ func runLoad(args []string, stdout, stderr io.Writer) (err error) {
 	case *dry:
 		fmt.Fprintf(stdout, "checked %s from %s: no problems\n", plural(n, "pair", "pairs"), plural(int64(len(files)), "file", "files"))
 	default:
-		fmt.Fprintf(stdout, "loaded %s from %s into %s in %s (%s pairs/s); it holds %s keys\n",
+		expired := ""
+		if l.expired > 0 {
+			expired = fmt.Sprintf(" (and skipped %s whose expiry had passed)", plural(l.expired, "pair", "pairs"))
+		}
+		fmt.Fprintf(stdout, "loaded %s from %s into %s in %s (%s pairs/s)%s; it holds %s keys\n",
 			plural(n, "pair", "pairs"), plural(int64(len(files)), "file", "files"), dir,
-			elapsed.Round(time.Millisecond), comma(int64(float64(n)/max(elapsed.Seconds(), 1e-9))), comma(keys))
+			elapsed.Round(time.Millisecond), comma(int64(float64(n)/max(elapsed.Seconds(), 1e-9))), expired, comma(keys))
 	}
 	return nil
 }
@@ -199,6 +203,10 @@ type loader struct {
 	unread   int64        // input bytes not yet added to read
 	kb, vb   []byte
 	sink     func(k, v []byte) // --bulk: takes each pair instead of batches
+	// expiry is the last parsed pair's expiry (Unix ms; 0: none), set by
+	// every parse; expired counts the pairs skipped because it had passed.
+	expiry   int64
+	expired  int64
 	json     jsonDecoder
 	longLine []byte
 }
@@ -317,11 +325,24 @@ func (l *loader) add(k, v []byte) {
 		l.sink(k, v)
 		return
 	}
-	size := segment.Size(len(k), len(v), false)
+	var ttl time.Duration
+	if l.expiry != 0 {
+		// The engine stamps expiries from a TTL when the batch is written:
+		// a pair loaded a moment later expires that much later, at most.
+		if ttl = time.Until(time.UnixMilli(l.expiry)); ttl <= 0 {
+			l.expired++ // expired since it was dumped
+			return
+		}
+	}
+	size := segment.Size(len(k), len(v), ttl != 0)
 	if l.cur.Len() > 0 && (l.cur.Len() >= l.opts.batch || l.curBytes+size > l.maxBatch) {
 		l.flush()
 	}
-	l.cur.Put(k, v)
+	if ttl != 0 {
+		l.cur.PutTTL(k, v, ttl)
+	} else {
+		l.cur.Put(k, v)
+	}
 	l.curBytes += size
 }
 
@@ -400,9 +421,13 @@ func (l *loader) loadFile(name string) error {
 				}
 				parse = l.parser(f)
 			}
+			l.expiry = 0
 			k, v, perr := parse(line)
 			if perr == nil {
 				perr = l.opts.lim.check(k, v)
+			}
+			if perr == nil && l.expiry != 0 && l.sink != nil {
+				perr = errors.New("the pair has an expiry: --bulk (and a bundle) take no TTLs; load without --bulk")
 			}
 			if perr != nil {
 				return &lineError{shown, lineNo, perr}
@@ -435,7 +460,9 @@ func (l *loader) detectFormat(line []byte) string {
 			return "jsonl"
 		}
 	}
-	if k, v, ok := bytes.Cut(line, []byte{'\t'}); ok && isHexField(k) && (len(v) == 0 || isHexField(v)) {
+	k, v, ok := bytes.Cut(line, []byte{'\t'})
+	v, _, _ = bytes.Cut(v, []byte{'\t'}) // an expiry may follow
+	if ok && isHexField(k) && (len(v) == 0 || isHexField(v)) {
 		return ""
 	}
 	return "tsv"
@@ -478,9 +505,32 @@ func (l *loader) parser(format string) func([]byte) ([]byte, []byte, error) {
 	case "hex":
 		return l.parseHex
 	case "jsonl":
-		return func(line []byte) ([]byte, []byte, error) { return l.json.decode(line) }
+		return func(line []byte) ([]byte, []byte, error) {
+			k, v, err := l.json.decode(line)
+			l.expiry = l.json.expiry
+			return k, v, err
+		}
 	}
 	return nil
+}
+
+// cutExpiry splits a tsv or hex value field from the optional third
+// field, an expiry in RFC 3339 (as dump writes it), which it stores in
+// l.expiry.
+func (l *loader) cutExpiry(v []byte) ([]byte, error) {
+	v, e, ok := bytes.Cut(v, []byte{'\t'})
+	if !ok {
+		return v, nil
+	}
+	if bytes.IndexByte(e, '\t') >= 0 {
+		return nil, errors.New(`more than three fields (a tab inside a key or value is written \t)`)
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(e))
+	if err != nil {
+		return nil, fmt.Errorf(`third field: want an expiry such as 2026-01-31T12:00:00.000Z (a tab inside a key or value is written \t): %w`, err)
+	}
+	l.expiry = max(t.UnixMilli(), 1)
+	return v, nil
 }
 
 func (l *loader) parseTSV(line []byte) (k, v []byte, err error) {
@@ -489,8 +539,8 @@ func (l *loader) parseTSV(line []byte) (k, v []byte, err error) {
 		return nil, nil, errors.New("no tab between key and value")
 	}
 	k, v = line[:i], line[i+1:]
-	if bytes.IndexByte(v, '\t') >= 0 {
-		return nil, nil, errors.New(`more than one tab (a tab inside a key or value is written \t)`)
+	if v, err = l.cutExpiry(v); err != nil {
+		return nil, nil, err
 	}
 	if bytes.IndexByte(line, '\\') < 0 {
 		return k, v, nil
@@ -512,7 +562,11 @@ func (l *loader) parseHex(line []byte) (k, v []byte, err error) {
 	if l.kb, err = decodeHex(l.kb[:0], line[:i]); err != nil {
 		return nil, nil, fmt.Errorf("key: %w", err)
 	}
-	if l.vb, err = decodeHex(l.vb[:0], line[i+1:]); err != nil {
+	hv, err := l.cutExpiry(line[i+1:])
+	if err != nil {
+		return nil, nil, err
+	}
+	if l.vb, err = decodeHex(l.vb[:0], hv); err != nil {
 		return nil, nil, fmt.Errorf("value: %w", err)
 	}
 	return l.kb, l.vb, nil

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +91,7 @@ func TestLoadMalformed(t *testing.T) {
 		want                string
 	}{
 		{"tsv-no-tab", "", "a\t1\nb\t2\njust a key\nc\t3\n", 3, "no tab between key and value"},
-		{"tsv-two-tabs", "", "a\t1\nb\t2\t3\n", 2, "more than one tab"},
+		{"tsv-two-tabs", "", "a\t1\nb\t2\t3\n", 2, "a tab inside a key or value is written"},
 		{"tsv-bad-escape", "", "a\t1\n\n\nb\\x4g\t2\n", 4, `key: bad \x escape`},
 		{"tsv-trailing-backslash", "", "a\t1\\\n", 1, "backslash at the end"},
 		{"tsv-empty-key", "", "a\t1\n\tv\n", 2, "empty key"},
@@ -422,4 +423,53 @@ func TestWritesRefuseMistypedDir(t *testing.T) {
 		require.Equal(t, map[string]string{"k": "v"}, readPairs(t, filepath.Join(root, d)))
 	}
 	mustRun(t, "put", filepath.Join(root, "new1"), "k2", "v2") // an existing database needs no --create
+}
+
+// TestDumpLoadKeepsTTL: a key's expiry goes through every dump format and
+// back (sessions once stopped expiring after a round trip); a pair whose
+// expiry passed meanwhile is skipped and counted; --bulk refuses TTLs.
+func TestDumpLoadKeepsTTL(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "src")
+	mustRun(t, "put", "--create", src, "plain", "p")
+	mustRun(t, "put", "--ttl", "2h", src, "session", "s")
+	mustRun(t, "put", "--escaped", "--ttl", "1h", src, `bin\x00key`, `v\tw`)
+	for _, f := range []string{"tsv", "jsonl", "hex"} {
+		t.Run(f, func(t *testing.T) {
+			out := mustRun(t, "dump", "--format", f, src).stdout
+			require.Equal(t, 2, strings.Count(out, "T"), "two expiries in %q", out) // RFC 3339's T, one per TTL key
+			file := filepath.Join(t.TempDir(), "pairs."+f)
+			require.NoError(t, os.WriteFile(file, []byte(out), 0o644))
+			dst := filepath.Join(t.TempDir(), "dst")
+			mustRun(t, "load", "--create", "--quiet", dst, file)
+			require.Equal(t, readPairs(t, src), readPairs(t, dst))
+			for key, want := range map[string]string{"plain": "-1", "session": "7199", `bin\x00key`: "3599"} {
+				got := strings.TrimSpace(mustRun(t, "ttl", "--escaped", "--seconds", dst, key).stdout)
+				if want == "-1" {
+					require.Equal(t, want, got, key)
+					continue
+				}
+				g, err := strconv.Atoi(got)
+				require.NoError(t, err)
+				w, _ := strconv.Atoi(want)
+				require.InDelta(t, w, g, 5, "%s keeps its expiry", key)
+			}
+		})
+	}
+
+	old := filepath.Join(root, "old.tsv")
+	require.NoError(t, os.WriteFile(old, []byte("gone\tv\t2001-01-01T00:00:00.000Z\nkept\tv\t2999-01-01T00:00:00Z\n"), 0o644))
+	dst := filepath.Join(root, "dst-old")
+	r := mustRun(t, "load", "--create", "--quiet", dst, old)
+	require.Contains(t, r.stdout, "(and skipped 1 pair whose expiry had passed)")
+	require.Equal(t, map[string]string{"kept": "v"}, readPairs(t, dst))
+
+	r = marlin(t, "load", "--create", "--bulk", "--quiet", filepath.Join(root, "bulk"), old)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "take no TTLs")
+	bad := filepath.Join(root, "bad.tsv")
+	require.NoError(t, os.WriteFile(bad, []byte("k\tv\tsoon\n"), 0o644))
+	r = marlin(t, "load", "--create", "--quiet", filepath.Join(root, "bad"), bad)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "third field: want an expiry")
 }
