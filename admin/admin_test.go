@@ -1,0 +1,88 @@
+package admin
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/engine"
+)
+
+func TestHandler(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(filepath.Join(dir, "db"), &engine.Options{Sync: engine.SyncNone})
+	require.NoError(t, err)
+	for _, k := range []string{"user:1", "user:2", "session:1", "user:\x00bin"} {
+		require.NoError(t, db.Put([]byte(k), []byte("v")))
+	}
+	srv := httptest.NewServer(Handler(db))
+	defer srv.Close()
+	call := func(method, path string) (int, string) {
+		req, err := http.NewRequest(method, srv.URL+path, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+
+	code, body := call("GET", "/stats")
+	require.Equal(t, 200, code)
+	var st engine.Stats
+	require.NoError(t, json.Unmarshal([]byte(body), &st))
+	require.Equal(t, int64(4), st.Keys)
+
+	code, body = call("GET", "/keys?prefix=user:")
+	require.Equal(t, 200, code)
+	require.ElementsMatch(t, []string{"user:1", "user:2", `"user:\x00bin"`}, strings.Fields(body))
+	code, body = call("GET", "/keys?limit=2")
+	require.Equal(t, 200, code)
+	require.Len(t, strings.Fields(body), 2)
+	code, _ = call("GET", "/keys?limit=0")
+	require.Equal(t, 400, code)
+
+	// The database is held open here; another process could not open it
+	// to copy it, the handler can.
+	dest := filepath.Join(dir, "copy")
+	code, body = call("POST", "/checkpoint?dir="+dest+"&copy=1")
+	require.Equal(t, 200, code, body)
+	var res engine.CheckpointResult
+	require.NoError(t, json.Unmarshal([]byte(body), &res))
+	require.Positive(t, res.Copied)
+	code, body = call("POST", "/checkpoint?dir="+dest)
+	require.Equal(t, 500, code)
+	require.Contains(t, body, "is not empty")
+	code, _ = call("POST", "/checkpoint")
+	require.Equal(t, 400, code)
+	code, _ = call("GET", "/checkpoint?dir="+filepath.Join(dir, "x"))
+	require.Equal(t, http.StatusMethodNotAllowed, code, "no write over GET")
+	_, err = os.Stat(filepath.Join(dir, "x"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	for _, p := range []string{"/compact", "/snapshot", "/sync"} {
+		code, body = call("POST", p)
+		require.Equal(t, 200, code, p)
+		require.JSONEq(t, `{"ok":true}`, body)
+	}
+
+	require.NoError(t, db.Close())
+	code, body = call("GET", "/stats")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "closed")
+
+	cp, err := engine.Open(dest, &engine.Options{ReadOnly: true})
+	require.NoError(t, err)
+	defer cp.Close()
+	v, err := cp.Get([]byte("user:1"))
+	require.NoError(t, err)
+	require.Equal(t, "v", string(v))
+}
