@@ -103,7 +103,7 @@ func openReadOnly(dir string, stderr io.Writer) (*engine.DB, error) {
 	if errors.Is(err, engine.ErrLocked) {
 		return nil, fmt.Errorf("%s is open for writing by another process; this command only reads "+
 			"a consistent, closed directory: stop that process, or have it write a checkpoint "+
-			"(DB.Checkpoint) and point this command at the checkpoint", dir)
+			"(DB.Checkpoint, or package admin's handler: POST /checkpoint?dir=DEST) and point this command at the checkpoint", dir)
 	}
 	if errors.Is(err, engine.ErrCorrupt) {
 		return nil, fmt.Errorf("%w (run 'marlin verify %s' for every problem; 'marlin dump --skip-corrupt %s' "+
