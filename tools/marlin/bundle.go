@@ -397,12 +397,15 @@ func runBundleVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 func runBundleGet(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bundle get", "[flags] FILE KEY\n\nPrints KEY's value and a newline, like 'marlin get': in dump's tsv escaped\n"+
-		"form by default, exactly with --raw, in hex with --hex. Exits 1 if KEY is\nabsent. In an approximate bundle an absent key may (rarely) print a value.",
+	fs := newFlagSet("bundle get", "[flags] FILE KEY\n\nPrints KEY's value as 'marlin get' does: on a terminal in dump's tsv escaped\n"+
+		"form and a newline; piped or redirected, the bytes exactly as stored; --raw,\n"+
+		"--escaped-value and --hex choose. Exits 1 if KEY is absent. In an\n"+
+		"approximate bundle an absent key may (rarely) print another key's value.",
 		"marlin bundle get users.bundle user:42", stderr)
 	var kf keyFlags
 	kf.register(fs, "KEY", true)
-	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline")
+	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline (the default when stdout is not a terminal)")
+	escVal := fs.Bool("escaped-value", false, "print the value in dump's tsv escaped form and a newline (the default on a terminal)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -413,6 +416,9 @@ func runBundleGet(args []string, stdout, stderr io.Writer) error {
 	key, err := kf.decode("KEY", pos[1])
 	if err != nil {
 		return err
+	}
+	if *raw && (kf.hex || *escVal) || kf.hex && *escVal {
+		return errors.New("--raw, --hex and --escaped-value exclude each other")
 	}
 	r, err := openBundle(pos[0], false)
 	if err != nil {
@@ -430,7 +436,7 @@ func runBundleGet(args []string, stdout, stderr io.Writer) error {
 	case *raw:
 	case kf.hex:
 		v = append(appendHex(nil, v), '\n')
-	default:
+	case *escVal || isTerminal(stdout):
 		v = append(appendEscaped(nil, v), '\n')
 	}
 	_, err = stdout.Write(v)

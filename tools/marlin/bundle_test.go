@@ -82,7 +82,8 @@ func TestBundleBuildSources(t *testing.T) {
 		got := mustRun(t, "bundle", "get", "--raw", out, k).stdout
 		require.Equal(t, v, got)
 		esc := string(appendEscaped(nil, []byte(k)))
-		require.Equal(t, string(appendEscaped(nil, []byte(v)))+"\n", mustRun(t, "bundle", "get", "--escaped", out, esc).stdout)
+		require.Equal(t, v, mustRun(t, "bundle", "get", "--escaped", out, esc).stdout) // piped: as stored
+		require.Equal(t, string(appendEscaped(nil, []byte(v)))+"\n", mustRun(t, "bundle", "get", "--escaped-value", out, k).stdout)
 		require.Equal(t, string(appendHex(nil, []byte(v)))+"\n",
 			mustRun(t, "bundle", "get", "--hex", out, string(appendHex(nil, []byte(k)))).stdout)
 	}
@@ -171,7 +172,7 @@ func TestBundleInspectVerify(t *testing.T) {
 	require.Equal(t, fi.Size(), info.FileBytes)
 
 	require.Contains(t, mustRun(t, "bundle", "verify", exact).stdout, "ok: 3,000 pairs")
-	require.Equal(t, strings.Repeat("v", 20)+"\n", mustRun(t, "bundle", "get", approx, "user:000042").stdout)
+	require.Equal(t, strings.Repeat("v", 20), mustRun(t, "bundle", "get", approx, "user:000042").stdout)
 	r = marlin(t, "bundle", "dump", approx)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "is approximate")
@@ -192,7 +193,7 @@ func TestBundleInspectVerify(t *testing.T) {
 			require.Contains(t, r.stderr, "corrupt file")
 			bad++
 		} else {
-			require.Equal(t, strings.Repeat("v", 20)+"\n", r.stdout)
+			require.Equal(t, strings.Repeat("v", 20), r.stdout)
 		}
 	}
 	require.Equal(t, 1, bad)
