@@ -301,3 +301,28 @@ func TestBundleBench(t *testing.T) {
 	}
 	require.NotContains(t, r.stdout, "wrong")
 }
+
+// TestBundleBuildTTLs: a bundle has no TTLs. From a directory a key with a
+// TTL goes in without it; from a dump, a pair with an expiry stops the
+// build and nothing is written.
+func TestBundleBuildTTLs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone})
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("plain"), []byte("p")))
+	require.NoError(t, db.PutTTL([]byte("session"), []byte("s"), time.Hour))
+	require.NoError(t, db.Close())
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "b")
+	mustRun(t, "bundle", "build", dir, "-o", out, "--quiet")
+	require.Equal(t, map[string]string{"plain": "p", "session": "s"}, bundlePairs(t, out))
+
+	dump := filepath.Join(tmp, "ttl.tsv")
+	require.NoError(t, os.WriteFile(dump, []byte(mustRun(t, "dump", dir).stdout), 0o644))
+	out2 := filepath.Join(tmp, "b2")
+	r := marlin(t, "bundle", "build", dump, "-o", out2)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "has an expiry")
+	_, err = os.Stat(out2)
+	require.True(t, os.IsNotExist(err))
+}
