@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/marlinkv/marlin/engine"
 )
@@ -16,6 +17,7 @@ func runCompact(args []string, stdout, stderr io.Writer) (err error) {
 		"so no other process may have it open.",
 		"marlin compact /var/lib/app/db", stderr)
 	segSize := segmentSizeFlag(fs)
+	quiet := fs.Bool("quiet", false, "no progress line (there is none when stderr is not a terminal)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -37,7 +39,20 @@ func runCompact(args []string, stdout, stderr io.Writer) (err error) {
 		db.Close()
 		return err
 	}
-	if err := db.Compact(); err != nil {
+	// Progress: the bytes copied forward against the live bytes, about
+	// what a full pass copies.
+	stop := progressLine(stderr, *quiet, func(el time.Duration) string {
+		st, err := db.Stats()
+		if err != nil {
+			return "compact: ..."
+		}
+		done := st.BytesRewritten - s0.BytesRewritten
+		return fmt.Sprintf("compact: %s of about %s rewritten, %s, ETA %s", ibytes(done), ibytes(s0.LiveBytes),
+			el.Round(time.Second), eta(done, s0.LiveBytes, el))
+	})
+	err = db.Compact()
+	stop()
+	if err != nil {
 		db.Close()
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/marlinkv/marlin/engine"
@@ -49,6 +50,7 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 	b64 := fs.Bool("base64", false, "jsonl: always write key_b64 and value_b64")
 	sorted := fs.Bool("sort", false, "print in key order (holds the selected pairs in memory)")
 	records := fs.Bool("records", false, "list the raw records of one segment file")
+	quiet := fs.Bool("quiet", false, "no progress line (shown only when stdout is redirected and stderr is a terminal)")
 	skipCorrupt := fs.Bool("skip-corrupt", false, "salvage: skip unreadable records and damaged ranges, report them on stderr (exit 1 if any)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -103,12 +105,31 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 	out := bufferedOut(stdout)
 	var line []byte
 	var n int64
+	var prog atomic.Int64 // pairs written, for the progress line
+	var wrote atomic.Int64
 	emit := func(k, v []byte, exp int64) error {
 		n++
 		line = enc(line[:0], k, v, exp)
 		_, err := out.Write(line)
+		prog.Store(n)
+		wrote.Add(int64(len(line)))
 		return err
 	}
+	var stop func()
+	if isTerminal(stdout) {
+		stop = func() {} // the pairs themselves show the progress
+	} else {
+		var keys int64
+		if st, err := db.Stats(); err == nil {
+			keys = st.Keys
+		}
+		stop = progressLine(stderr, *quiet, func(el time.Duration) string {
+			p := prog.Load()
+			return fmt.Sprintf("dump: %s of about %s pairs, %s written, %s, ETA %s", comma(p), comma(keys),
+				ibytes(wrote.Load()), rate(p, el), eta(p, keys, el))
+		})
+	}
+	defer stop()
 	if *sorted {
 		err = dumpSorted(walk, pfx, emit)
 	} else {
@@ -119,6 +140,7 @@ func runDump(args []string, stdout, stderr io.Writer) (err error) {
 			return emit(k, v, exp)
 		})
 	}
+	stop() // before the summary: the line is erased
 	if ferr := out.Flush(); err == nil {
 		err = ferr
 	}
