@@ -43,11 +43,14 @@ func (k *keyFlags) decode(what, s string) ([]byte, error) {
 }
 
 func runGet(args []string, stdout, stderr io.Writer) (err error) {
-	fs := newFlagSet("get", "[flags] DIR KEY\n\nPrints KEY's value. On a terminal: in dump's tsv escaped form and a newline\n"+
+	fs := newFlagSet("get", "[flags] DIR KEY [KEY...]\n\nPrints KEY's value. On a terminal: in dump's tsv escaped form and a newline\n"+
 		"(so any byte is visible and safe); piped or redirected: the bytes exactly as\n"+
 		"stored, without a newline (so 'marlin get DIR KEY | jq .' works), as redis-cli\n"+
 		"does. --raw and --escaped-value choose either form anywhere; --hex prints hex\n"+
-		"and a newline. Exits 1 if KEY is absent. DIR is opened read-only.",
+		"and a newline. Exits 1 if KEY is absent. DIR is opened read-only.\n\n"+
+		"With several KEYs, prints a line per key present as 'marlin dump' does\n"+
+		"(key<TAB>value, escaped; hex with --hex), says on stderr which are absent,\n"+
+		"and exits 1 if any is.",
 		"marlin get /var/lib/app/db user:42", stderr)
 	var kf keyFlags
 	kf.register(fs, "KEY", true)
@@ -57,7 +60,7 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 2, 2, "DIR KEY"); err != nil {
+	if err := wantArgs(pos, 2, -1, "DIR KEY [KEY...]"); err != nil {
 		return err
 	}
 	key, err := kf.decode("KEY", pos[1])
@@ -67,11 +70,17 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	if *raw && (kf.hex || *escVal) || kf.hex && *escVal {
 		return errors.New("--raw, --hex and --escaped-value exclude each other")
 	}
+	if len(pos) > 2 && (*raw || *escVal) {
+		return errors.New("--raw and --escaped-value apply to one KEY; several print dump's lines")
+	}
 	db, err := openReadOnly(pos[0], stderr)
 	if err != nil {
 		return err
 	}
 	defer closeDB(db, &err)
+	if len(pos) > 2 {
+		return getMany(db, pos[1:], kf, stdout, stderr)
+	}
 	v, err := db.Get(key)
 	if errors.Is(err, engine.ErrNotFound) {
 		return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key))
@@ -174,4 +183,51 @@ func runDelete(args []string, stdout, stderr io.Writer) (err error) {
 		return nil
 	}
 	return db.Delete(key)
+}
+
+// getMany prints the pairs of several keys as dump lines (tsv, or hex
+// with --hex), in the order given; absent keys are named on stderr and
+// make the exit status 1.
+func getMany(db *engine.DB, args []string, kf keyFlags, stdout, stderr io.Writer) error {
+	format := "tsv"
+	if kf.hex {
+		format = "hex"
+	}
+	enc, err := newPairEncoder(format, false, false)
+	if err != nil {
+		return err
+	}
+	out := bufferedOut(stdout)
+	var line []byte
+	missing := 0
+	for _, a := range args {
+		key, err := kf.decode("KEY", a)
+		if err != nil {
+			return err
+		}
+		v, it, err := db.AppendItem(nil, key)
+		if errors.Is(err, engine.ErrNotFound) {
+			missing++
+			fmt.Fprintf(stderr, "marlin get: key \"%s\" not found\n", appendEscaped(nil, key))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		var exp int64
+		if !it.Expiry.IsZero() {
+			exp = it.Expiry.UnixMilli()
+		}
+		line = enc(line[:0], key, v, exp)
+		if _, err := out.Write(line); err != nil {
+			return err
+		}
+	}
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	if missing > 0 {
+		return errSilent
+	}
+	return nil
 }

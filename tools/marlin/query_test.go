@@ -96,3 +96,23 @@ func TestErrorStyle(t *testing.T) {
 		require.Equal(t, 1, strings.Count(r.stderr, "marlin "), "one prefix: %q", r.stderr)
 	}
 }
+
+func TestGetMany(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	mustRun(t, "put", "--create", dir, "a", "1")
+	mustRun(t, "put", "--ttl", "1h", dir, "b", "two\twords")
+	r := mustRun(t, "get", dir, "a", "b")
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	require.Len(t, lines, 2)
+	require.Equal(t, "a\t1", lines[0])
+	require.Regexp(t, `^b\ttwo\\twords\t\d{4}-\d\d-\d\dT`, lines[1], "dump's line, with the expiry")
+	r = marlin(t, "get", dir, "a", "nope", "b")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, 2, strings.Count(r.stdout, "\n"))
+	require.Equal(t, "marlin get: key \"nope\" not found\n", r.stderr)
+	r = mustRun(t, "get", "--hex", dir, "61", "62")
+	require.True(t, strings.HasPrefix(r.stdout, "61\t31\n62\t"), r.stdout)
+	r = marlin(t, "get", "--raw", dir, "a", "b")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "apply to one KEY")
+}
