@@ -97,7 +97,7 @@ func runBundleBuild(args []string, stdout, stderr io.Writer) (err error) {
 	tempDir := fs.String("temp-dir", "", "directory for the sorted runs (default: FILE's directory)")
 	format := fs.String("format", "auto", "input format of files: auto, tsv, jsonl or hex")
 	seed := fs.Uint64("seed", 0, "hash seed (0: random); the same input and seed give the same file")
-	quiet := fs.Bool("quiet", false, "no progress line on stderr")
+	quiet := fs.Bool("quiet", false, "no progress line on stderr (there is one only when stderr is a terminal)")
 	var lim limitFlags
 	fs.IntVar(&lim.maxKey, "max-key-size", bundle.MaxKeyLen, "largest key accepted from files, in bytes")
 	fs.IntVar(&lim.maxValue, "max-value-size", 64<<20, "largest value accepted from files, in bytes")
@@ -137,16 +137,8 @@ func runBundleBuild(args []string, stdout, stderr io.Writer) (err error) {
 	if src.l != nil {
 		read = src.l.read.Load
 	}
-	if !*quiet {
-		term := isTerminal(stderr)
-		stopTicker := ticker(time.Second, func() { bundleProgress(stderr, b.Progress(), read, start, term) })
-		defer func() {
-			stopTicker()
-			if term {
-				fmt.Fprintln(stderr)
-			}
-		}()
-	}
+	stopProgress := progressLine(stderr, *quiet, func(el time.Duration) string { return bundleProgress(b.Progress(), read, el) })
+	defer stopProgress()
 	if err := src.feed(b, stderr); err != nil {
 		if errors.Is(err, bundle.ErrCanceled) {
 			return errors.New("interrupted: nothing was written to " + *out)
@@ -159,6 +151,7 @@ func runBundleBuild(args []string, stdout, stderr io.Writer) (err error) {
 		}
 		return fmt.Errorf("%w (%s was not written)", err, *out)
 	}
+	stopProgress()
 	st := b.Stats()
 	el := time.Since(start)
 	fmt.Fprintf(stdout, "built %s: %s from %s in %s (%s); %s, %.2f bytes per pair",
@@ -174,9 +167,8 @@ func runBundleBuild(args []string, stdout, stderr io.Writer) (err error) {
 	return nil
 }
 
-// bundleProgress prints a progress line of a build.
-func bundleProgress(w io.Writer, p bundle.Progress, read func() int64, start time.Time, term bool) {
-	el := time.Since(start)
+// bundleProgress is the progress line of a build.
+func bundleProgress(p bundle.Progress, read func() int64, el time.Duration) string {
 	msg := fmt.Sprintf("bundle build: %s: %s pairs added (%s)", p.Phase, comma(p.Added), rate(p.Added, el))
 	if read != nil {
 		msg += ", " + ibytes(read()) + " read"
@@ -185,14 +177,9 @@ func bundleProgress(w io.Writer, p bundle.Progress, read func() int64, start tim
 		msg += fmt.Sprintf(", %s on disk", plural(int64(p.Runs), "run", "runs"))
 	}
 	if p.Written > 0 {
-		msg += fmt.Sprintf(", %s written", comma(p.Written))
+		msg += fmt.Sprintf(", %s written (%s)", comma(p.Written), pct(p.Written, p.Added))
 	}
-	msg += ", " + el.Round(time.Second).String()
-	if term {
-		fmt.Fprintf(w, "\r%s\x1b[K", msg)
-	} else {
-		fmt.Fprintln(w, msg)
-	}
+	return msg + ", " + el.Round(time.Second).String()
 }
 
 // buildSource is where build reads pairs: a data directory, or files.

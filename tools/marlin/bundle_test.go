@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -243,34 +244,20 @@ func TestBundleBuildInterrupt(t *testing.T) {
 	cmd.Env = append(os.Environ(), "MARLIN_BUNDLE_CHILD="+out)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
-	errPipe, err := cmd.StderrPipe()
-	require.NoError(t, err)
 	var stderr strings.Builder
-	progress := make(chan struct{}, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(errPipe)
-		for sc.Scan() {
-			stderr.WriteString(sc.Text() + "\n")
-			select {
-			case progress <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	w := bufio.NewWriter(stdin)
 	for i := range 100000 { // several runs on disk
 		fmt.Fprintf(w, "key %d\t%s\n", i, strings.Repeat("x", 50))
 	}
 	require.NoError(t, w.Flush())
-	// A progress line (once a second) shows the build runs, with its
-	// interrupt handler in place.
-	select {
-	case <-progress:
-	case <-time.After(time.Minute):
-		t.Fatal("no progress line from the child")
+	// The scratch directory of the runs shows the build is under way, its
+	// interrupt handler in place (set before the builder is made).
+	deadline := time.Now().Add(time.Minute)
+	for !slices.ContainsFunc(dirNames(t, tmp), func(n string) bool { return strings.HasSuffix(n, ".scratch") }) {
+		require.True(t, time.Now().Before(deadline), "no scratch directory from the child")
+		time.Sleep(10 * time.Millisecond)
 	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
 	// The build notices at its next pairs: send some more, then end.
@@ -280,7 +267,6 @@ func TestBundleBuildInterrupt(t *testing.T) {
 		}
 	}
 	stdin.Close()
-	<-done
 	err = cmd.Wait()
 	require.Error(t, err)
 	require.Equal(t, 1, cmd.ProcessState.ExitCode(), stderr.String())
