@@ -92,6 +92,7 @@ func runCheckpoint(args []string, stdout, stderr io.Writer) (err error) {
 		"DB.Checkpoint or DB.CheckpointWith.",
 		"marlin checkpoint --copy /var/lib/app/db /backup/db-2026-01-31", stderr)
 	copyAll := fs.Bool("copy", false, "copy every segment instead of hard-linking the sealed ones (a real backup on the same filesystem)")
+	quiet := fs.Bool("quiet", false, "no progress line (there is none when stderr is not a terminal)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -110,7 +111,16 @@ func runCheckpoint(args []string, stdout, stderr io.Writer) (err error) {
 	st, err := db.Stats()
 	var res engine.CheckpointResult
 	if err == nil {
+		// Progress: DEST's files against DIR's (hard links count whole at
+		// once; copies grow).
+		total, _ := dirBytes(dir)
+		stop := progressLine(stderr, *quiet, func(el time.Duration) string {
+			done, _ := dirBytes(dest)
+			return fmt.Sprintf("checkpoint: %s of about %s in %s, %s, ETA %s", ibytes(done), ibytes(total), dest,
+				el.Round(time.Second), eta(done, total, el))
+		})
 		res, err = db.CheckpointWith(dest, engine.CheckpointOptions{Copy: *copyAll})
+		stop()
 	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
