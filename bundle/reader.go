@@ -395,8 +395,8 @@ func (r *Reader) Close() error {
 
 // Info describes a bundle, from its footer.
 type Info struct {
-	Version     int
-	Approximate bool
+	Version     int   // the format version
+	Approximate bool  // keys stored as hashes only (see FalsePositiveRate)
 	Count       int64 // pairs
 	KeyBytes    int64 // sum of the key lengths (0 if approximate)
 	ValueBytes  int64 // sum of the value lengths
