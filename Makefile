@@ -105,7 +105,7 @@ lint: tools
 
 # The packages whose every exported identifier and field must have a doc
 # comment (make lint).
-DOC_PACKAGES = arena segment index vfs engine fill keynorm shared metrics server bench admin
+DOC_PACKAGES = arena segment index vfs engine fill keynorm shared metrics server bench admin bundle
 
 # Go benchmarks: engine and index micro-benchmarks (10 runs each, for benchstat).
 bench:
