@@ -327,10 +327,30 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 	// segment are dropped; so are expired puts without a replacement.
 	minOther := db.genMinsLocked().other(sf)
 	db.mu.Unlock()
+	ok, err := db.walkSegment(sf, rate, func(e *segment.Entry, now int64) error {
+		return db.compactRecordLocked(sf, e, minOther, now)
+	})
+	if !ok || err != nil {
+		return false, err
+	}
+	return db.retireSegment(sf)
+}
 
+// walkSegment reads sealed segment sf in order, in chunks of compactChunk
+// record bytes, and calls each for every record of a chunk with db.mu
+// held (and idFloor idForCompact, for the copies it appends); now is the
+// chunk's time. Reading is held to rate bytes per second (0: no limit).
+// It reports false, with a nil error, when sf cannot be walked to its end:
+// a record does not decode (sf is then skipped as damaged, see
+// skipDamaged) or a scan started since the pass chose sf (what was
+// handled before lies below the scan's end and is seen there; the rest
+// stays in sf, which the scan reads; a later pass goes on). An error
+// means the pass must stop (I/O, a failed handle, Close). Compaction and
+// cache mode's eviction both walk segments this way.
+func (db *DB) walkSegment(sf *segFile, rate int64, each func(e *segment.Entry, now int64) error) (bool, error) {
 	end := sf.flushed.Load()
 	start := time.Now()
-	// The copy reads sf in order: read ahead meanwhile (readers of sf's
+	// The walk reads sf in order: read ahead meanwhile (readers of sf's
 	// records get readahead too until it is done). A retired sf is closed
 	// by then and keeps no hint.
 	db.adviseSeg(sf, vfs.AccessSequential)
@@ -354,10 +374,6 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 		}
 		db.mu.Lock()
 		if db.scanPinnedLocked(sf.gen) {
-			// A scan started since the pass chose sf: what was copied
-			// before lies below the scan's end and is seen there; the
-			// rest stays in sf, which the scan reads. A later pass
-			// goes on.
 			db.mu.Unlock()
 			return false, nil
 		}
@@ -365,7 +381,7 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 		now := db.now()
 		db.idFloor = idForCompact
 		for i := 0; err == nil && i < len(entries); i++ {
-			err = db.compactRecordLocked(sf, &entries[i], minOther, now)
+			err = each(&entries[i], now)
 		}
 		db.idFloor = idForPut
 		db.mu.Unlock()
@@ -387,7 +403,7 @@ func (db *DB) compactSegment(sf *segFile, rate int64) (bool, error) {
 			}
 		}
 	}
-	return db.retireSegment(sf)
+	return true, nil
 }
 
 // skipDamaged remembers sf as damaged until reopen, so that no later pass

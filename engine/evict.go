@@ -3,10 +3,8 @@ package engine
 import (
 	"math/bits"
 	"sync/atomic"
-	"time"
 
 	"github.com/marlinkv/marlin/segment"
-	"github.com/marlinkv/marlin/vfs"
 )
 
 // Cache mode (Options.MaxDiskBytes). When the database's files pass the
@@ -280,54 +278,11 @@ func (db *DB) evictSegment(sf *segFile, rate int64) (bool, error) {
 	end := sf.flushed.Load()
 	// Second-chance copies may take half of what the segment holds.
 	copyBudget := (end - segment.HeaderSize) / 2
-	start := time.Now()
-	db.adviseSeg(sf, vfs.AccessSequential)
-	defer func() {
-		if db.segs[sf.id].Load() == sf {
-			db.adviseSeg(sf, vfs.AccessRandom)
-		}
-	}()
-	var entries []segment.Entry
-	for off := int64(segment.HeaderSize); off < end; {
-		entries = entries[:0]
-		for chunkEnd := off + compactChunk; off < end && off < chunkEnd; {
-			r, size, err := db.decodeMapped(sf, off, end)
-			if err != nil {
-				db.skipDamaged(sf, segment.WithFile(err, sf.name))
-				return false, nil
-			}
-			entries = append(entries, segment.Entry{Off: off, Size: size, Rec: r})
-			off += int64(size)
-		}
-		db.mu.Lock()
-		if db.scanPinnedLocked(sf.gen) {
-			db.mu.Unlock()
-			return false, nil
-		}
-		err := db.failed
-		now := db.now()
-		db.idFloor = idForCompact
-		for i := 0; err == nil && i < len(entries); i++ {
-			err = db.evictRecordLocked(sf, &entries[i], minOther, now, &copyBudget)
-		}
-		db.idFloor = idForPut
-		db.mu.Unlock()
-		if err != nil {
-			return false, err
-		}
-		if db.stopping() {
-			return false, ErrClosed
-		}
-		if rate > 0 {
-			due := time.Duration(float64(off-segment.HeaderSize) / float64(rate) * float64(time.Second))
-			if d := due - time.Since(start); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-db.stopBg:
-					return false, ErrClosed
-				}
-			}
-		}
+	ok, err := db.walkSegment(sf, rate, func(e *segment.Entry, now int64) error {
+		return db.evictRecordLocked(sf, e, minOther, now, &copyBudget)
+	})
+	if !ok || err != nil {
+		return false, err
 	}
 	if db.readBits != nil {
 		db.readBits.evicted(end, db.opts.MaxDiskBytes)
