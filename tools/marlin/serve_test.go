@@ -197,19 +197,7 @@ func TestServeFillURL(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	r := bufio.NewReader(c)
-	get := func(key string) string {
-		_, err := fmt.Fprintf(c, "get %s\r\n", key)
-		require.NoError(t, err)
-		var sb strings.Builder
-		for {
-			l, err := r.ReadString('\n')
-			require.NoError(t, err)
-			sb.WriteString(l)
-			if l == "END\r\n" {
-				return sb.String()
-			}
-		}
-	}
+	get := func(key string) string { return untilEnd(t, c, r, "get "+key) }
 	require.Equal(t, "END\r\n", get("k"))
 	require.Equal(t, "END\r\n", get("absent"))
 	deadline := time.Now().Add(5 * time.Second)
@@ -241,19 +229,7 @@ func TestServeMaxDisk(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	r := bufio.NewReader(c)
-	stats := func(cmd string) string {
-		_, err := fmt.Fprintf(c, "%s\r\n", cmd)
-		require.NoError(t, err)
-		var sb strings.Builder
-		for {
-			l, err := r.ReadString('\n')
-			require.NoError(t, err)
-			sb.WriteString(l)
-			if l == "END\r\n" {
-				return sb.String()
-			}
-		}
-	}
+	stats := func(cmd string) string { return untilEnd(t, c, r, cmd) }
 	require.Contains(t, stats("stats"), "STAT limit_maxbytes 67108864\r\n")
 	require.Contains(t, stats("stats"), "STAT evictions 0\r\n")
 	require.Contains(t, stats("stats settings"), "STAT evictions on\r\n")
@@ -297,4 +273,21 @@ func TestServeSharedValues(t *testing.T) {
 	res = marlin(t, "serve", "--dir", t.TempDir(), "--shared-values", "--max-disk", "1GiB")
 	require.NotEqual(t, 0, res.code)
 	require.Contains(t, res.stderr, "--shared-values cannot be combined with --max-disk")
+}
+
+// untilEnd sends one command line on c and returns the reply up to and
+// including its END line (get, stats).
+func untilEnd(t *testing.T, c net.Conn, r *bufio.Reader, cmd string) string {
+	t.Helper()
+	_, err := fmt.Fprintf(c, "%s\r\n", cmd)
+	require.NoError(t, err)
+	var sb strings.Builder
+	for {
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		sb.WriteString(l)
+		if l == "END\r\n" {
+			return sb.String()
+		}
+	}
 }
