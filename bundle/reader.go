@@ -353,6 +353,21 @@ func (r *Reader) ForEach(fn func(key, value []byte) error) (err error) {
 	return nil
 }
 
+// Pair returns the i-th pair in the file's order (0 <= i < Len), after
+// checking its record's bounds and CRC: a cursor for walks that cannot
+// run inside a ForEach callback. The slices point into the mapping and
+// are valid until Close. The key is nil in approximate mode.
+func (r *Reader) Pair(i int) (key, value []byte, err error) {
+	if r.closed.Load() {
+		return nil, nil, ErrClosed
+	}
+	if i < 0 || i >= r.n {
+		return nil, nil, fmt.Errorf("bundle: pair %d out of range [0, %d)", i, r.n)
+	}
+	defer r.catchFault(debug.SetPanicOnFault(true), &err)
+	return r.pairAt(i)
+}
+
 // pairAt returns entry i's key (nil in approximate mode) and value after
 // checking its record's bounds and CRC.
 func (r *Reader) pairAt(i int) (key, value []byte, err error) {

@@ -184,6 +184,7 @@ func (db *DB) planBatch(b *Batch, stamp bool) (batchPlan, error) {
 func (db *DB) writeBatchLocked(b *Batch, p batchPlan) (uint64, error) {
 	total, commit, hashes, dup, repeated := p.total, p.commit, p.hashes, p.dup, p.repeated
 	first := db.nextSeq
+	b, total = db.maskBatchLocked(b, total)
 	db.ix.Prefetch(hashes)
 	// Look up every delete's key before writing anything: its tombstone's
 	// size depends on what it shadows, and a key whose index candidates

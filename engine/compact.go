@@ -453,6 +453,9 @@ func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, minOther uint64
 	switch {
 	case live && !expired:
 		return db.reappendLocked(segment.KindPut, h, r.Key, r.Value, r.Expiry, loc, 0)
+	case live && db.needsMaskLocked(r.Key):
+		// Expired, but it hides the base's value: it goes on as a mask.
+		return db.remaskLocked(h, r.Key, loc, e.Size)
 	case live: // expired but still indexed
 		if db.ix.DeleteExact(h, loc) {
 			sf.live.Add(-int64(e.Size))

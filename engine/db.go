@@ -120,6 +120,16 @@ type DB struct {
 	// once instead of at its end (freeIDsIfShort).
 	idWaiters atomic.Int32
 
+	// base is the current base bundle (nil: none); readers load it
+	// without a lock, and it changes only under mu (SetBase, Fold), after
+	// which a grace period passes before the old one is released.
+	// folding counts folds in progress (guarded by mu): while it is
+	// non-zero every delete writes a mask (base.go). foldMu serializes
+	// base switches.
+	base    atomic.Pointer[baseLayer]
+	folding int
+	foldMu  sync.Mutex
+
 	// Snapshot bookkeeping, guarded by mu: the newest snapshot's number,
 	// the write count it covers, and when it was taken.
 	snapSeq     uint64
@@ -348,6 +358,9 @@ func (db *DB) Close() error {
 // release closes files and frees memory. Nothing may run concurrently.
 func (db *DB) release() error {
 	var errs []error
+	if b := db.base.Swap(nil); b != nil {
+		errs = append(errs, b.r.Close()) // iterators cannot read it: the DB is closed
+	}
 	for i := range db.segs {
 		if sf := db.segs[i].Swap(nil); sf != nil {
 			errs = append(errs, sf.close())

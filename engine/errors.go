@@ -40,6 +40,9 @@ var (
 	ErrReadOnly = errors.New("marlin: db is read-only")
 	// ErrBadOptions: an option is out of range.
 	ErrBadOptions = errors.New("marlin: bad options")
+	// ErrBaseChanged: the base bundle was switched (SetBase, Fold) during
+	// an iterator's walk, which therefore stopped; walk again.
+	ErrBaseChanged = errors.New("marlin: base switched during the walk")
 	// ErrIO: a segment's bytes could not be read (the disk returned an I/O
 	// error, or the file was truncated underneath its mapping). The error
 	// names the file and offset; the DB keeps serving other keys.

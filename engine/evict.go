@@ -309,6 +309,12 @@ func (db *DB) evictRecordLocked(sf *segFile, e *segment.Entry, minOther uint64, 
 		db.st.secondChances.Add(1)
 		return db.reappendLocked(segment.KindPut, h, r.Key, r.Value, r.Expiry, loc, 0)
 	}
+	if db.needsMaskLocked(r.Key) {
+		// Dropping the key would show the base's value: a mask hides it.
+		db.st.evictions.Add(1)
+		db.st.evictedBytes.Add(int64(e.Size))
+		return db.remaskLocked(h, r.Key, loc, e.Size)
+	}
 	if db.ix.DeleteExact(h, loc) {
 		sf.live.Add(-int64(e.Size))
 		sf.dead.Add(int64(e.Size))

@@ -149,6 +149,9 @@ func (db *DB) expireSegment(sf *segFile, c *expiryCursor, now int64, budget int)
 	if len(victims) > 0 {
 		db.mu.Lock()
 		for _, v := range victims {
+			if db.needsMaskLocked(v.key) {
+				continue // it hides the base's value (base.go)
+			}
 			if db.ix.DeleteExact(db.hash(v.key), v.loc) {
 				sf.live.Add(-int64(v.size))
 				sf.dead.Add(int64(v.size))

@@ -9,7 +9,8 @@ import (
 	"github.com/marlinkv/marlin/segment"
 )
 
-// Iterator walks all live pairs in no particular order (log order). It
+// Iterator walks all live pairs in no particular order (log order, then
+// the base's pairs the log does not override, if the DB has a base). It
 // reads the log sequentially, segment by segment in large reads (see
 // scan.go), and yields a record only if it is a put, not expired, and the
 // index entry for its key points at exactly its location (a memory
@@ -31,6 +32,10 @@ import (
 //     overwrite moves the key's live record beyond that extent. A key
 //     created during the walk is not yielded.
 //
+// A base switched during the walk (SetBase, Fold) ends it with
+// ErrBaseChanged: the pairs of the old base and the delta's would no
+// longer fit together.
+//
 // While a walk is in progress, compaction does not rewrite the segments
 // it has not finished (they are pinned; see scan.go): a long walk holds
 // back the reclaiming of those segments. Close an iterator you do not run
@@ -47,6 +52,13 @@ type Iterator struct {
 
 	opts    IterOptions
 	skipped SkipReport
+
+	// The base layer (base.go), if the DB had one at the first Next: its
+	// pairs are yielded after the log's, except those whose key has an
+	// index entry (the delta's value, or its mask, decides).
+	base   *baseRef
+	inBase bool
+	bi     int // the next base pair
 }
 
 // IterOptions configure an Iterator.
@@ -122,10 +134,24 @@ func (it *Iterator) Next() bool {
 		it.s = db.startScan(it.opts.chunk)
 		// An iterator dropped without Close must not pin segments forever.
 		runtime.AddCleanup(it, func(s *logScan) { s.release() }, it.s)
+		if b := db.base.Load(); b != nil {
+			it.base = newBaseRef(b)
+			runtime.AddCleanup(it, func(r *baseRef) { r.release() }, it.base)
+		}
+	}
+	if it.base != nil && db.base.Load() != it.base.b {
+		return it.stop(ErrBaseChanged)
+	}
+	if it.inBase {
+		return it.nextBase()
 	}
 	now := db.now()
 	for {
 		r, loc, err := it.s.next(it.onDamage)
+		if err == io.EOF && it.base != nil {
+			it.inBase = true
+			return it.nextBase()
+		}
 		if err == io.EOF {
 			return it.stop(nil)
 		}
@@ -169,6 +195,9 @@ func (it *Iterator) stop(err error) bool {
 	it.key, it.value = nil, nil
 	if it.s != nil {
 		it.s.release()
+	}
+	if it.base != nil {
+		it.base.release()
 	}
 	return false
 }

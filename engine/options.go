@@ -200,6 +200,15 @@ type Options struct {
 	// retries, per-load timeout); used only with Loader.
 	Fill fill.Options
 
+	// Base names a base bundle (see package bundle) under the database:
+	// reads that find nothing in the database look in it, deletes of its
+	// keys write masks that hide them, and iteration sees the merged view
+	// (docs/design.md, "Base and delta"). A new database records it in
+	// its BASE file; a database that has one opens that base, and a Base
+	// naming another file is an error (switch with SetBase or Fold). An
+	// approximate bundle cannot be a base.
+	Base string
+
 	// hash, if set, replaces the database's keyed hash in tests (to force
 	// collisions).
 	hash func([]byte) uint64

@@ -57,7 +57,9 @@ func (db *DB) recordAt(loc uint64) (r segment.Record, tailLocked bool, err error
 // lookup finds the live record for key. On success the caller must call
 // db.unhold(held) when done with it (see readRecord: the record may be in
 // the tail, a pread buffer or the mapping). Expired records count as
-// absent.
+// absent. A key with no entry is looked up in the base, if any: the
+// record is then a put with sequence number 0 whose value lies in the
+// base's mapping (held is empty).
 func (db *DB) lookup(key []byte) (rec segment.Record, held hold, err error) {
 	var corrupt error
 	var badLoc uint64
@@ -82,6 +84,14 @@ func (db *DB) lookup(key []byte) (rec segment.Record, held hold, err error) {
 		// The unreadable location is a current entry of this key's hash,
 		// not a stale slot seen during a concurrent move.
 		return rec, hold{}, corrupt
+	case !found && db.base.Load() != nil:
+		// No entry in the delta: the base answers (base.go). An expired
+		// entry (below) hides the base's value instead.
+		rec, err = db.baseLookup(key)
+		if err == nil && db.readBits != nil {
+			db.readBits.mark(h)
+		}
+		return rec, hold{}, err
 	case !found:
 		return rec, hold{}, ErrNotFound
 	case rec.Expiry != 0 && rec.Expiry <= db.now():

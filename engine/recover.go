@@ -45,6 +45,10 @@ func (db *DB) recover() error {
 	if err := db.loadIdentity(names); err != nil {
 		return err
 	}
+	// Replay keeps expired puts of the base's keys (base.go).
+	if err := db.loadBase(names); err != nil {
+		return err
+	}
 	if !db.opts.ReadOnly {
 		if err := db.removeSnapshotFiles(names, db.opts.dropSnapshots); err != nil {
 			return err
@@ -574,8 +578,10 @@ func (db *DB) replayUnit(sf *segFile, es []segment.Entry, acct int64) error {
 		var found, replaced bool
 		// An expired put is replayed like a tombstone (it shadows older
 		// versions and is absent itself), except before the accounting
-		// position, where the snapshot's figures count it as indexed.
-		absent := r.Kind == segment.KindDelete || r.Expiry != 0 && r.Expiry <= now && e.Off >= acct
+		// position, where the snapshot's figures count it as indexed, and
+		// for a key the base holds, whose expired put stays indexed to
+		// hide it (base.go).
+		absent := r.Kind == segment.KindDelete || r.Expiry != 0 && r.Expiry <= now && e.Off >= acct && !db.needsMaskLocked(r.Key)
 		if absent {
 			found = db.ix.Lookup(h, db.replayMatch(r.Key, &old, &bad))
 			if found && r.Seq > old.seq {

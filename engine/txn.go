@@ -155,6 +155,9 @@ func (tx *Tx) Get(key []byte) (value []byte, it Item, found bool, err error) {
 		return append([]byte(nil), tx.b.value(op)...), it, true, nil
 	}
 	e, err := db.probeLocked(db.hash(key), key)
+	if err == nil && !e.found && db.base.Load() != nil {
+		return tx.baseGet(key)
+	}
 	if err != nil || !e.found {
 		return nil, it, false, err
 	}

@@ -127,6 +127,11 @@ func (db *DB) updateOnce(key []byte, fn UpdateFunc) (uint64, error) {
 		} else {
 			value = nil
 		}
+	} else if db.base.Load() != nil {
+		if value, found, err = db.baseCopy(key); err != nil {
+			db.mu.Unlock()
+			return 0, err
+		}
 	}
 	ch, err := fn(value, cur, found, db.nextSeq)
 	if err != nil {
@@ -148,7 +153,7 @@ func (db *DB) updateOnce(key []byte, fn UpdateFunc) (uint64, error) {
 		return db.writeLocked(segment.KindPut, h, key, ch.Value, expiry, old)
 	case Remove:
 		if !old.found {
-			if db.absentShadowLocked() == 0 {
+			if db.absentShadowLocked() == 0 && !db.needsMaskLocked(key) {
 				db.mu.Unlock()
 				return 0, nil
 			}

@@ -109,9 +109,9 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 		return db.failed
 	}
 	old, err := db.probeAfterCold(h, key, &pre)
-	if err != nil || kind == segment.KindDelete && !old.found && db.absentShadowLocked() == 0 {
+	if err != nil || kind == segment.KindDelete && !old.found && db.absentShadowLocked() == 0 && !db.needsMaskLocked(key) {
 		db.mu.Unlock()
-		return err // deleting an absent key writes nothing (but see evict.go)
+		return err // deleting an absent key writes nothing (but see evict.go, base.go)
 	}
 	_, err = db.writeLocked(kind, h, key, value, expiry, old)
 	return err
@@ -123,6 +123,11 @@ func (db *DB) writeOne(kind segment.Kind, key, value []byte, expiry int64) error
 // (in every case) and returns once the sync mode's promise holds. It
 // returns the record's sequence number.
 func (db *DB) writeLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, old entry) (uint64, error) {
+	deleting := kind == segment.KindDelete
+	if deleting && db.needsMaskLocked(key) {
+		// The base may show the key: the delete is a mask (base.go).
+		kind, value, expiry = segment.KindPut, nil, maskExpiry
+	}
 	var shadow uint64
 	if kind == segment.KindDelete {
 		if old.found {
@@ -162,10 +167,10 @@ func (db *DB) writeLocked(kind segment.Kind, h uint64, key, value []byte, expiry
 	}
 	db.nextSeq++
 	db.applyLocked(h, kind, old, loc, size, insert, shadow)
-	if kind == segment.KindPut {
-		db.st.puts.Add(1)
-	} else {
+	if deleting {
 		db.st.deletes.Add(1)
+	} else {
+		db.st.puts.Add(1)
 	}
 	db.st.records.Add(1)
 	if kind == segment.KindPut {

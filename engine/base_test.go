@@ -1,0 +1,301 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"maps"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/marlinkv/marlin/bundle"
+	"github.com/marlinkv/marlin/vfs"
+)
+
+// buildBase writes a bundle of pairs at path.
+func buildBase(t *testing.T, fs vfs.FS, path string, pairs map[string]string) {
+	t.Helper()
+	b, err := bundle.NewBuilder(fs, path, &bundle.BuildOptions{Seed: 7})
+	require.NoError(t, err)
+	for _, k := range slices.Sorted(maps.Keys(pairs)) {
+		require.NoError(t, b.Add([]byte(k), []byte(pairs[k])))
+	}
+	require.NoError(t, b.Finish())
+}
+
+// mergedView reads every pair through iteration and checks that Get and
+// Has agree with it for the keys of want and of extra.
+func mergedView(t *testing.T, db *DB) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	var err error
+	for k, v := range db.All(&err) {
+		_, dup := got[string(k)]
+		require.False(t, dup, "key %q yielded twice", k)
+		got[string(k)] = string(v)
+	}
+	require.NoError(t, err)
+	return got
+}
+
+// requireView checks that db shows exactly want, through iteration, Get
+// and Has, and that the keys of absent read as absent.
+func requireView(t *testing.T, db *DB, want map[string]string, absent ...string) {
+	t.Helper()
+	require.Equal(t, want, mergedView(t, db))
+	for k, v := range want {
+		got, err := db.Get([]byte(k))
+		require.NoError(t, err, "get %q", k)
+		require.Equal(t, v, string(got), "get %q", k)
+	}
+	for _, k := range absent {
+		_, err := db.Get([]byte(k))
+		require.ErrorIs(t, err, ErrNotFound, "get %q", k)
+		ok, err := db.Has([]byte(k))
+		require.NoError(t, err)
+		require.False(t, ok, "has %q", k)
+	}
+}
+
+type testClock struct{ ms atomic.Int64 }
+
+func (c *testClock) now() time.Time      { return time.UnixMilli(c.ms.Load()) }
+func (c *testClock) add(d time.Duration) { c.ms.Add(d.Milliseconds()) }
+
+func baseOpts(fs vfs.FS, clk *testClock) *Options {
+	o := &Options{FS: fs, SegmentSize: 16 << 10, Sync: SyncAlways, CompactionThreshold: -1}
+	if clk != nil {
+		o.Clock = clk.now
+	}
+	return o
+}
+
+func TestBaseReadThroughAndMasks(t *testing.T) {
+	fs := vfs.NewMem()
+	require.NoError(t, fs.MkdirAll("/data", 0o755))
+	buildBase(t, fs, "/data/base.bundle", map[string]string{"a": "1", "b": "2", "c": "3"})
+	clk := &testClock{}
+	clk.ms.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	o := baseOpts(fs, clk)
+	o.Base = "/data/base.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	requireView(t, db, map[string]string{"a": "1", "b": "2", "c": "3"}, "z")
+
+	require.NoError(t, db.Put([]byte("b"), []byte("20"))) // overrides the base
+	require.NoError(t, db.Put([]byte("d"), []byte("4")))  // delta only
+	require.NoError(t, db.Delete([]byte("a")))            // a mask hides the base's a
+	require.NoError(t, db.Delete([]byte("zz")))           // absent everywhere: nothing
+	require.NoError(t, db.PutTTL([]byte("c"), []byte("30"), time.Second))
+	want := map[string]string{"b": "20", "c": "30", "d": "4"}
+	requireView(t, db, want, "a", "zz")
+
+	// The TTL runs out: c is gone, not back to the base's 3, through the
+	// expirer, compaction and a reopen.
+	clk.add(2 * time.Second)
+	delete(want, "c")
+	requireView(t, db, want, "a", "c")
+	db.expirePass(map[*segFile]*expiryCursor{}, 1000)
+	require.NoError(t, db.Compact())
+	requireView(t, db, want, "a", "c")
+	// A delete of a delta-only key writes a tombstone; d is gone for good.
+	require.NoError(t, db.Delete([]byte("d")))
+	delete(want, "d")
+	requireView(t, db, want, "a", "c", "d")
+	require.NoError(t, db.Close())
+
+	// The BASE file names the base: Open finds it without the option.
+	o.Base = ""
+	db, err = Open("/db", o)
+	require.NoError(t, err)
+	require.Equal(t, "/data/base.bundle", db.Base().Path)
+	requireView(t, db, want, "a", "c", "d")
+	require.NoError(t, db.Close())
+
+	// Without snapshots (a full replay) the masks stay too.
+	o.DisableSnapshots = true
+	db, err = Open("/db", o)
+	require.NoError(t, err)
+	requireView(t, db, want, "a", "c", "d")
+	require.NoError(t, db.Close())
+
+	// Another base than the recorded one is refused.
+	buildBase(t, fs, "/data/other.bundle", map[string]string{"x": "1"})
+	o.Base = "/data/other.bundle"
+	_, err = Open("/db", o)
+	require.ErrorIs(t, err, ErrBadOptions)
+	require.ErrorContains(t, err, "base.bundle")
+}
+
+func TestBaseRefusesApproximate(t *testing.T) {
+	fs := vfs.NewMem()
+	b, err := bundle.NewBuilder(fs, "/a.bundle", &bundle.BuildOptions{Approximate: true})
+	require.NoError(t, err)
+	require.NoError(t, b.Add([]byte("k"), []byte("v")))
+	require.NoError(t, b.Finish())
+	o := baseOpts(fs, nil)
+	o.Base = "/a.bundle"
+	_, err = Open("/db", o)
+	require.ErrorIs(t, err, ErrBadOptions)
+	require.ErrorContains(t, err, "approximate")
+	_, err = fs.Stat("/db/" + BaseFileName)
+	require.Error(t, err, "no BASE file is left for a base that was refused")
+}
+
+func TestBaseFileDamaged(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b.bundle", map[string]string{"k": "v"})
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	raw := readFile(t, fs, "/db/"+BaseFileName)
+	for i := range raw {
+		bad := slices.Clone(raw)
+		bad[i] ^= 0x20
+		writeFile(t, fs, "/db/"+BaseFileName, bad)
+		_, err := Open("/db", &Options{FS: fs})
+		require.ErrorIs(t, err, ErrCorrupt, "byte %d flipped", i)
+	}
+	writeFile(t, fs, "/db/"+BaseFileName, raw)
+	require.NoError(t, fs.Remove("/b.bundle"))
+	_, err = Open("/db", &Options{FS: fs})
+	require.Error(t, err)
+	require.ErrorContains(t, err, "b.bundle")
+}
+
+func TestFold(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b1.bundle", map[string]string{"a": "1", "b": "2", "c": "3", "e": "5"})
+	clk := &testClock{}
+	clk.ms.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	o := baseOpts(fs, clk)
+	o.Base = "/b1.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("b"), []byte("20")))
+	require.NoError(t, db.Put([]byte("d"), []byte("4")))
+	require.NoError(t, db.Delete([]byte("a")))
+	require.NoError(t, db.PutTTL([]byte("e"), []byte("50"), time.Hour))
+	for i := range 300 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "n%03d", i), []byte("v")))
+	}
+	want := mergedView(t, db)
+
+	st, err := db.Fold(nil)
+	require.NoError(t, err)
+	require.Equal(t, "/db", filepath.Dir(st.Path))
+	require.EqualValues(t, len(want)-1, st.Pairs, "all but the TTL key e are in the new base")
+	// Dropped: b, d and the 300 n keys (same as the base now) and a's mask
+	// (the new base lacks a); e stays, with its TTL.
+	require.EqualValues(t, 303, st.Dropped)
+	requireView(t, db, want, "a")
+	exp, err := db.Expiry([]byte("e"))
+	require.NoError(t, err)
+	require.False(t, exp.IsZero(), "e keeps its TTL in the delta")
+	require.NoError(t, db.Close())
+
+	db, err = Open("/db", &Options{FS: fs, Clock: clk.now})
+	require.NoError(t, err)
+	require.Equal(t, st.Path, db.Base().Path)
+	requireView(t, db, want, "a")
+	// A second fold replaces the fold-made base and deletes its file.
+	require.NoError(t, db.Delete([]byte("b")))
+	delete(want, "b")
+	st2, err := db.Fold(nil)
+	require.NoError(t, err)
+	requireView(t, db, want, "a", "b")
+	_, err = fs.Stat(st.Path)
+	require.ErrorIs(t, err, iofs.ErrNotExist, "the replaced fold output is deleted")
+	_, err = fs.Stat("/b1.bundle")
+	require.NoError(t, err, "a base the user gave is never deleted")
+	require.NoError(t, db.Close())
+	db, err = Open("/db", &Options{FS: fs, Clock: clk.now})
+	require.NoError(t, err)
+	require.Equal(t, st2.Path, db.Base().Path)
+	requireView(t, db, want, "a", "b")
+	require.NoError(t, db.Close())
+}
+
+// TestFoldWithoutBase: a database with no base folds into its first one.
+func TestFoldWithoutBase(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", baseOpts(fs, nil))
+	require.NoError(t, err)
+	for i := range 100 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "v%d", i)))
+	}
+	want := mergedView(t, db)
+	require.NoError(t, fs.MkdirAll("/shared", 0o755))
+	st, err := db.Fold(&FoldOptions{Path: "/shared/first.bundle"})
+	require.NoError(t, err)
+	require.EqualValues(t, 100, st.Pairs)
+	require.EqualValues(t, 100, st.Dropped)
+	stats, err := db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, stats.Keys, "the delta is empty after the fold")
+	requireView(t, db, want)
+	require.NoError(t, db.Close())
+}
+
+// TestIteratorStopsOnBaseSwitch: a walk that straddles a switch ends with
+// ErrBaseChanged instead of mixing the old base with a delta that dropped
+// what the new one holds.
+func TestIteratorStopsOnBaseSwitch(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1", "b": "2"})
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Put([]byte("c"), []byte("3")))
+	it := db.NewIterator()
+	require.True(t, it.Next())
+	_, err = db.Fold(nil)
+	require.NoError(t, err)
+	for it.Next() {
+	}
+	require.ErrorIs(t, it.Err(), ErrBaseChanged)
+}
+
+// TestBaseTxnAndUpdate: transactions and Update read through to the base
+// and their deletes mask it.
+func TestBaseTxnAndUpdate(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1", "b": "2", "c": "3"})
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Txn(func(tx *Tx) error {
+		v, _, found, err := tx.Get([]byte("a"))
+		if err != nil || !found || string(v) != "1" {
+			return fmt.Errorf("tx.Get(a) = %q %v %v", v, found, err)
+		}
+		if err := tx.Delete([]byte("a")); err != nil {
+			return err
+		}
+		return tx.Put([]byte("b"), append(v, '!'), time.Time{})
+	})
+	require.NoError(t, err)
+	_, err = db.Update([]byte("c"), func(v []byte, _ Item, found bool, _ uint64) (Change, error) {
+		if !found || string(v) != "3" {
+			return Change{}, errors.New("update did not see the base's c")
+		}
+		return Change{Op: Remove}, nil
+	})
+	require.NoError(t, err)
+	var b Batch
+	b.Delete([]byte("b"))
+	b.Put([]byte("d"), []byte("4"))
+	require.NoError(t, db.Write(&b))
+	requireView(t, db, map[string]string{"d": "4"}, "a", "b", "c")
+}

@@ -1,0 +1,300 @@
+package engine
+
+import (
+	"cmp"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/marlinkv/marlin/bundle"
+	"github.com/marlinkv/marlin/segment"
+)
+
+// FoldOptions configure Fold. The zero value (or nil) is the default.
+type FoldOptions struct {
+	// Path is the new base bundle's file. Default: base-<16 hex>.bundle in
+	// the database directory, which the DB deletes once a later fold
+	// replaces it. A file elsewhere (to share with other processes) is
+	// never deleted by the DB.
+	Path string
+	// MemoryLimit bounds the builder's memory (bundle.BuildOptions); the
+	// rest is sorted externally, in TempDir ("": beside Path).
+	MemoryLimit int64
+	TempDir     string
+	// Cancel, when closed, stops the fold before the switch; nothing
+	// changes and the partial bundle is removed.
+	Cancel <-chan struct{}
+	// Started, if set, is called with the builder before the first pair
+	// is added, so that the caller can poll its Progress from another
+	// goroutine (a progress display).
+	Started func(b *bundle.Builder)
+}
+
+// FoldStats say what a fold or a base switch did.
+type FoldStats struct {
+	Path    string            // the new base bundle
+	Pairs   int64             // pairs in the new base
+	Dropped int64             // delta entries dropped because the new base gives the same answer
+	Build   bundle.BuildStats // the bundle builder's figures (Fold only)
+	Elapsed time.Duration     // the whole fold or switch
+}
+
+// Fold rebuilds the base: it writes the merged view (base plus delta,
+// without the pairs that have a TTL, which stay in the delta) to a new
+// bundle, makes it the base (the BASE file replaced by rename, the old
+// mapping released once the reads in flight finish), and drops from the
+// delta what the new base now holds. It works without a base too: the
+// delta becomes the first base. Reads and writes go on meanwhile; a
+// write during the fold stays in the delta (every delete made during it
+// is a mask, see base.go). A crash at any point leaves the old base and
+// the delta, or the new base and the delta, each pair consistent.
+func (db *DB) Fold(o *FoldOptions) (st FoldStats, err error) {
+	start := time.Now()
+	if o == nil {
+		o = &FoldOptions{}
+	}
+	if db.opts.ReadOnly {
+		return st, ErrReadOnly
+	}
+	if err := db.startBg(); err != nil {
+		return st, err
+	}
+	defer db.bg.Done()
+	db.foldMu.Lock()
+	defer db.foldMu.Unlock()
+
+	db.mu.Lock()
+	db.folding++
+	seq := db.nextSeq
+	db.mu.Unlock()
+	folding := true
+	endFolding := func() {
+		if folding {
+			db.mu.Lock()
+			db.folding--
+			db.mu.Unlock()
+			folding = false
+		}
+	}
+	defer endFolding()
+
+	st.Path = o.Path
+	if st.Path == "" {
+		st.Path = filepath.Join(db.dir, fmt.Sprintf("%s%016x%s", baseOwnedPre, seq, baseOwnedExt))
+	}
+	if cur := db.base.Load(); cur != nil && samePath(cur.path, st.Path) {
+		return st, fmt.Errorf("%w: the fold's output %s is the current base", ErrBadOptions, st.Path)
+	}
+	b, err := bundle.NewBuilder(db.fs, st.Path, &bundle.BuildOptions{
+		MemoryLimit: o.MemoryLimit, TempDir: o.TempDir, Cancel: o.Cancel})
+	if err != nil {
+		return st, fmt.Errorf("marlin: fold: %w", err)
+	}
+	if o.Started != nil {
+		o.Started(b)
+	}
+	if err := db.foldInto(b, o.Cancel); err != nil {
+		_ = b.Abort()
+		return st, err
+	}
+	if err := b.Finish(); err != nil {
+		return st, fmt.Errorf("marlin: fold: %w", err)
+	}
+	st.Build = b.Stats()
+	st.Pairs = st.Build.Entries
+	if err := db.switchBase(st.Path); err != nil {
+		return st, err
+	}
+	endFolding()
+	st.Dropped, err = db.dropFolded()
+	st.Elapsed = time.Since(start)
+	return st, err
+}
+
+// foldInto adds the merged view's pairs without TTL to b.
+func (db *DB) foldInto(b *bundle.Builder, cancel <-chan struct{}) error {
+	it := db.NewIterator()
+	defer it.Close()
+	for n := 0; it.Next(); n++ {
+		if n%4096 == 0 {
+			if db.stopping() {
+				return ErrClosed
+			}
+			select {
+			case <-cancel:
+				return fmt.Errorf("marlin: fold: %w", bundle.ErrCanceled)
+			default:
+			}
+		}
+		if !it.Item().Expiry.IsZero() {
+			continue // a TTL stays in the delta: a bundle has none
+		}
+		if err := b.Add(it.Key(), it.Value()); err != nil {
+			return fmt.Errorf("marlin: fold: %w", err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("marlin: fold: reading the database: %w", err)
+	}
+	return nil
+}
+
+// SetBase makes the bundle at path the base, as Fold's switch does, and
+// drops from the delta what it now holds. The delta keeps overriding it:
+// puts, and deletes of keys the old base held (their masks stay while the
+// new base has the key too). A bundle that is not a fold of this database
+// should be an export at least as new as the delta's oldest write: a key
+// deleted in the delta while the old base did not hold it reappears if
+// the new base has it.
+func (db *DB) SetBase(path string) (st FoldStats, err error) {
+	start := time.Now()
+	if db.opts.ReadOnly {
+		return st, ErrReadOnly
+	}
+	if err := db.startBg(); err != nil {
+		return st, err
+	}
+	defer db.bg.Done()
+	db.foldMu.Lock()
+	defer db.foldMu.Unlock()
+	if cur := db.base.Load(); cur != nil && samePath(cur.path, path) {
+		return st, nil
+	}
+	// Deletes during the switch are masks: the new base may hold the key.
+	db.mu.Lock()
+	db.folding++
+	db.mu.Unlock()
+	err = db.switchBase(path)
+	db.mu.Lock()
+	db.folding--
+	db.mu.Unlock()
+	if err != nil {
+		return st, err
+	}
+	st.Path = path
+	st.Pairs = int64(db.base.Load().r.Len())
+	st.Dropped, err = db.dropFolded()
+	st.Elapsed = time.Since(start)
+	return st, err
+}
+
+func samePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
+// switchBase opens the bundle at path, records it in the BASE file
+// (durably, by rename) and makes it the base; the old one is released
+// once every operation that may be reading it has finished, and deleted
+// if a fold made it. db.foldMu must be held, and db.folding non-zero.
+func (db *DB) switchBase(path string) error {
+	name, err := baseName(db.dir, path)
+	if err != nil {
+		return err
+	}
+	nb, err := db.openBase(path, name)
+	if err != nil {
+		return err
+	}
+	if err := writeBase(db.fs, db.dir, name); err != nil {
+		nb.remove = false // an owned file is removed at the next Open
+		nb.release()
+		return err
+	}
+	db.mu.Lock()
+	old := db.base.Swap(nb)
+	db.mu.Unlock()
+	db.guard.synchronize() // no lookup reads old's mapping after this
+	if old != nil {
+		old.release() // iterators walking it hold references of their own
+	}
+	return nil
+}
+
+// dropFolded takes out of the delta the entries the base now answers the
+// same way: a put without TTL whose value the base holds, and an expired
+// put (a mask) of a key the base lacks. A tombstone is written where an
+// older record of the key may remain (as compaction does for an expired
+// put), so the key does not come back at the next Open. It walks the
+// sealed segments and the flushed part of the active one; it returns the
+// entries dropped.
+func (db *DB) dropFolded() (int64, error) {
+	db.compactMu.Lock()
+	defer db.compactMu.Unlock()
+	db.mu.Lock()
+	var segs []*segFile
+	for i := range db.segs {
+		if sf := db.segs[i].Load(); sf != nil {
+			segs = append(segs, sf)
+		}
+	}
+	db.mu.Unlock()
+	slices.SortFunc(segs, func(a, b *segFile) int { return cmp.Compare(a.gen, b.gen) })
+	var dropped int64
+	for _, sf := range segs {
+		db.mu.Lock()
+		minOther := db.genMinsLocked().other(sf)
+		db.mu.Unlock()
+		_, err := db.walkSegment(sf, 0, func(e *segment.Entry, now int64) error {
+			n, err := db.dropFoldedLocked(sf, e, minOther, now)
+			dropped += n
+			return err
+		})
+		if err != nil {
+			return dropped, err
+		}
+	}
+	return dropped, nil
+}
+
+// dropFoldedLocked applies dropFolded's rule to one record of sf. db.mu
+// must be held.
+func (db *DB) dropFoldedLocked(sf *segFile, e *segment.Entry, minOther uint64, now int64) (int64, error) {
+	r := &e.Rec
+	if r.Kind != segment.KindPut {
+		return 0, nil
+	}
+	loc := segment.Loc(sf.id, e.Off)
+	h := db.hash(r.Key)
+	if !db.ix.Lookup(h, func(l uint64) bool { return l == loc }) {
+		return 0, nil // superseded
+	}
+	expired := r.Expiry != 0 && r.Expiry <= now
+	switch {
+	case expired && db.needsMaskLocked(r.Key):
+		return 0, nil
+	case !expired && (r.Expiry != 0 || db.folding > 0 || !db.sameAsBase(r.Key, r.Value)):
+		return 0, nil
+	}
+	if !db.ix.DeleteExact(h, loc) {
+		return 0, nil
+	}
+	sf.live.Add(-int64(e.Size))
+	sf.dead.Add(int64(e.Size))
+	// Older versions of the key lie in segments up to sf's generation.
+	if sf.gen >= minOther && !db.hasKeyLocked(h, r.Key) {
+		if err := db.reappendLocked(segment.KindDelete, h, r.Key, tombValue(sf.gen), 0, 0, sf.gen); err != nil {
+			return 1, err
+		}
+	}
+	return 1, nil
+}
+
+// BaseInfo describes the base layer.
+type BaseInfo struct {
+	Path  string // the bundle's file ("" and the rest zero: no base)
+	Pairs int64  // pairs in the bundle
+	Bytes int64  // the bundle's size
+}
+
+// Base describes the current base (a zero BaseInfo if there is none).
+func (db *DB) Base() BaseInfo {
+	b := db.base.Load()
+	if b == nil {
+		return BaseInfo{}
+	}
+	in := b.r.Info()
+	return BaseInfo{Path: b.path, Pairs: in.Count, Bytes: in.DataBytes + in.EntryBytes + in.FenceBytes}
+}
