@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"log/slog"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -68,7 +69,7 @@ func (c *testClock) now() time.Time      { return time.UnixMilli(c.ms.Load()) }
 func (c *testClock) add(d time.Duration) { c.ms.Add(d.Milliseconds()) }
 
 func baseOpts(fs vfs.FS, clk *testClock) *Options {
-	o := &Options{FS: fs, SegmentSize: 16 << 10, Sync: SyncAlways, CompactionThreshold: -1}
+	o := &Options{FS: fs, SegmentSize: 16 << 10, Sync: SyncAlways, CompactionThreshold: -1, Logger: slog.New(slog.DiscardHandler)}
 	if clk != nil {
 		o.Clock = clk.now
 	}
@@ -298,4 +299,51 @@ func TestBaseTxnAndUpdate(t *testing.T) {
 	b.Put([]byte("d"), []byte("4"))
 	require.NoError(t, db.Write(&b))
 	requireView(t, db, map[string]string{"d": "4"}, "a", "b", "c")
+}
+
+// TestDeletesDuringFold: keys deleted while a fold reads the merged view
+// stay deleted after the switch, though the fold may have copied them
+// into the new base (every delete during a fold is a mask).
+func TestDeletesDuringFold(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b.bundle", map[string]string{"base": "1"})
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	want := map[string]string{"base": "1"}
+	var keys []string
+	for i := range 50 {
+		k := fmt.Sprintf("d%02d", i)
+		keys = append(keys, k)
+		require.NoError(t, db.Put([]byte(k), []byte("v")))
+	}
+	added := 0
+	db.foldAddHook = func() {
+		added++
+		if added == 25 {
+			// Half the keys are in the new bundle already; delete them all
+			// (in the background writer's way: another goroutine).
+			done := make(chan error)
+			go func() {
+				for _, k := range keys {
+					if err := db.Delete([]byte(k)); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			require.NoError(t, <-done)
+		}
+	}
+	_, err = db.Fold(nil)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, added, 25, "the deletes ran during the fold")
+	requireView(t, db, want, keys...)
+	require.NoError(t, db.Close())
+	db, err = Open("/db", baseOpts(fs, nil))
+	require.NoError(t, err)
+	requireView(t, db, want, keys...)
+	require.NoError(t, db.Close())
 }

@@ -129,6 +129,9 @@ type DB struct {
 	base    atomic.Pointer[baseLayer]
 	folding int
 	foldMu  sync.Mutex
+	// foldAddHook, a test hook (nil: none), runs after each pair a fold
+	// adds to its bundle.
+	foldAddHook func()
 
 	// Snapshot bookkeeping, guarded by mu: the newest snapshot's number,
 	// the write count it covers, and when it was taken.

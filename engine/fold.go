@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/marlinkv/marlin/bundle"
@@ -81,7 +83,7 @@ func (db *DB) Fold(o *FoldOptions) (st FoldStats, err error) {
 
 	st.Path = o.Path
 	if st.Path == "" {
-		st.Path = filepath.Join(db.dir, fmt.Sprintf("%s%016x%s", baseOwnedPre, seq, baseOwnedExt))
+		st.Path = filepath.Join(db.dir, db.foldName(seq))
 	}
 	if cur := db.base.Load(); cur != nil && samePath(cur.path, st.Path) {
 		return st, fmt.Errorf("%w: the fold's output %s is the current base", ErrBadOptions, st.Path)
@@ -132,6 +134,9 @@ func (db *DB) foldInto(b *bundle.Builder, cancel <-chan struct{}) error {
 		}
 		if err := b.Add(it.Key(), it.Value()); err != nil {
 			return fmt.Errorf("marlin: fold: %w", err)
+		}
+		if db.foldAddHook != nil {
+			db.foldAddHook()
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -215,9 +220,10 @@ func (db *DB) switchBase(path string) error {
 
 // dropFolded takes out of the delta the entries the base now answers the
 // same way: a put without TTL whose value the base holds, and an expired
-// put (a mask) of a key the base lacks. A tombstone is written where an
-// older record of the key may remain (as compaction does for an expired
-// put), so the key does not come back at the next Open. It walks the
+// put (a mask) of a key the base lacks. Each gets a tombstone, since its
+// record stays in its segment until compaction (which then drops both
+// once nothing older remains), so the key does not come back at the next
+// Open. It walks the
 // sealed segments and the flushed part of the active one; it returns the
 // entries dropped.
 func (db *DB) dropFolded() (int64, error) {
@@ -234,11 +240,8 @@ func (db *DB) dropFolded() (int64, error) {
 	slices.SortFunc(segs, func(a, b *segFile) int { return cmp.Compare(a.gen, b.gen) })
 	var dropped int64
 	for _, sf := range segs {
-		db.mu.Lock()
-		minOther := db.genMinsLocked().other(sf)
-		db.mu.Unlock()
 		_, err := db.walkSegment(sf, 0, func(e *segment.Entry, now int64) error {
-			n, err := db.dropFoldedLocked(sf, e, minOther, now)
+			n, err := db.dropFoldedLocked(sf, e, now)
 			dropped += n
 			return err
 		})
@@ -251,7 +254,7 @@ func (db *DB) dropFolded() (int64, error) {
 
 // dropFoldedLocked applies dropFolded's rule to one record of sf. db.mu
 // must be held.
-func (db *DB) dropFoldedLocked(sf *segFile, e *segment.Entry, minOther uint64, now int64) (int64, error) {
+func (db *DB) dropFoldedLocked(sf *segFile, e *segment.Entry, now int64) (int64, error) {
 	r := &e.Rec
 	if r.Kind != segment.KindPut {
 		return 0, nil
@@ -273,8 +276,9 @@ func (db *DB) dropFoldedLocked(sf *segFile, e *segment.Entry, minOther uint64, n
 	}
 	sf.live.Add(-int64(e.Size))
 	sf.dead.Add(int64(e.Size))
-	// Older versions of the key lie in segments up to sf's generation.
-	if sf.gen >= minOther && !db.hasKeyLocked(h, r.Key) {
+	// Unlike compaction's, this record stays on disk: a tombstone must
+	// shadow it (and older versions), or the next Open brings it back.
+	if !db.hasKeyLocked(h, r.Key) {
 		if err := db.reappendLocked(segment.KindDelete, h, r.Key, tombValue(sf.gen), 0, 0, sf.gen); err != nil {
 			return 1, err
 		}
@@ -297,4 +301,17 @@ func (db *DB) Base() BaseInfo {
 	}
 	in := b.r.Info()
 	return BaseInfo{Path: b.path, Pairs: in.Count, Bytes: in.DataBytes + in.EntryBytes + in.FenceBytes}
+}
+
+// foldName names a fold's output in the directory: base-<n in hex>.bundle
+// with n the next sequence number, or one past the current fold-made
+// base's n if that is not smaller (two folds without a write between).
+func (db *DB) foldName(seq uint64) string {
+	if cur := db.base.Load(); cur != nil && ownedBase(cur.name) {
+		hex := strings.TrimSuffix(strings.TrimPrefix(cur.name, baseOwnedPre), baseOwnedExt)
+		if n, err := strconv.ParseUint(hex, 16, 64); err == nil && n >= seq {
+			seq = n + 1
+		}
+	}
+	return fmt.Sprintf("%s%016x%s", baseOwnedPre, seq, baseOwnedExt)
 }
