@@ -198,6 +198,9 @@ func ownedBase(name string) bool {
 // openBase opens the bundle at path as a base.
 func (db *DB) openBase(path, name string) (*baseLayer, error) {
 	r, err := bundle.Open(db.fs, path, nil)
+	if errors.Is(err, bundle.ErrCorrupt) {
+		return nil, fmt.Errorf("%w: base bundle %s: %v", ErrCorrupt, path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("marlin: base bundle: %w", err)
 	}
@@ -460,4 +463,35 @@ func (db *DB) baseCopy(key []byte) (value []byte, found bool, err error) {
 		return nil, false, err
 	}
 	return append([]byte(nil), rec.Value...), true, nil
+}
+
+// checkpointBase gives a checkpoint in dir the database's base: a bundle
+// in the database directory is linked (or copied) beside the segments, one
+// elsewhere is named by its absolute path. db.foldMu must be held.
+func (db *DB) checkpointBase(dir string, copyFiles bool, res *CheckpointResult) error {
+	b := db.base.Load()
+	if b == nil {
+		return nil
+	}
+	if filepath.IsAbs(b.name) {
+		return writeBase(db.fs, dir, b.name)
+	}
+	dst := filepath.Join(dir, b.name)
+	linked := false
+	if !copyFiles {
+		linked = db.fs.Link(b.path, dst) == nil
+	}
+	if linked {
+		res.Linked++
+	} else {
+		fi, err := db.fs.Stat(b.path)
+		if err != nil {
+			return err
+		}
+		if err := db.copyFile(b.path, dst, fi.Size()); err != nil {
+			return err
+		}
+		res.Copied++
+	}
+	return writeBase(db.fs, dir, b.name)
 }

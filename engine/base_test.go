@@ -347,3 +347,73 @@ func TestDeletesDuringFold(t *testing.T) {
 	requireView(t, db, want, keys...)
 	require.NoError(t, db.Close())
 }
+
+// TestCheckpointWithBase: a checkpoint opens to the same merged view,
+// with a fold-made base (copied or linked into it) or one elsewhere
+// (named by path).
+func TestCheckpointWithBase(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1", "b": "2"})
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Delete([]byte("a")))
+	require.NoError(t, db.Put([]byte("c"), []byte("3")))
+	want := map[string]string{"b": "2", "c": "3"}
+	check := func(dir string, copyFiles bool) {
+		_, err := db.CheckpointWith(dir, CheckpointOptions{Copy: copyFiles})
+		require.NoError(t, err)
+		cp, err := Open(dir, baseOpts(fs, nil))
+		require.NoError(t, err)
+		requireView(t, cp, want, "a")
+		require.NoError(t, cp.Close())
+	}
+	check("/cp1", false) // the base lies outside: named by path
+	require.NoError(t, db.Put([]byte("d"), []byte("4")))
+	want["d"] = "4"
+	_, err = db.Fold(nil)
+	require.NoError(t, err)
+	check("/cp2", false)
+	check("/cp3", true)
+	// The checkpoint's base is its own file: a later fold of the database
+	// deletes the old base, and the checkpoint still reads.
+	require.NoError(t, db.Put([]byte("e"), []byte("5")))
+	_, err = db.Fold(nil)
+	require.NoError(t, err)
+	cp, err := Open("/cp3", baseOpts(fs, nil))
+	require.NoError(t, err)
+	requireView(t, cp, map[string]string{"b": "2", "c": "3", "d": "4"}, "a", "e")
+	require.NoError(t, cp.Close())
+}
+
+// TestVerifyChecksBase: Verify checks the whole base bundle, and a
+// damaged one is a problem it reports, not a crash or a silent pass.
+func TestVerifyChecksBase(t *testing.T) {
+	fs := vfs.NewMem()
+	pairs := map[string]string{}
+	for i := range 200 {
+		pairs[fmt.Sprintf("k%03d", i)] = fmt.Sprintf("value-%d", i)
+	}
+	buildBase(t, fs, "/b.bundle", pairs)
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("x"), []byte("y")))
+	require.NoError(t, db.Close())
+	rep, err := Verify("/db", &Options{FS: fs})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problems)
+	require.Equal(t, "/b.bundle", rep.Base)
+
+	raw := readFile(t, fs, "/b.bundle")
+	bad := slices.Clone(raw)
+	bad[100] ^= 1 // in the data section: a record's CRC fails
+	writeFile(t, fs, "/b.bundle", bad)
+	rep, err = Verify("/db", &Options{FS: fs})
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+	require.Contains(t, rep.Problems[0].What, "base bundle")
+}

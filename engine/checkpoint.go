@@ -39,8 +39,8 @@ type CheckpointOptions struct {
 
 // CheckpointResult says how a checkpoint's segments were made.
 type CheckpointResult struct {
-	Linked int   // sealed segments hard-linked (sharing blocks with the database)
-	Copied int   // segments copied
+	Linked int   // sealed segments (and a base bundle in the directory) hard-linked, sharing blocks with the database
+	Copied int   // segments (and a base bundle) copied
 	Bytes  int64 // bytes copied
 }
 
@@ -65,14 +65,19 @@ func (db *DB) CheckpointWith(destDir string, co CheckpointOptions) (CheckpointRe
 	if len(names) > 0 {
 		return res, fmt.Errorf("marlin: checkpoint: %s is not empty: give a new or empty directory", destDir)
 	}
-	// compactMu keeps every segment the snapshot names in place until the
-	// copies are made.
+	// foldMu keeps the base the delta goes with; compactMu keeps every
+	// segment the snapshot names in place until the copies are made.
+	db.foldMu.Lock()
+	defer db.foldMu.Unlock()
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
 	_, err = db.writeSnapshot(destDir, snapName(1), db.stopBg, func(meta *snapMeta) error {
 		// The checkpoint is this database: same identity and hash key,
 		// written before any segment (the invariant Open relies on).
 		if err := writeMeta(db.fs, destDir, db.meta); err != nil {
+			return fmt.Errorf("marlin: checkpoint: %w", err)
+		}
+		if err := db.checkpointBase(destDir, co.Copy, &res); err != nil {
 			return fmt.Errorf("marlin: checkpoint: %w", err)
 		}
 		for _, s := range meta.segs {

@@ -45,6 +45,7 @@ type VerifyReport struct {
 	Records      int64           // records that decoded
 	Keys         int64           // live keys after a full replay of the log (expired ones not counted)
 	SnapshotUsed bool            // the index snapshot was loaded and compared with the replay
+	Base         string          // the base bundle, checked whole (every section and record CRC); "": none
 	Problems     []VerifyProblem // everything found wrong; none means the database is sound
 }
 
@@ -94,6 +95,12 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	}
 	fdb.verifyEntries(rep)
 	fdb.verifyAccounting(rep, "a full replay")
+	if b := fdb.base.Load(); b != nil {
+		rep.Base = b.path
+		if err := b.r.Verify(); err != nil {
+			rep.Problems = append(rep.Problems, VerifyProblem{File: b.path, Offset: -1, What: "base bundle: " + err.Error()})
+		}
+	}
 
 	sdb, err := Open(dir, &o)
 	var ce *segment.CorruptError
