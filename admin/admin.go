@@ -14,6 +14,9 @@
 //	POST /compact                   a full compaction pass
 //	POST /snapshot                  an index snapshot now
 //	POST /sync                      fsync every write so far
+//	GET  /base                      the base bundle under the database (engine.BaseInfo)
+//	POST /fold[?path=F&memory=N]    fold base and delta into a new base and switch to it (engine.FoldStats)
+//	POST /base?path=F               switch to the base bundle F (engine.FoldStats)
 //
 // The handler gives whoever reaches it control of the database (a
 // checkpoint writes where it is told): serve it on a loopback or otherwise
@@ -26,6 +29,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"net/http"
 	"strconv"
 
@@ -57,6 +61,31 @@ func Handler(db *engine.DB) http.Handler {
 	mux.HandleFunc("POST /compact", func(w http.ResponseWriter, r *http.Request) { reply(w, done{true}, db.Compact()) })
 	mux.HandleFunc("POST /snapshot", func(w http.ResponseWriter, r *http.Request) { reply(w, done{true}, db.Snapshot()) })
 	mux.HandleFunc("POST /sync", func(w http.ResponseWriter, r *http.Request) { reply(w, done{true}, db.Sync()) })
+	mux.HandleFunc("GET /base", func(w http.ResponseWriter, r *http.Request) { reply(w, db.Base(), nil) })
+	mux.HandleFunc("POST /fold", func(w http.ResponseWriter, r *http.Request) {
+		o := &engine.FoldOptions{Path: r.URL.Query().Get("path")}
+		if s := r.URL.Query().Get("memory"); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n <= 0 {
+				fail(w, http.StatusBadRequest, errors.New("memory: want a number of bytes"))
+				return
+			}
+			o.MemoryLimit = n
+		}
+		// A client that goes away does not stop the fold: it switches
+		// only when complete, and stopping it midway gains nothing.
+		st, err := db.Fold(o)
+		reply(w, st, err)
+	})
+	mux.HandleFunc("POST /base", func(w http.ResponseWriter, r *http.Request) {
+		path := r.URL.Query().Get("path")
+		if path == "" {
+			fail(w, http.StatusBadRequest, errors.New("want ?path=FILE, a bundle"))
+			return
+		}
+		st, err := db.SetBase(path)
+		reply(w, st, err)
+	})
 	return mux
 }
 
@@ -112,6 +141,8 @@ func reply(w http.ResponseWriter, v any, err error) {
 			status = http.StatusServiceUnavailable
 		case errors.Is(err, engine.ErrReadOnly):
 			status = http.StatusConflict
+		case errors.Is(err, engine.ErrBadOptions), errors.Is(err, fs.ErrNotExist):
+			status = http.StatusBadRequest
 		}
 		fail(w, status, err)
 		return

@@ -86,3 +86,65 @@ func TestHandler(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "v", string(v))
 }
+
+// TestFoldAndBase: a running database folds into a new base and switches
+// bases through the handler, and reads go on seeing the same pairs.
+func TestFoldAndBase(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(filepath.Join(dir, "db"), &engine.Options{Sync: engine.SyncNone})
+	require.NoError(t, err)
+	defer db.Close()
+	for _, k := range []string{"a", "b", "c"} {
+		require.NoError(t, db.Put([]byte(k), []byte("v-"+k)))
+	}
+	srv := httptest.NewServer(Handler(db))
+	defer srv.Close()
+	post := func(path string) (int, string) {
+		resp, err := http.Post(srv.URL+path, "", nil)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	out := filepath.Join(dir, "first.bundle")
+	code, body := post("/fold?path=" + out)
+	require.Equal(t, 200, code, body)
+	var st engine.FoldStats
+	require.NoError(t, json.Unmarshal([]byte(body), &st))
+	require.EqualValues(t, 3, st.Pairs)
+	require.EqualValues(t, 3, st.Dropped)
+
+	resp, err := http.Get(srv.URL + "/base")
+	require.NoError(t, err)
+	var bi engine.BaseInfo
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&bi))
+	resp.Body.Close()
+	require.Equal(t, out, bi.Path)
+	require.EqualValues(t, 3, bi.Pairs)
+	v, err := db.Get([]byte("b"))
+	require.NoError(t, err)
+	require.Equal(t, "v-b", string(v))
+
+	// Folding into the current base's file is refused; a missing bundle
+	// is a bad request too.
+	code, _ = post("/fold?path=" + out)
+	require.Equal(t, 400, code)
+	code, _ = post("/base?path=" + filepath.Join(dir, "missing.bundle"))
+	require.Equal(t, 400, code)
+	code, _ = post("/base")
+	require.Equal(t, 400, code)
+
+	require.NoError(t, db.Delete([]byte("a")))
+	code, body = post("/fold")
+	require.Equal(t, 200, code, body)
+	require.NoError(t, json.Unmarshal([]byte(body), &st))
+	_, err = db.Get([]byte("a"))
+	require.ErrorIs(t, err, engine.ErrNotFound)
+	require.NoError(t, db.Put([]byte("d"), []byte("v-d")))
+	code, body = post("/base?path=" + out) // a switch keeps the delta's writes on top
+	require.Equal(t, 200, code, body)
+	v, err = db.Get([]byte("d"))
+	require.NoError(t, err)
+	require.Equal(t, "v-d", string(v))
+}

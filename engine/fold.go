@@ -230,6 +230,14 @@ func (db *DB) dropFolded() (int64, error) {
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
 	db.mu.Lock()
+	// The walk reads flushed records only: flush the tail first, so
+	// writes made before the switch are seen.
+	if db.failed == nil && db.active != nil {
+		if err := db.flushLocked(); err != nil {
+			db.mu.Unlock()
+			return 0, err
+		}
+	}
 	var segs []*segFile
 	for i := range db.segs {
 		if sf := db.segs[i].Load(); sf != nil {
