@@ -39,6 +39,10 @@ type BuildOptions struct {
 	// Seed is the hash seed (0: drawn at random). A bundle's seed is in
 	// its footer; set one only for reproducible files.
 	Seed uint64
+	// ValueFormat tags the values' format in the footer (ValuesPlain or
+	// ValuesItems) for readers that serve them; the bundle does not
+	// look at it.
+	ValueFormat uint8
 	// Cancel, when closed, makes Add and Finish stop with ErrCanceled
 	// (the temporary files are removed; the output name is untouched).
 	Cancel <-chan struct{}
@@ -120,6 +124,9 @@ func NewBuilder(fs vfs.FS, path string, o *BuildOptions) (*Builder, error) {
 	b := &Builder{fs: fs, path: path, started: time.Now()}
 	if o != nil {
 		b.o = *o
+	}
+	if b.o.ValueFormat > ValuesItems {
+		return nil, fmt.Errorf("bundle: value format %d (want ValuesPlain or ValuesItems)", b.o.ValueFormat)
 	}
 	switch {
 	case b.o.MemoryLimit == 0:

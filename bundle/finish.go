@@ -188,7 +188,7 @@ func (b *Builder) newWriter(sinkCap int) (*writer, error) {
 		return nil, err
 	}
 	w := &writer{b: b, f: f, out: bufio.NewWriterSize(f, outBuf), ents: ents}
-	w.foot = footer{mode: modeExact, hashFn: hashFarm64, seed: b.seed, builtMs: time.Now().UnixMilli()}
+	w.foot = footer{mode: modeExact, hashFn: hashFarm64, seed: b.seed, builtMs: time.Now().UnixMilli(), valueFmt: b.o.ValueFormat}
 	if b.o.Approximate {
 		w.foot.mode, w.foot.checkSeed = modeApproximate, deriveCheckSeed(b.seed)
 	}

@@ -149,6 +149,19 @@ func recordCRC(h uint64, aux uint16, key, value []byte) uint32 {
 // alignUp rounds x up to a multiple of a (a power of two).
 func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
 
+// Value formats (BuildOptions.ValueFormat, Info.ValueFormat): a tag in
+// the footer saying how readers should take the values. The bundle itself
+// treats every value as bytes.
+const (
+	// ValuesPlain: the values are the data (every bundle built from dump
+	// files or by hand).
+	ValuesPlain uint8 = 0
+	// ValuesItems: each value is an item as marlin serve stores it (a
+	// header with memcached's flags and CAS in front of the data;
+	// docs/server.md): a fold of a database marlin serve writes.
+	ValuesItems uint8 = 1
+)
+
 // footer is the decoded footer. Layout (little-endian), 128 bytes:
 //
 //	  0  8  magic "MARLNBDL"
@@ -156,7 +169,8 @@ func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
 //	 10  1  mode (1 exact, 2 approximate)
 //	 11  1  hash function (1: farmhash64 with seed)
 //	 12  1  fence bits k
-//	 13  3  zero
+//	 13  1  value format (0 plain, 1 items of marlin serve; a tag for readers)
+//	 14  2  zero
 //	 16  8  seed
 //	 24  8  check seed (approximate mode; derived from seed, 0 in exact mode)
 //	 32  8  entry count n
@@ -175,6 +189,7 @@ type footer struct {
 	mode       uint8
 	hashFn     uint8
 	fenceBits  uint8
+	valueFmt   uint8
 	seed       uint64
 	checkSeed  uint64
 	count      uint64
@@ -211,7 +226,7 @@ func (f *footer) encode() []byte {
 	copy(b, magic)
 	le := binary.LittleEndian
 	le.PutUint16(b[8:], Version)
-	b[10], b[11], b[12] = f.mode, f.hashFn, f.fenceBits
+	b[10], b[11], b[12], b[13] = f.mode, f.hashFn, f.fenceBits, f.valueFmt
 	le.PutUint64(b[16:], f.seed)
 	le.PutUint64(b[24:], f.checkSeed)
 	le.PutUint64(b[32:], f.count)
@@ -250,7 +265,7 @@ func decodeFooter(b []byte, size uint64) (*footer, error) {
 		return bad("checksum %#08x, computed %#08x", got, want)
 	}
 	f := &footer{
-		mode: b[10], hashFn: b[11], fenceBits: b[12],
+		mode: b[10], hashFn: b[11], fenceBits: b[12], valueFmt: b[13],
 		seed: le.Uint64(b[16:]), checkSeed: le.Uint64(b[24:]),
 		count: le.Uint64(b[32:]), keyBytes: le.Uint64(b[40:]), valueBytes: le.Uint64(b[48:]),
 		dataLen: le.Uint64(b[56:]), entriesOff: le.Uint64(b[64:]), fileSize: le.Uint64(b[72:]),
@@ -258,9 +273,9 @@ func decodeFooter(b []byte, size uint64) (*footer, error) {
 		dataCRC:    le.Uint32(b[88:]),
 		entriesCRC: le.Uint32(b[92:]), fencesCRC: le.Uint32(b[96:]),
 	}
-	for i, c := range b[13:16] {
+	for i, c := range b[14:16] {
 		if c != 0 {
-			return bad("reserved byte %d is %#x, want 0", 13+i, c)
+			return bad("reserved byte %d is %#x, want 0", 14+i, c)
 		}
 	}
 	for i, c := range b[100:124] {
@@ -269,6 +284,8 @@ func decodeFooter(b []byte, size uint64) (*footer, error) {
 		}
 	}
 	switch {
+	case f.valueFmt > ValuesItems:
+		return bad("value format %d (want 0 plain or 1 items)", f.valueFmt)
 	case f.mode != modeExact && f.mode != modeApproximate:
 		return bad("mode %d (want 1 exact or 2 approximate)", f.mode)
 	case f.hashFn != hashFarm64:

@@ -412,6 +412,7 @@ func (r *Reader) Close() error {
 type Info struct {
 	Version     int   // the format version
 	Approximate bool  // keys stored as hashes only (see FalsePositiveRate)
+	ValueFormat uint8 // ValuesPlain or ValuesItems (a tag for readers)
 	Count       int64 // pairs
 	KeyBytes    int64 // sum of the key lengths (0 if approximate)
 	ValueBytes  int64 // sum of the value lengths
@@ -431,6 +432,7 @@ func (r *Reader) Info() Info {
 	return Info{
 		Version:     Version,
 		Approximate: f.approximate(),
+		ValueFormat: f.valueFmt,
 		Count:       int64(f.count),
 		KeyBytes:    int64(f.keyBytes),
 		ValueBytes:  int64(f.valueBytes),

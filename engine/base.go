@@ -8,6 +8,7 @@ import (
 	iofs "io/fs"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,7 @@ type baseLayer struct {
 	r      *bundle.Reader
 	path   string // the path it was opened at
 	name   string // as the BASE file records it: relative to the directory when inside it
+	seq    uint64 // the sequence number of its pairs: the DB's next one when it was switched to
 	refs   atomic.Int64
 	remove bool // the DB made the file (a fold's output): delete it once unused
 	fs     vfs.FS
@@ -85,65 +87,77 @@ func (b *baseLayer) release() {
 	}
 }
 
-// encodeBase returns the BASE file naming name: the magic line, the name
-// and the CRC-32C of the two lines before it, in hex.
-func encodeBase(name string) []byte {
-	body := baseMagic + "\n" + name + "\n"
+// baseRecord is what a BASE file records.
+type baseRecord struct {
+	name string // the bundle: relative to the directory, or absolute
+	seq  uint64 // the sequence number of its pairs
+}
+
+// encodeBase returns the BASE file of r: the magic line, the name, the
+// sequence number in decimal and the CRC-32C of the lines before it, in
+// hex (docs/format.md).
+func encodeBase(r baseRecord) []byte {
+	body := fmt.Sprintf("%s\n%s\n%d\n", baseMagic, r.name, r.seq)
 	return fmt.Appendf([]byte(body), "%08x\n", crc32.Checksum([]byte(body), crcTable))
 }
 
-// decodeBase returns the name a BASE file holds.
-func decodeBase(b []byte) (string, error) {
+// decodeBase parses a BASE file.
+func decodeBase(b []byte) (baseRecord, error) {
 	lines := strings.Split(string(b), "\n")
-	if len(lines) != 4 || lines[3] != "" || lines[0] != baseMagic || lines[1] == "" {
-		return "", errors.New("not a BASE file (want the magic line, a file name and a checksum)")
+	if len(lines) != 5 || lines[4] != "" || lines[0] != baseMagic || lines[1] == "" {
+		return baseRecord{}, errors.New("not a BASE file (want the magic line, a file name, a sequence number and a checksum)")
 	}
-	body := lines[0] + "\n" + lines[1] + "\n"
-	if want := fmt.Sprintf("%08x", crc32.Checksum([]byte(body), crcTable)); lines[2] != want {
-		return "", fmt.Errorf("checksum %s, want %s", lines[2], want)
+	body := strings.Join(lines[:3], "\n") + "\n"
+	if want := fmt.Sprintf("%08x", crc32.Checksum([]byte(body), crcTable)); lines[3] != want {
+		return baseRecord{}, fmt.Errorf("checksum %s, want %s", lines[3], want)
 	}
-	return lines[1], nil
+	seq, err := strconv.ParseUint(lines[2], 10, 64)
+	if err != nil || seq == 0 {
+		return baseRecord{}, fmt.Errorf("bad sequence number %q", lines[2])
+	}
+	return baseRecord{name: lines[1], seq: seq}, nil
 }
 
-// readBase returns the name dir's BASE file records, or "" if there is
-// none.
-func readBase(fs vfs.FS, dir string) (string, error) {
+// readBase returns what dir's BASE file records (a zero record if there
+// is none).
+func readBase(fs vfs.FS, dir string) (baseRecord, error) {
+	var none baseRecord
 	path := filepath.Join(dir, BaseFileName)
 	f, err := fs.Open(path)
 	if errors.Is(err, iofs.ErrNotExist) {
-		return "", nil
+		return none, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("marlin: open %s: %w", path, err)
+		return none, fmt.Errorf("marlin: open %s: %w", path, err)
 	}
 	defer f.Close()
 	size, err := f.Size()
 	if err != nil {
-		return "", fmt.Errorf("marlin: stat %s: %w", path, err)
+		return none, fmt.Errorf("marlin: stat %s: %w", path, err)
 	}
 	if size > 64<<10 {
-		return "", fmt.Errorf("%w: %s: %d bytes, too large for a BASE file", ErrCorrupt, path, size)
+		return none, fmt.Errorf("%w: %s: %d bytes, too large for a BASE file", ErrCorrupt, path, size)
 	}
 	b := make([]byte, size)
 	if _, err := f.ReadAt(b, 0); err != nil {
-		return "", fmt.Errorf("marlin: read %s: %w", path, err)
+		return none, fmt.Errorf("marlin: read %s: %w", path, err)
 	}
-	name, err := decodeBase(b)
+	r, err := decodeBase(b)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+		return none, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
-	return name, nil
+	return r, nil
 }
 
-// writeBase makes dir's BASE file name the bundle name, durably: temp
-// file, fsync, rename, fsync of the directory.
-func writeBase(fs vfs.FS, dir, name string) error {
+// writeBase makes dir's BASE file record r, durably: temp file, fsync,
+// rename, fsync of the directory.
+func writeBase(fs vfs.FS, dir string, r baseRecord) error {
 	tmp := filepath.Join(dir, baseTmpName)
 	f, err := fs.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("marlin: create %s: %w", tmp, err)
 	}
-	_, err = f.Write(encodeBase(name))
+	_, err = f.Write(encodeBase(r))
 	if err == nil {
 		err = f.Sync()
 	}
@@ -195,8 +209,9 @@ func ownedBase(name string) bool {
 	return !filepath.IsAbs(name) && strings.HasPrefix(name, baseOwnedPre) && strings.HasSuffix(name, baseOwnedExt)
 }
 
-// openBase opens the bundle at path as a base.
-func (db *DB) openBase(path, name string) (*baseLayer, error) {
+// openBase opens the bundle at path as a base whose pairs have sequence
+// number seq.
+func (db *DB) openBase(path, name string, seq uint64) (*baseLayer, error) {
 	r, err := bundle.Open(db.fs, path, nil)
 	if errors.Is(err, bundle.ErrCorrupt) {
 		return nil, fmt.Errorf("%w: base bundle %s: %v", ErrCorrupt, path, err)
@@ -208,22 +223,24 @@ func (db *DB) openBase(path, name string) (*baseLayer, error) {
 		_ = r.Close()
 		return nil, fmt.Errorf("%w: base bundle %s is approximate (it stores no keys, so absent keys would read as present)", ErrBadOptions, path)
 	}
-	b := &baseLayer{r: r, path: path, name: name, fs: db.fs, remove: ownedBase(name)}
+	b := &baseLayer{r: r, path: path, name: name, seq: seq, fs: db.fs, remove: ownedBase(name)}
 	b.refs.Store(1)
 	return b, nil
 }
 
 // loadBase opens the base at Open (before replay, which needs it): the
 // one the BASE file names, or Options.Base, which a new BASE file then
-// records. If both are given they must name the same file: switching to
+// records (recordBase, after replay: its sequence number is the log's
+// next). If both are given they must name the same file: switching to
 // another base is SetBase's or Fold's job, since the delta may already
 // have dropped what the current base holds. names is the listing of the
 // directory.
 func (db *DB) loadBase(names []string) error {
-	recorded, err := readBase(db.fs, db.dir)
+	rec, err := readBase(db.fs, db.dir)
 	if err != nil {
 		return err
 	}
+	recorded := rec.name
 	if !db.opts.ReadOnly {
 		for _, n := range names {
 			if n == baseTmpName {
@@ -251,15 +268,9 @@ func (db *DB) loadBase(names []string) error {
 			return err
 		}
 	}
-	layer, err := db.openBase(basePath(db.dir, name), name)
+	layer, err := db.openBase(basePath(db.dir, name), name, rec.seq)
 	if err != nil {
 		return err
-	}
-	if recorded == "" && !db.opts.ReadOnly {
-		if err := writeBase(db.fs, db.dir, name); err != nil {
-			layer.release()
-			return err
-		}
 	}
 	layer.remove = layer.remove && !db.opts.ReadOnly
 	db.base.Store(layer)
@@ -267,6 +278,26 @@ func (db *DB) loadBase(names []string) error {
 		db.removeStaleBases(names, name)
 	}
 	return nil
+}
+
+// recordBase writes the BASE file for a base given by Options.Base that
+// no BASE file records yet, once replay has found the log's next sequence
+// number, which becomes the base's. A read-only Open writes nothing and
+// uses that number in memory.
+func (db *DB) recordBase() error {
+	b := db.base.Load()
+	if b != nil && b.seq >= db.nextSeq {
+		db.nextSeq = b.seq + 1 // no write after the switch reached it yet
+	}
+	if b == nil || b.seq != 0 {
+		return nil
+	}
+	b.seq = db.nextSeq
+	db.nextSeq++ // the base's number is no write's
+	if db.opts.ReadOnly {
+		return nil
+	}
+	return writeBase(db.fs, db.dir, baseRecord{name: b.name, seq: b.seq})
 }
 
 // removeStaleBases deletes the fold outputs in the directory that the BASE
@@ -299,8 +330,9 @@ func (db *DB) needsMaskLocked(key []byte) bool {
 	return db.folding > 0 || db.baseHas(key)
 }
 
-// baseLookup returns key's record from the base, as a put with sequence
-// number 0 and no expiry whose value points into the bundle's mapping
+// baseLookup returns key's record from the base, as a put with the
+// base's sequence number and no expiry whose value points into the
+// bundle's mapping
 // (valid while the caller is inside an operation: a replaced base is
 // closed only after those in flight finish).
 func (db *DB) baseLookup(key []byte) (segment.Record, error) {
@@ -311,7 +343,7 @@ func (db *DB) baseLookup(key []byte) (segment.Record, error) {
 	v, err := b.r.Get(key)
 	switch {
 	case err == nil:
-		return segment.Record{Kind: segment.KindPut, Key: key, Value: v}, nil
+		return segment.Record{Kind: segment.KindPut, Seq: b.seq, Key: key, Value: v}, nil
 	case errors.Is(err, bundle.ErrNotFound):
 		return segment.Record{}, ErrNotFound
 	case errors.Is(err, bundle.ErrCorrupt):
@@ -387,10 +419,9 @@ func (db *DB) remaskLocked(h uint64, key []byte, oldLoc uint64, oldSize int) err
 }
 
 // baseGet is Tx.Get of a key the delta does not hold: the base's value,
-// copied (a fault reading the mapping is an ErrIO error), with sequence
-// number 0.
+// copied (a fault reading the mapping is an ErrIO error).
 func (tx *Tx) baseGet(key []byte) (value []byte, it Item, found bool, err error) {
-	value, found, err = tx.db.baseCopy(key)
+	value, it, found, err = tx.db.baseCopy(key)
 	return value, it, found, err
 }
 
@@ -429,7 +460,7 @@ func (it *Iterator) nextBase() bool {
 		if db.deltaHolds(k) {
 			continue
 		}
-		it.key, it.value, it.item = k, v, Item{}
+		it.key, it.value, it.item = k, v, Item{Seq: it.base.b.seq, Base: true}
 		return true
 	}
 	return it.stop(nil)
@@ -451,18 +482,18 @@ func (db *DB) deltaHolds(key []byte) bool {
 	})
 }
 
-// baseCopy returns a copy of the base's value for key and whether it has
-// one; a fault reading the mapping is an ErrIO error.
-func (db *DB) baseCopy(key []byte) (value []byte, found bool, err error) {
+// baseCopy returns a copy of the base's value for key, its version, and
+// whether it has one; a fault reading the mapping is an ErrIO error.
+func (db *DB) baseCopy(key []byte) (value []byte, it Item, found bool, err error) {
 	defer db.catchFault(debug.SetPanicOnFault(true), &err)
 	rec, err := db.baseLookup(key)
 	if errors.Is(err, ErrNotFound) {
-		return nil, false, nil
+		return nil, it, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, it, false, err
 	}
-	return append([]byte(nil), rec.Value...), true, nil
+	return append([]byte(nil), rec.Value...), Item{Seq: rec.Seq, Base: true}, true, nil
 }
 
 // checkpointBase gives a checkpoint in dir the database's base: a bundle
@@ -473,8 +504,9 @@ func (db *DB) checkpointBase(dir string, copyFiles bool, res *CheckpointResult) 
 	if b == nil {
 		return nil
 	}
+	rec := baseRecord{name: b.name, seq: b.seq}
 	if filepath.IsAbs(b.name) {
-		return writeBase(db.fs, dir, b.name)
+		return writeBase(db.fs, dir, rec)
 	}
 	dst := filepath.Join(dir, b.name)
 	linked := false
@@ -493,5 +525,5 @@ func (db *DB) checkpointBase(dir string, copyFiles bool, res *CheckpointResult) 
 		}
 		res.Copied++
 	}
-	return writeBase(db.fs, dir, b.name)
+	return writeBase(db.fs, dir, rec)
 }

@@ -427,3 +427,44 @@ func TestVerifyChecksBase(t *testing.T) {
 	require.False(t, rep.OK())
 	require.Contains(t, rep.Problems[0].What, "base bundle")
 }
+
+// TestBaseItemVersion: a base pair reads with Item.Base and the base's
+// sequence number, older than every write since the switch and the same
+// after a reopen; a new base gets a newer one.
+func TestBaseItemVersion(t *testing.T) {
+	fs := vfs.NewMem()
+	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1"})
+	db, err := Open("/db", baseOpts(fs, nil))
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("x"), []byte("1"))) // a database with data gets a base
+	require.NoError(t, db.Close())
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err = Open("/db", o)
+	require.NoError(t, err)
+	_, it, err := db.AppendItem(nil, []byte("a"))
+	require.NoError(t, err)
+	require.True(t, it.Base)
+	_, itx, err := db.AppendItem(nil, []byte("x"))
+	require.NoError(t, err)
+	require.False(t, itx.Base)
+	require.Greater(t, it.Seq, itx.Seq, "the base came after x's write")
+	require.Equal(t, db.Base().Seq, it.Seq)
+	require.NoError(t, db.Put([]byte("y"), []byte("2")))
+	_, ity, err := db.AppendItem(nil, []byte("y"))
+	require.NoError(t, err)
+	seq := ity.Seq
+	require.Greater(t, seq, it.Seq, "a write after the switch is newer than the base")
+	require.NoError(t, db.Close())
+	db, err = Open("/db", baseOpts(fs, nil))
+	require.NoError(t, err)
+	_, it2, err := db.AppendItem(nil, []byte("a"))
+	require.NoError(t, err)
+	require.Equal(t, it.Seq, it2.Seq, "the base's number is recorded")
+	_, err = db.Fold(nil)
+	require.NoError(t, err)
+	_, it3, err := db.AppendItem(nil, []byte("a"))
+	require.NoError(t, err)
+	require.Greater(t, it3.Seq, seq)
+	require.NoError(t, db.Close())
+}

@@ -265,6 +265,7 @@ const (
 type hold struct {
 	tail bool
 	buf  *[]byte
+	base bool // the record is the base's (nothing is held)
 }
 
 func (db *DB) unhold(h hold) {

@@ -303,6 +303,9 @@ func (db *DB) open() error {
 	if err := db.recover(); err != nil {
 		return err
 	}
+	if err := db.recordBase(); err != nil {
+		return err
+	}
 	db.noteSizeLocked()
 	return nil
 }

@@ -24,9 +24,18 @@ type FoldOptions struct {
 	// rest is sorted externally, in TempDir ("": beside Path).
 	MemoryLimit int64
 	TempDir     string
+	// ValueFormat tags the new bundle's values (bundle.ValuesPlain or
+	// bundle.ValuesItems, for a database marlin serve writes). Zero: the
+	// current base's format (plain without a base).
+	ValueFormat uint8
 	// Cancel, when closed, stops the fold before the switch; nothing
 	// changes and the partial bundle is removed.
 	Cancel <-chan struct{}
+	// Skip, if set, leaves out of the new base the pairs it returns true
+	// for (a server's items that a flush_all hides but its sweep has not
+	// removed yet). Such a key then reads as absent only if the delta
+	// holds it too; use it for pairs that must not come back.
+	Skip func(key, value []byte, it Item) bool
 	// Started, if set, is called with the builder before the first pair
 	// is added, so that the caller can poll its Progress from another
 	// goroutine (a progress display).
@@ -88,15 +97,19 @@ func (db *DB) Fold(o *FoldOptions) (st FoldStats, err error) {
 	if cur := db.base.Load(); cur != nil && samePath(cur.path, st.Path) {
 		return st, fmt.Errorf("%w: the fold's output %s is the current base", ErrBadOptions, st.Path)
 	}
+	vf := o.ValueFormat
+	if cur := db.base.Load(); vf == 0 && cur != nil {
+		vf = cur.r.Info().ValueFormat
+	}
 	b, err := bundle.NewBuilder(db.fs, st.Path, &bundle.BuildOptions{
-		MemoryLimit: o.MemoryLimit, TempDir: o.TempDir, Cancel: o.Cancel})
+		MemoryLimit: o.MemoryLimit, TempDir: o.TempDir, Cancel: o.Cancel, ValueFormat: vf})
 	if err != nil {
 		return st, fmt.Errorf("marlin: fold: %w", err)
 	}
 	if o.Started != nil {
 		o.Started(b)
 	}
-	if err := db.foldInto(b, o.Cancel); err != nil {
+	if err := db.foldInto(b, o); err != nil {
 		_ = b.Abort()
 		return st, err
 	}
@@ -114,8 +127,9 @@ func (db *DB) Fold(o *FoldOptions) (st FoldStats, err error) {
 	return st, err
 }
 
-// foldInto adds the merged view's pairs without TTL to b.
-func (db *DB) foldInto(b *bundle.Builder, cancel <-chan struct{}) error {
+// foldInto adds the merged view's pairs without TTL to b, but those
+// o.Skip rejects.
+func (db *DB) foldInto(b *bundle.Builder, o *FoldOptions) error {
 	it := db.NewIterator()
 	defer it.Close()
 	for n := 0; it.Next(); n++ {
@@ -124,13 +138,16 @@ func (db *DB) foldInto(b *bundle.Builder, cancel <-chan struct{}) error {
 				return ErrClosed
 			}
 			select {
-			case <-cancel:
+			case <-o.Cancel:
 				return fmt.Errorf("marlin: fold: %w", bundle.ErrCanceled)
 			default:
 			}
 		}
 		if !it.Item().Expiry.IsZero() {
 			continue // a TTL stays in the delta: a bundle has none
+		}
+		if o.Skip != nil && o.Skip(it.Key(), it.Value(), it.Item()) {
+			continue
 		}
 		if err := b.Add(it.Key(), it.Value()); err != nil {
 			return fmt.Errorf("marlin: fold: %w", err)
@@ -199,11 +216,18 @@ func (db *DB) switchBase(path string) error {
 	if err != nil {
 		return err
 	}
-	nb, err := db.openBase(path, name)
+	// The new base's pairs are older than every write after the switch:
+	// they get the next sequence number, taken (under db.mu) so that no
+	// write has it.
+	db.mu.Lock()
+	seq := db.nextSeq
+	db.nextSeq++
+	db.mu.Unlock()
+	nb, err := db.openBase(path, name, seq)
 	if err != nil {
 		return err
 	}
-	if err := writeBase(db.fs, db.dir, name); err != nil {
+	if err := writeBase(db.fs, db.dir, baseRecord{name: name, seq: seq}); err != nil {
 		nb.remove = false // an owned file is removed at the next Open
 		nb.release()
 		return err
@@ -296,9 +320,12 @@ func (db *DB) dropFoldedLocked(sf *segFile, e *segment.Entry, now int64) (int64,
 
 // BaseInfo describes the base layer.
 type BaseInfo struct {
-	Path  string // the bundle's file ("" and the rest zero: no base)
-	Pairs int64  // pairs in the bundle
-	Bytes int64  // the bundle's size
+	Path        string    // the bundle's file ("" and the rest zero: no base)
+	Pairs       int64     // pairs in the bundle
+	Bytes       int64     // the bundle's size
+	ValueFormat uint8     // bundle.ValuesPlain or bundle.ValuesItems
+	Built       time.Time // when the bundle was built
+	Seq         uint64    // its pairs' sequence number (Item.Seq)
 }
 
 // Base describes the current base (a zero BaseInfo if there is none).
@@ -308,7 +335,7 @@ func (db *DB) Base() BaseInfo {
 		return BaseInfo{}
 	}
 	in := b.r.Info()
-	return BaseInfo{Path: b.path, Pairs: in.Count, Bytes: in.DataBytes + in.EntryBytes + in.FenceBytes}
+	return BaseInfo{Path: b.path, Pairs: in.Count, Bytes: in.FileSize, ValueFormat: in.ValueFormat, Built: in.Built, Seq: b.seq}
 }
 
 // foldName names a fold's output in the directory: base-<n in hex>.bundle

@@ -59,7 +59,7 @@ func (db *DB) recordAt(loc uint64) (r segment.Record, tailLocked bool, err error
 // the tail, a pread buffer or the mapping). Expired records count as
 // absent. A key with no entry is looked up in the base, if any: the
 // record is then a put with sequence number 0 whose value lies in the
-// base's mapping (held is empty).
+// base's mapping (held holds nothing and says base).
 func (db *DB) lookup(key []byte) (rec segment.Record, held hold, err error) {
 	var corrupt error
 	var badLoc uint64
@@ -91,7 +91,7 @@ func (db *DB) lookup(key []byte) (rec segment.Record, held hold, err error) {
 		if err == nil && db.readBits != nil {
 			db.readBits.mark(h)
 		}
-		return rec, hold{}, err
+		return rec, hold{base: true}, err
 	case !found:
 		return rec, hold{}, ErrNotFound
 	case rec.Expiry != 0 && rec.Expiry <= db.now():

@@ -21,9 +21,15 @@ import (
 type Item struct {
 	// Seq is the version's sequence number: unique among the database's
 	// writes, larger for later ones, and kept by compaction and recovery.
+	// A pair of the base bundle has the base's sequence number (the
+	// database's next one when the base was switched to, see BaseInfo):
+	// the same for all of them, and older than every write made since.
 	Seq uint64
 	// Expiry is when the version stops being readable (zero: never).
 	Expiry time.Time
+	// Base says the version is the base bundle's (the delta holds
+	// nothing for the key).
+	Base bool
 }
 
 // ChangeOp is what an Update writes.
@@ -128,7 +134,7 @@ func (db *DB) updateOnce(key []byte, fn UpdateFunc) (uint64, error) {
 			value = nil
 		}
 	} else if db.base.Load() != nil {
-		if value, found, err = db.baseCopy(key); err != nil {
+		if value, cur, found, err = db.baseCopy(key); err != nil {
 			db.mu.Unlock()
 			return 0, err
 		}
@@ -219,7 +225,7 @@ func (db *DB) AppendItem(dst, key []byte) (out []byte, it Item, err error) {
 	// A fault in the copy skips unhold: a tail lock would stay held. The
 	// copy faults only on a mapped record, which holds nothing.
 	dst = append(dst, rec.Value...)
-	it.Seq = rec.Seq
+	it.Seq, it.Base = rec.Seq, held.base
 	if rec.Expiry != 0 {
 		it.Expiry = time.UnixMilli(rec.Expiry)
 	}
