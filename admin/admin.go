@@ -40,9 +40,19 @@ import (
 // held to this many keys per request.
 const maxKeysLimit = 1_000_000
 
+// Config adjusts the handler. The zero value is the default.
+type Config struct {
+	// PrepareFold, if set, adjusts every fold's options (POST /fold):
+	// a memcached server's Server.PrepareFold, for a database it serves.
+	PrepareFold func(o *engine.FoldOptions)
+}
+
 // Handler returns the administration handler of db. db stays the
 // caller's: the handler never closes it.
-func Handler(db *engine.DB) http.Handler {
+func Handler(db *engine.DB) http.Handler { return HandlerWith(db, Config{}) }
+
+// HandlerWith is Handler with a Config.
+func HandlerWith(db *engine.DB, cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		st, err := db.Stats()
@@ -71,6 +81,9 @@ func Handler(db *engine.DB) http.Handler {
 				return
 			}
 			o.MemoryLimit = n
+		}
+		if cfg.PrepareFold != nil {
+			cfg.PrepareFold(o)
 		}
 		// A client that goes away does not stop the fold: it switches
 		// only when complete, and stopping it midway gains nothing.

@@ -36,6 +36,11 @@ type FoldOptions struct {
 	// removed yet). Such a key then reads as absent only if the delta
 	// holds it too; use it for pairs that must not come back.
 	Skip func(key, value []byte, it Item) bool
+	// Convert, if set, gives the value the new base stores for a pair
+	// (appended to dst, a buffer the fold reuses; value is valid only
+	// during the call): a server turns the plain values of an old base
+	// into its items.
+	Convert func(dst, key, value []byte, it Item) []byte
 	// Started, if set, is called with the builder before the first pair
 	// is added, so that the caller can poll its Progress from another
 	// goroutine (a progress display).
@@ -132,6 +137,7 @@ func (db *DB) Fold(o *FoldOptions) (st FoldStats, err error) {
 func (db *DB) foldInto(b *bundle.Builder, o *FoldOptions) error {
 	it := db.NewIterator()
 	defer it.Close()
+	var buf []byte
 	for n := 0; it.Next(); n++ {
 		if n%4096 == 0 {
 			if db.stopping() {
@@ -149,7 +155,12 @@ func (db *DB) foldInto(b *bundle.Builder, o *FoldOptions) error {
 		if o.Skip != nil && o.Skip(it.Key(), it.Value(), it.Item()) {
 			continue
 		}
-		if err := b.Add(it.Key(), it.Value()); err != nil {
+		v := it.Value()
+		if o.Convert != nil {
+			buf = o.Convert(buf[:0], it.Key(), v, it.Item())
+			v = buf
+		}
+		if err := b.Add(it.Key(), v); err != nil {
 			return fmt.Errorf("marlin: fold: %w", err)
 		}
 		if db.foldAddHook != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/marlinkv/marlin/bundle"
 	"github.com/marlinkv/marlin/engine"
 )
 
@@ -148,7 +149,7 @@ func (s *Server) applyHint(key, hint []byte, fn updateFunc) error {
 		var cur curItem
 		flushed := found && s.flushed(it.Seq)
 		if found && !flushed {
-			h, data, err := parseItem(v)
+			h, data, err := s.parseStored(v, it)
 			if err != nil {
 				return engine.Change{}, err
 			}
@@ -174,6 +175,38 @@ func (s *Server) readItem(dst, key []byte) (buf []byte, h itemHdr, data []byte, 
 	if s.flushed(it.Seq) {
 		return v, h, nil, expiry, engine.ErrNotFound
 	}
-	h, data, err = parseItem(v)
+	h, data, err = s.parseStored(v, it)
 	return v, h, data, it.Expiry, err
+}
+
+// parseStored is parseItem for a value the engine returned with it: a
+// pair of a base bundle of plain values (bundle.ValuesPlain, what 'marlin
+// bundle build' makes from dump files) is the data itself, served as an
+// item with flags 0 and the base's sequence number as its CAS (no write
+// has that number, and a new base has a new one). A base folded from a
+// served database holds items (bundle.ValuesItems).
+func (s *Server) parseStored(v []byte, it engine.Item) (itemHdr, []byte, error) {
+	if it.Base && s.edb.Base().ValueFormat == bundle.ValuesPlain {
+		return itemHdr{cas: it.Seq}, v, nil
+	}
+	return parseItem(v)
+}
+
+// PrepareFold sets o for a fold of the served database (engine.DB.Fold):
+// the new base holds items (bundle.ValuesItems), the plain values of the
+// current base become items as parseStored serves them, and items a
+// flush_all hides are left out. Give it to admin.Config.PrepareFold.
+func (s *Server) PrepareFold(o *engine.FoldOptions) {
+	o.ValueFormat = bundle.ValuesItems
+	o.Convert = func(dst, key, value []byte, it engine.Item) []byte {
+		// The base cannot change during a fold.
+		if it.Base && s.edb.Base().ValueFormat == bundle.ValuesPlain {
+			return appendItem(dst, itemHdr{cas: it.Seq}, value)
+		}
+		return append(dst, value...)
+	}
+	skip := o.Skip
+	o.Skip = func(key, value []byte, it engine.Item) bool {
+		return s.flushed(it.Seq) || skip != nil && skip(key, value, it)
+	}
 }

@@ -73,7 +73,8 @@ const (
 
 // Server serves one database over memcached's text protocol.
 type Server struct {
-	db  backend // the engine, or a shared store over it (store.go)
+	db  backend    // the engine, or a shared store over it (store.go)
+	edb *engine.DB // the engine itself (its base: parseStored)
 	cfg Config
 	log *slog.Logger
 
@@ -130,6 +131,8 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	case need > db.Limits().MaxValueSize:
 		return nil, fmt.Errorf("server: items of %d bytes need the database's MaxValueSize at least %d (it is %d)",
 			cfg.MaxItemSize, need, db.Limits().MaxValueSize)
+	case cfg.SharedValues && db.Base().Path != "":
+		return nil, errors.New("server: shared values cannot be served over a base bundle")
 	case db.Limits().MaxKeySize < maxKeyLen:
 		return nil, fmt.Errorf("server: the database's MaxKeySize %d is under memcached's 250", db.Limits().MaxKeySize)
 	}
@@ -137,7 +140,7 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{db: st, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
+	s := &Server{db: st, edb: db, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
 	if err := s.loadFlush(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/marlinkv/marlin/admin"
 	"github.com/marlinkv/marlin/engine"
 	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/keynorm"
@@ -50,6 +51,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		maxDisk  = fs.String("max-disk", "", "cache mode: evict the oldest items in whole segments to keep the data files under this size (e.g. 50GiB; empty: never evict)")
 		second   = fs.Bool("evict-second-chance", false, "with --max-disk: keep items read recently by copying them forward instead of evicting them")
 		sharedV  = fs.Bool("shared-values", false, "store identical item data once: items with equal data refer to one stored copy, reclaimed with its last item (give it the first time on an empty --dir, then always)")
+		baseFile = fs.String("base", "", "serve the merged view of this base bundle and --dir on top of it (recorded in --dir: later starts need not repeat it; see docs/bundle.md)")
+		adminAt  = fs.String("admin", "", "serve the administration endpoints (stats, checkpoint, compact, fold into a new base...) at http://ADDR/ (host:port; empty: off; trusted addresses only)")
 		ff       = fillFlags(fs)
 	)
 	if err := fs.Parse(args); err != nil {
@@ -101,12 +104,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	} else if *second {
 		return errors.New("--evict-second-chance needs --max-disk")
 	}
+	if *sharedV && *baseFile != "" {
+		return errors.New("--shared-values cannot be combined with --base")
+	}
 	if *sharedV && maxDiskBytes > 0 {
 		return errors.New("--shared-values cannot be combined with --max-disk: eviction would drop data that items still refer to")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := engine.Open(*dir, &engine.Options{Sync: sm, SyncInterval: *syncIvl,
-		MaxValueSize: *maxItem + 64, MaxDiskBytes: maxDiskBytes, SegmentSize: segSize, EvictSecondChance: *second, Logger: log})
+		MaxValueSize: *maxItem + 64, MaxDiskBytes: maxDiskBytes, SegmentSize: segSize, EvictSecondChance: *second, Logger: log,
+		Base: *baseFile})
 	if err != nil {
 		return err
 	}
@@ -139,6 +146,29 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		go func() { metricsErr <- hs.Serve(mln) }()
 		log.Info("marlin serve: metrics", "addr", "http://"+mln.Addr().String()+"/metrics")
 	}
+	// --admin: the administration endpoints on an HTTP server of their
+	// own (they write: never on the metrics address, which may be open
+	// to a scraper network).
+	var as *http.Server
+	adminErr := make(chan error, 1)
+	if *adminAt != "" {
+		aln, err := net.Listen("tcp", *adminAt)
+		if err != nil {
+			ln.Close()
+			if hs != nil {
+				hs.Close()
+			}
+			db.Close()
+			return fmt.Errorf("--admin: %w", err)
+		}
+		as = &http.Server{Handler: admin.HandlerWith(db, admin.Config{PrepareFold: s.PrepareFold}),
+			ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		go func() { adminErr <- as.Serve(aln) }()
+		log.Info("marlin serve: administration", "addr", "http://"+aln.Addr().String()+"/")
+	}
+	if b := db.Base(); b.Path != "" {
+		log.Info("marlin serve: base bundle", "file", b.Path, "pairs", b.Pairs)
+	}
 	log.Info("marlin serve: listening", "addr", ln.Addr().String(), "dir", *dir, "sync", sm.String())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -154,11 +184,20 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	case serveErr = <-metricsErr:
 		serveErr = fmt.Errorf("--metrics: %w", serveErr)
 		log.Error("marlin serve: metrics server failed", "err", serveErr)
+	case serveErr = <-adminErr:
+		serveErr = fmt.Errorf("--admin: %w", serveErr)
+		log.Error("marlin serve: administration server failed", "err", serveErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
 		log.Warn("marlin serve: connections still busy at the deadline were closed", "err", err)
+	}
+	if as != nil {
+		// A fold in progress finishes first (db.Close would wait for it).
+		if err := as.Shutdown(ctx); err != nil {
+			as.Close()
+		}
 	}
 	if hs != nil {
 		// After the server: a scrape during the drain still answers.

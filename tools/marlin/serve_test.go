@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -290,4 +291,66 @@ func untilEnd(t *testing.T, c net.Conn, r *bufio.Reader, cmd string) string {
 			return sb.String()
 		}
 	}
+}
+
+// TestServeBase: --base serves a bundle of plain values (built from a
+// dump file) under the database: its keys read as items with flags 0,
+// sets and deletes go on top; POST /fold on --admin folds both into a new
+// base of items without a restart, and a restart without --base serves
+// the same view.
+func TestServeBase(t *testing.T) {
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "pairs.tsv")
+	require.NoError(t, os.WriteFile(src, []byte("a\tbase-a\nb\tbase-b\nc\tbase-c\n"), 0o644))
+	bundleFile := filepath.Join(tmp, "base.bundle")
+	res := marlin(t, "bundle", "build", src, "-o", bundleFile, "--quiet")
+	require.Equal(t, 0, res.code, res.stderr)
+	dir := filepath.Join(tmp, "db")
+	adminAddr := freeAddr(t)
+	cmd, addr := startServeChild(t, dir, "none --base "+bundleFile+" --admin "+adminAddr)
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	r := bufio.NewReader(c)
+	do := func(line string) string { return untilEnd(t, c, r, line) }
+	require.Equal(t, "VALUE a 0 6\r\nbase-a\r\nVALUE c 0 6\r\nbase-c\r\nEND\r\n", do("get a zz c"))
+	gets := do("gets b")
+	require.Regexp(t, `^VALUE b 0 6 \d+\r\nbase-b\r\nEND\r\n$`, gets)
+	cas := strings.Fields(gets)[4]
+	_, err = fmt.Fprintf(c, "cas b 5 0 3 %s\r\nnew\r\ndelete a\r\nset d 7 0 1\r\nd\r\n", cas)
+	require.NoError(t, err)
+	for _, want := range []string{"STORED\r\n", "DELETED\r\n", "STORED\r\n"} {
+		l, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, want, l)
+	}
+	want := "VALUE b 5 3\r\nnew\r\nVALUE c 0 6\r\nbase-c\r\nVALUE d 7 1\r\nd\r\nEND\r\n"
+	require.Equal(t, want, do("get a b c d"))
+
+	resp, err := http.Post("http://"+adminAddr+"/fold", "", nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode, string(body))
+	require.Equal(t, want, do("get a b c d"), "the same view after the fold, without a restart")
+	c.Close()
+	stop()
+
+	cmd, addr = startServeChild(t, dir, "none")
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	c, err = net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	r = bufio.NewReader(c)
+	require.Equal(t, want, untilEnd(t, c, r, "get a b c d"), "the database records its base")
+
+	res = marlin(t, "serve", "--dir", t.TempDir(), "--base", bundleFile, "--shared-values")
+	require.NotEqual(t, 0, res.code)
+	require.Contains(t, res.stderr, "--base")
 }
