@@ -352,9 +352,6 @@ func (db *DB) baseLookup(key []byte) (segment.Record, error) {
 	return segment.Record{}, fmt.Errorf("%w: base bundle %s: %v", ErrIO, b.path, err)
 }
 
-// isMaskValue reports whether a put of value with expiry is a mask.
-func isMask(expiry int64, value []byte) bool { return expiry == maskExpiry && len(value) == 0 }
-
 // sameAsBase reports whether the base holds key with exactly value.
 func (db *DB) sameAsBase(key, value []byte) bool {
 	b := db.base.Load()

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/marlinkv/marlin/bundle"
+	"github.com/marlinkv/marlin/engine"
 )
 
 // 'marlin bundle': build, inspect, verify and read bundles (package
@@ -29,6 +31,7 @@ var bundleCommands = map[string]command{
 	"verify":  {"read a whole bundle and check every checksum and entry", runBundleVerify},
 	"get":     {"print one key's value", runBundleGet},
 	"dump":    {"print every pair (tsv, jsonl, hex), in no particular order", runBundleDump},
+	"base":    {"show or switch the base bundle under a data directory", runBundleBase},
 	"bench":   {"build and read bundles of generated pairs beside a Go map (make bench-bundle)", runBundleBench},
 }
 
@@ -82,6 +85,18 @@ renamed: FILE is either the old file or the complete new one, even after a
 crash or an interrupt (Ctrl-C stops the build and removes the temporary
 files; a killed build leaves them as .FILE.*.tmp and .FILE.*.scratch).
 
+When SRC is a data directory with a base bundle under it (marlin serve
+--base, engine Options.Base), the build is a fold: base and delta are
+merged into FILE (-o; default: a new file in the directory), the directory
+switches to it as its base (its BASE file is replaced by rename), and the
+delta drops what the new base holds. Pairs with a TTL stay in the delta.
+--switch does the same for a directory without a base (its pairs become
+its first base); --switch=false only exports. A fold opens the directory
+for writing: stop a marlin serve that holds it and use its --admin
+endpoint (POST /fold) instead. --value-format items is for a directory
+marlin serve writes (its values are items with flags and CAS): the first
+fold needs it; later folds keep the base's format.
+
 --approximate stores a 64-bit hash and a 16-bit check of each key instead
 of the key: every entry is 16 bytes whatever the key's length, 'bundle dump'
 cannot list the keys, and a lookup of a key that was never added finds a
@@ -90,7 +105,9 @@ value with probability n / 2^80 (docs/bundle.md).`
 func runBundleBuild(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("bundle build", "[flags] SRC... -o FILE\n\n"+bundleBuildHelp,
 		"marlin bundle build /var/lib/app/db -o users.bundle --memory 4GiB", stderr)
-	out := fs.String("o", "", "the bundle to write (required)")
+	out := fs.String("o", "", "the bundle to write (required, but for a fold)")
+	doSwitch := fs.Bool("switch", false, "SRC is a data directory: fold it into FILE and make FILE its base (the default when it has one)")
+	valueFmt := fs.String("value-format", "", "with a fold: plain, or items for a directory marlin serve writes (default: the base's; plain)")
 	approx := fs.Bool("approximate", false, "store hashes of the keys, not the keys")
 	strict := fs.Bool("strict", false, "a key given twice is an error")
 	memory := fs.String("memory", "1GiB", "memory for sorting (at least 256KiB); beyond it, sorted runs go to disk")
@@ -104,6 +121,24 @@ func runBundleBuild(args []string, stdout, stderr io.Writer) (err error) {
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	switchSet := false
+	fs.Visit(func(f *flag.Flag) { switchSet = switchSet || f.Name == "switch" })
+	if len(pos) == 1 && !switchSet {
+		if fi, err := os.Stat(pos[0]); err == nil && fi.IsDir() {
+			if _, err := os.Stat(filepath.Join(pos[0], engine.BaseFileName)); err == nil {
+				*doSwitch = true
+			}
+		}
+	}
+	if *doSwitch {
+		if *approx || *strict || *seed != 0 {
+			return errors.New("a fold (--switch) cannot be --approximate, --strict or seeded: a base stores its keys")
+		}
+		return runFold(pos, *out, *valueFmt, *memory, *tempDir, *quiet, stdout, stderr)
+	}
+	if *valueFmt != "" {
+		return errors.New("--value-format is for a fold (--switch)")
 	}
 	if *out == "" {
 		return errors.New("want -o FILE (see --help)")

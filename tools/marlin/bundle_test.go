@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -311,4 +312,54 @@ func TestBundleBuildTTLs(t *testing.T) {
 	require.Contains(t, r.stderr, "has an expiry")
 	_, err = os.Stat(out2)
 	require.True(t, os.IsNotExist(err))
+}
+
+// TestBundleFoldCLI: 'bundle build DIR --switch' makes a directory's
+// pairs its first base; with a base, 'bundle build DIR' folds by itself;
+// dump, get and verify see the merged view; 'bundle base' shows and
+// switches the base.
+func TestBundleFoldCLI(t *testing.T) {
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "db")
+	src := filepath.Join(tmp, "in.tsv")
+	require.NoError(t, os.WriteFile(src, []byte("a\t1\nb\t2\nc\t3\n"), 0o644))
+	ok := func(args ...string) string {
+		t.Helper()
+		res := marlin(t, args...)
+		require.Equal(t, 0, res.code, "%v: %s", args, res.stderr)
+		return res.stdout
+	}
+	ok("load", "--create", dir, src)
+	require.Contains(t, ok("bundle", "base", dir), "has no base")
+	out := ok("bundle", "build", dir, "--switch", "--quiet")
+	require.Contains(t, out, "3 pairs")
+	require.Contains(t, out, "3 entries dropped")
+	require.Contains(t, ok("bundle", "base", dir), "3 pairs")
+	ok("put", dir, "d", "4")
+	ok("delete", dir, "a")
+	dumped := func() []string {
+		lines := strings.Split(strings.TrimSpace(ok("dump", dir)), "\n")
+		sort.Strings(lines)
+		return lines
+	}
+	want := []string{"b\t2", "c\t3", "d\t4"}
+	require.Equal(t, want, dumped())
+	out = ok("bundle", "build", dir, "--quiet") // has a base: a fold
+	require.Contains(t, out, "folded base")
+	require.Equal(t, want, dumped())
+	require.Equal(t, "4", ok("get", dir, "d"))
+	res := marlin(t, "get", dir, "a")
+	require.NotEqual(t, 0, res.code)
+	require.Contains(t, ok("verify", dir), "OK")
+
+	// An export only, and a switch to it.
+	exp := filepath.Join(tmp, "export.bundle")
+	ok("bundle", "build", dir, "--switch=false", "-o", exp, "--quiet")
+	require.Equal(t, "2", ok("bundle", "get", exp, "b"))
+	require.Contains(t, ok("bundle", "base", dir, exp), "is the base of")
+	require.Equal(t, want, dumped())
+
+	res = marlin(t, "bundle", "build", dir, "--approximate", "--quiet")
+	require.NotEqual(t, 0, res.code)
+	require.Contains(t, res.stderr, "approximate")
 }
