@@ -173,3 +173,9 @@ clean:
 .PHONY: bench-bundle
 bench-bundle: build
 	$(BIN)/marlin bundle bench --keys 10000000 --value-size 8,100
+
+# The 100-million-pair run: thin pairs, 10 million lookups per figure, no
+# Go map (it would need about 9 GB). About 15 GB of temporary files.
+.PHONY: bench-bundle-100m
+bench-bundle-100m: build
+	$(BIN)/marlin bundle bench --keys 100000000 --value-size 8 --lookups 10000000 --go-map=false

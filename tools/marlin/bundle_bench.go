@@ -31,7 +31,13 @@ are built into an exact bundle (from memory, and from a tsv dump file as
 lookups of present and of absent keys run from --goroutines goroutines
 with the bundle in the page cache. Prints one table per value size. The
 files go to a temporary directory under --dir and are removed at the end
-(about 3 × N × (value size + 40) bytes at the peak).`
+(about 3 × N × (value size + 40) bytes at the peak).
+
+Then (unless --engine=false) a second table: the same lookups in the
+engine with the pairs in its log, in the engine over the bundle as its
+base with an empty delta and with a delta of 1% of the keys; lookups with
+the page cache dropped (as root), counting disk reads; and 8 processes
+reading all of the bundle, their summed PSS against 8 private copies.`
 
 type bundleBenchOpts struct {
 	keys       int
@@ -39,9 +45,15 @@ type bundleBenchOpts struct {
 	goroutines int
 	memory     int64
 	dir        string
+	engine     bool
+	dropCaches bool
+	goMap      bool
 }
 
 func runBundleBench(args []string, stdout, stderr io.Writer) error {
+	if path := os.Getenv(shareChildEnv); path != "" {
+		return shareChild(path, os.Stdin, stdout)
+	}
 	fs := newFlagSet("bundle bench", "[flags]\n\n"+bundleBenchHelp, "marlin bundle bench --keys 10000000 --value-size 8,100", stderr)
 	var o bundleBenchOpts
 	fs.IntVar(&o.keys, "keys", 1000000, "pairs per bundle")
@@ -50,6 +62,9 @@ func runBundleBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.goroutines, "goroutines", 2, "goroutines doing lookups")
 	memory := fs.Int64("memory", bundle.DefaultMemoryLimit, "the builder's memory limit in bytes")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "where the temporary files go")
+	fs.BoolVar(&o.dropCaches, "drop-caches", true, "empty the machine's page cache for the cold lookups (as root; it slows everything else running)")
+	fs.BoolVar(&o.goMap, "go-map", true, "also a Go map of the pairs (it takes about 90 + value size bytes of RAM per pair)")
+	fs.BoolVar(&o.engine, "engine", true, "also the engine beside the bundle, the engine over it as a base, cold lookups and sharing")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -182,25 +197,29 @@ func benchBundleSize(o bundleBenchOpts, vsize int, stdout, stderr io.Writer) err
 		return err
 	}
 
-	// The Go map, built from the same keys and values.
-	progress("building the Go map")
-	runtime.GC()
-	var ms0, ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
-	start = time.Now()
-	gm := make(map[string][]byte)
-	for i := range o.keys {
-		gm[string(keys.present(i))] = append([]byte(nil), benchValue(pat, i, vsize)...)
+	// The Go map, built from the same keys and values (--go-map).
+	var gm map[string][]byte
+	mapBuildRate, mapBPK := "", ""
+	if o.goMap {
+		progress("building the Go map")
+		runtime.GC()
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		start = time.Now()
+		gm = make(map[string][]byte)
+		for i := range o.keys {
+			gm[string(keys.present(i))] = append([]byte(nil), benchValue(pat, i, vsize)...)
+		}
+		mapBuild := time.Since(start)
+		runtime.GC()
+		runtime.ReadMemStats(&ms1)
+		mapBuildRate = fmt.Sprintf("%s/s (%.1f s)", comma(int64(float64(o.keys)/mapBuild.Seconds())), mapBuild.Seconds())
+		mapBPK = fmt.Sprintf("%.1f", float64(ms1.HeapAlloc-ms0.HeapAlloc)/float64(o.keys))
 	}
-	mapBuild := time.Since(start)
-	runtime.GC()
-	runtime.ReadMemStats(&ms1)
-	mapBytes := float64(ms1.HeapAlloc-ms0.HeapAlloc) / float64(o.keys)
 
-	add("build from memory, pairs/s", buildRate[0], buildRate[1],
-		fmt.Sprintf("%s/s (%.1f s)", comma(int64(float64(o.keys)/mapBuild.Seconds())), mapBuild.Seconds()))
+	add("build from memory, pairs/s", buildRate[0], buildRate[1], mapBuildRate)
 	add("build from a tsv dump ('bundle build'), pairs/s", dumpRate, "", "")
-	add("bytes per key (file; map: Go heap)", bpk[0], bpk[1], fmt.Sprintf("%.1f", mapBytes))
+	add("bytes per key (file; map: Go heap)", bpk[0], bpk[1], mapBPK)
 
 	// Lookups.
 	var lookupRows [4][3]string // present, absent, probes present, probes absent
@@ -241,14 +260,16 @@ func benchBundleSize(o bundleBenchOpts, vsize int, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	progress("lookups in the Go map")
-	mget := func(k []byte) bool {
-		v, ok := gm[string(k)]
-		return ok && v[len(v)-1] != 0 // read the value, as Get does (no value byte is 0)
+	if gm != nil {
+		progress("lookups in the Go map")
+		mget := func(k []byte) bool {
+			v, ok := gm[string(k)]
+			return ok && v[len(v)-1] != 0 // read the value, as Get does (no value byte is 0)
+		}
+		lookupRows[0][2] = benchLookups(o, keys.present, mget, true)
+		lookupRows[1][2] = benchLookups(o, keys.absent, mget, false)
+		runtime.KeepAlive(gm)
 	}
-	lookupRows[0][2] = benchLookups(o, keys.present, mget, true)
-	lookupRows[1][2] = benchLookups(o, keys.absent, mget, false)
-	runtime.KeepAlive(gm)
 	g := o.goroutines
 	add(fmt.Sprintf("lookups/s, present keys, %d goroutines", g), lookupRows[0][0], lookupRows[0][1], lookupRows[0][2])
 	add(fmt.Sprintf("lookups/s, absent keys, %d goroutines", g), lookupRows[1][0], lookupRows[1][1], lookupRows[1][2])
@@ -261,7 +282,12 @@ func benchBundleSize(o bundleBenchOpts, vsize int, stdout, stderr io.Writer) err
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "| %s | %s | %s | %s |\n", r.name, orDash(r.values[0]), orDash(r.values[1]), orDash(r.values[2]))
 	}
-	return nil
+	if !o.engine {
+		return nil
+	}
+	gm = nil
+	runtime.GC()
+	return benchEngineSide(o, keys, pat, vsize, tmp, exactPath, stdout, progress)
 }
 
 func orDash(s string) string {

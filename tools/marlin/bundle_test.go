@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -277,16 +279,39 @@ func TestBundleBuildInterrupt(t *testing.T) {
 	require.Error(t, err)
 }
 
-// TestBundleBench runs the benchmark small: every figure is there and no
-// lookup went wrong.
+// TestShareChild is the sharing child of TestBundleBench's run (the
+// bench starts it as its own executable).
+func TestShareChild(t *testing.T) {
+	path := os.Getenv(shareChildEnv)
+	if path == "" {
+		t.Skip("run by TestBundleBench as its child")
+	}
+	if err := shareChild(path, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// TestBundleBench runs the benchmark small: every figure is there, no
+// lookup went wrong, and the sharing processes' mappings of the bundle
+// add up to one copy, not eight.
 func TestBundleBench(t *testing.T) {
-	r := mustRun(t, "bundle", "bench", "--keys", "20000", "--value-size", "8,100", "--dir", t.TempDir())
+	shareChildArgs = []string{"-test.run=^TestShareChild$", "-test.count=1"}
+	r := mustRun(t, "bundle", "bench", "--keys", "20000", "--value-size", "8,100", "--dir", t.TempDir(), "--drop-caches=false")
 	for _, s := range []string{"20,000 pairs, 16-byte keys, 8-byte values", "20,000 pairs, 16-byte keys, 100-byte values",
 		"| build from memory, pairs/s |", "| build from a tsv dump ('bundle build'), pairs/s |", "| bytes per key",
-		"| lookups/s, present keys, 2 goroutines |", "| entries read per lookup, absent |"} {
+		"| lookups/s, present keys, 2 goroutines |", "| entries read per lookup, absent |",
+		"| engine, the pairs in its log |", "| engine over the bundle as base, empty delta |",
+		"| engine over the bundle, delta of 1% of the keys |", "bundle, page cache dropped:", "sharing: 8 processes"} {
 		require.Contains(t, r.stdout, s)
 	}
 	require.NotContains(t, r.stdout, "wrong")
+	m := regexp.MustCompile(`private copies \((\d+\.\d+)x\)`).FindStringSubmatch(r.stdout)
+	require.NotNil(t, m, r.stdout)
+	ratio, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	require.Less(t, ratio, 0.25, "8 readers of one bundle share its pages")
 }
 
 // TestBundleBuildTTLs: a bundle has no TTLs. From a directory a key with a
