@@ -35,7 +35,8 @@ type inspectReport struct {
 	SegmentBytes int64            `json:"segment_bytes"`
 	LiveBytes    int64            `json:"live_bytes"`
 	DeadBytes    int64            `json:"dead_bytes"`
-	Snapshot     *inspectSnapshot `json:"snapshot"` // null: none
+	Snapshot     *inspectSnapshot `json:"snapshot"`       // null: none
+	Base         *engine.BaseInfo `json:"base,omitempty"` // the base bundle under the database; absent: none
 	Open         struct {
 		FromSnapshot    bool    `json:"from_snapshot"`
 		RecordsReplayed int64   `json:"records_replayed"`
@@ -105,6 +106,9 @@ func runInspect(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	rep.DatabaseID = db.ID().String()
+	if b := db.Base(); b.Path != "" {
+		rep.Base = &b
+	}
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -209,6 +213,9 @@ func writeInspect(w io.Writer, r *inspectReport) {
 	p("format", "segment format version %d", r.FormatVersion)
 	p("database", "id %s", r.DatabaseID)
 	p("keys", "%s (expired keys not yet reclaimed included)", comma(r.Keys))
+	if b := r.Base; b != nil {
+		p("base", "%s: %s pairs, %s, built %s (the keys above are the delta's)", b.Path, comma(b.Pairs), ibytes(b.Bytes), b.Built.UTC().Format(time.RFC3339))
+	}
 	p("index", "load factor %.2f (%s entries in %s slots), %s resident, %s in live slot blocks",
 		r.Index.LoadFactor, comma(r.Index.Entries), comma(r.Index.Capacity), ibytes(r.Index.ResidentBytes), ibytes(r.Index.LiveBytes))
 	p("segments", "%d, %s; live %s (%s), dead %s",
