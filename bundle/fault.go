@@ -1,10 +1,9 @@
 package bundle
 
 import (
-	"fmt"
-	"runtime"
 	"runtime/debug"
-	"unsafe"
+
+	"github.com/marlinkv/marlin/internal/mapfault"
 )
 
 // Fault-safe reads of the mapping.
@@ -17,7 +16,7 @@ import (
 // a runtime.Error with an Addr method, and defers catchFault, which turns
 // that panic (and only that one) into an error wrapping ErrIO naming the
 // file and the offset; any other panic is re-raised unchanged. This is the
-// engine's pattern (engine/faultread.go), whose helpers are unexported.
+// engine's pattern (engine/faultread.go); both use package mapfault.
 //
 //	defer r.catchFault(debug.SetPanicOnFault(true), &err)
 //
@@ -48,21 +47,15 @@ func (r *Reader) catchFault(old bool, err *error) {
 // faultError returns the error for a recovered panic value if it is a
 // memory fault, or nil. data is the mapping, to name the offset.
 func faultError(rec any, name string, data []byte) error {
-	re, ok := rec.(runtime.Error)
-	if !ok {
-		return nil
-	}
-	a, ok := re.(interface{ Addr() uintptr })
-	if !ok {
-		return nil
-	}
-	addr := a.Addr()
-	if len(data) > 0 {
-		base := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
-		if addr >= base && addr < base+uintptr(len(data)) {
-			return fmt.Errorf("%w: %s at offset %d: the mapped file could not be read (I/O error, or truncated underneath): %v",
-				ErrIO, name, addr-base, re)
+	return mapfault.Error(rec, ErrIO, name, func(addr uintptr) (string, int64) {
+		if off, ok := mapfault.Offset(data, addr); ok {
+			return name, off
 		}
-	}
-	return fmt.Errorf("%w: %s: memory fault at address %#x: %v", ErrIO, name, addr, re)
+		return "", -1
+	})
 }
+
+// Offset reports whether addr lies in the bundle's mapping and at which
+// offset of the file: for a caller whose own fault handler (such as the
+// engine's, reading a base bundle) must name the file.
+func (r *Reader) Offset(addr uintptr) (int64, bool) { return mapfault.Offset(r.m, addr) }

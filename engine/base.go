@@ -152,29 +152,7 @@ func readBase(fs vfs.FS, dir string) (baseRecord, error) {
 // writeBase makes dir's BASE file record r, durably: temp file, fsync,
 // rename, fsync of the directory.
 func writeBase(fs vfs.FS, dir string, r baseRecord) error {
-	tmp := filepath.Join(dir, baseTmpName)
-	f, err := fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("marlin: create %s: %w", tmp, err)
-	}
-	_, err = f.Write(encodeBase(r))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fs.Rename(tmp, filepath.Join(dir, BaseFileName))
-	}
-	if err == nil {
-		err = fs.SyncDir(dir)
-	}
-	if err != nil {
-		_ = fs.Remove(tmp)
-		return fmt.Errorf("marlin: write %s: %w", filepath.Join(dir, BaseFileName), err)
-	}
-	return nil
+	return writeSmallFile(fs, dir, baseTmpName, BaseFileName, encodeBase(r))
 }
 
 // baseName is how the BASE file of dir records path: relative to dir when
@@ -393,26 +371,7 @@ func (db *DB) maskBatchLocked(b *Batch, total int) (*Batch, int) {
 // expired or evicted) with a mask: the key stays absent and keeps hiding
 // the base's value, in the fewest bytes. db.mu must be held.
 func (db *DB) remaskLocked(h uint64, key []byte, oldLoc uint64, oldSize int) error {
-	rec := segment.Record{Kind: segment.KindPut, Seq: db.nextSeq, Expiry: maskExpiry, Key: key}
-	loc, size, err := db.appendLocked(&rec, 0)
-	if err != nil {
-		return err
-	}
-	db.nextSeq++
-	db.st.bytesRewritten.Add(int64(size))
-	id, _ := segment.SplitLoc(loc)
-	nsf := db.segs[id].Load()
-	if !db.ix.CompareAndSwap(h, oldLoc, loc) {
-		nsf.dead.Add(int64(size)) // impossible under db.mu; keep the books right
-		return nil
-	}
-	oid, _ := segment.SplitLoc(oldLoc)
-	if osf := db.segs[oid].Load(); osf != nil {
-		osf.live.Add(-int64(oldSize))
-		osf.dead.Add(int64(oldSize))
-	}
-	nsf.live.Add(int64(size))
-	return nil
+	return db.reappendSizedLocked(segment.KindPut, h, key, nil, maskExpiry, oldLoc, oldSize, 0)
 }
 
 // baseGet is Tx.Get of a key the delta does not hold: the base's value,
@@ -447,7 +406,11 @@ func (it *Iterator) nextBase() bool {
 		it.bi++
 		k, v, err := r.Pair(i)
 		if err != nil {
-			err = fmt.Errorf("%w: base bundle %s, pair %d: %v", ErrCorrupt, it.base.b.path, i, err)
+			kind := ErrCorrupt
+			if !errors.Is(err, bundle.ErrCorrupt) {
+				kind = ErrIO // a read fault of the mapping
+			}
+			err = fmt.Errorf("%w: base bundle %s, pair %d: %v", kind, it.base.b.path, i, err)
 			if !it.opts.SkipCorrupt {
 				return it.stop(err)
 			}

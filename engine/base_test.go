@@ -6,8 +6,10 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -467,4 +469,37 @@ func TestBaseItemVersion(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, it3.Seq, seq)
 	require.NoError(t, db.Close())
+}
+
+// TestBaseReadFault: a base bundle truncated underneath its mapping makes
+// reads of its pairs errors (ErrIO), not crashes; the delta still reads.
+func TestBaseReadFault(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "base.bundle")
+	pairs := map[string]string{}
+	for i := range 5000 {
+		pairs[fmt.Sprintf("key-%05d", i)] = strings.Repeat("v", 200)
+	}
+	buildBase(t, vfs.Default, path, pairs)
+	db, err := Open(filepath.Join(dir, "db"), &Options{Base: path, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.Put([]byte("delta"), []byte("d")))
+	require.NoError(t, os.Truncate(path, 4096))
+	failed := 0
+	for k := range pairs {
+		_, err := db.Get([]byte(k))
+		if err != nil {
+			require.ErrorIs(t, err, ErrIO, "key %s", k)
+			failed++
+		}
+	}
+	require.Positive(t, failed, "reads past the truncation fail")
+	v, err := db.Get([]byte("delta"))
+	require.NoError(t, err)
+	require.Equal(t, "d", string(v))
+	var iterErr error
+	for range db.All(&iterErr) {
+	}
+	require.ErrorIs(t, iterErr, ErrIO) // the walk of the base reports the pair it could not read
 }

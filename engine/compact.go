@@ -475,6 +475,12 @@ func (db *DB) compactRecordLocked(sf *segFile, e *segment.Entry, minOther uint64
 // For a put it switches the index entry from oldLoc to the copy; a
 // tombstone's copy shadows generation shadow.
 func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, oldLoc, shadow uint64) error {
+	return db.reappendSizedLocked(kind, h, key, value, expiry, oldLoc, segment.Size(len(key), len(value), expiry != 0), shadow)
+}
+
+// reappendSizedLocked is reappendLocked for a put whose old record at
+// oldLoc has oldSize bytes (the copy may be smaller: a mask, base.go).
+func (db *DB) reappendSizedLocked(kind segment.Kind, h uint64, key, value []byte, expiry int64, oldLoc uint64, oldSize int, shadow uint64) error {
 	rec := segment.Record{Kind: kind, Seq: db.nextSeq, Expiry: expiry, Key: key, Value: value}
 	loc, size, err := db.appendLocked(&rec, 0)
 	if err != nil {
@@ -495,9 +501,8 @@ func (db *DB) reappendLocked(kind segment.Kind, h uint64, key, value []byte, exp
 	}
 	oid, _ := segment.SplitLoc(oldLoc)
 	osf := db.segs[oid].Load()
-	osize := int64(segment.Size(len(key), len(value), expiry != 0))
-	osf.live.Add(-osize)
-	osf.dead.Add(osize)
+	osf.live.Add(-int64(oldSize))
+	osf.dead.Add(int64(oldSize))
 	nsf.live.Add(int64(size))
 	return nil
 }

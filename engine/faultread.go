@@ -1,11 +1,9 @@
 package engine
 
 import (
-	"fmt"
-	"runtime"
 	"runtime/debug"
-	"unsafe"
 
+	"github.com/marlinkv/marlin/internal/mapfault"
 	"github.com/marlinkv/marlin/segment"
 	"github.com/marlinkv/marlin/vfs"
 )
@@ -75,30 +73,13 @@ func catchMappedFault(old bool, name string, data []byte, err *error) {
 }
 
 // faultError returns the error for a recovered panic value r if r is a
-// memory fault, or nil. locate names the file and offset of the faulting
-// address (or returns "" if it knows none).
+// memory fault, or nil (package mapfault).
 func faultError(r any, locate func(addr uintptr) (string, int64)) error {
-	re, ok := r.(runtime.Error)
-	if !ok {
-		return nil
-	}
-	a, ok := re.(interface{ Addr() uintptr })
-	if !ok {
-		return nil
-	}
-	addr := a.Addr()
-	file, off := "", int64(-1)
-	if locate != nil {
-		file, off = locate(addr)
-	}
-	if file == "" {
-		return fmt.Errorf("%w: memory fault at address %#x reading a mapped segment: %v", ErrIO, addr, re)
-	}
-	return fmt.Errorf("%w: %s at offset %d: the mapped file could not be read (I/O error, or truncated underneath): %v",
-		ErrIO, file, off, re)
+	return mapfault.Error(r, ErrIO, "a mapped segment", locate)
 }
 
-// locateAddr finds the open segment whose mapping holds addr. It runs only
+// locateAddr finds the open segment (or the base bundle) whose mapping
+// holds addr. It runs only
 // after a fault, so a linear scan of the segment table is fine.
 func (db *DB) locateAddr(addr uintptr) (string, int64) {
 	for i := range db.segs {
@@ -110,21 +91,17 @@ func (db *DB) locateAddr(addr uintptr) (string, int64) {
 			return sf.name, off
 		}
 	}
+	if b := db.base.Load(); b != nil {
+		if off, ok := b.r.Offset(addr); ok {
+			return b.path, off
+		}
+	}
 	return "", -1
 }
 
 // addrIn reports whether addr lies in the backing array of b (up to its
 // capacity) and at which offset.
-func addrIn(b []byte, addr uintptr) (int64, bool) {
-	if cap(b) == 0 {
-		return 0, false
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	if addr < base || addr >= base+uintptr(cap(b)) {
-		return 0, false
-	}
-	return int64(addr - base), true
-}
+func addrIn(b []byte, addr uintptr) (int64, bool) { return mapfault.Offset(b, addr) }
 
 // decodeMapped decodes the record at off of sf's mapping, whose readable
 // part ends at end, converting a memory fault into an error. The record's

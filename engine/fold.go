@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/marlinkv/marlin/bundle"
@@ -70,30 +71,16 @@ func (db *DB) Fold(o *FoldOptions) (st FoldStats, err error) {
 	if o == nil {
 		o = &FoldOptions{}
 	}
-	if db.opts.ReadOnly {
-		return st, ErrReadOnly
-	}
-	if err := db.startBg(); err != nil {
+	done, err := db.startSwitch()
+	if err != nil {
 		return st, err
 	}
-	defer db.bg.Done()
-	db.foldMu.Lock()
-	defer db.foldMu.Unlock()
-
+	defer done()
+	endFolding := db.raiseFolding()
+	defer endFolding()
 	db.mu.Lock()
-	db.folding++
 	seq := db.nextSeq
 	db.mu.Unlock()
-	folding := true
-	endFolding := func() {
-		if folding {
-			db.mu.Lock()
-			db.folding--
-			db.mu.Unlock()
-			folding = false
-		}
-	}
-	defer endFolding()
 
 	st.Path = o.Path
 	if st.Path == "" {
@@ -182,26 +169,18 @@ func (db *DB) foldInto(b *bundle.Builder, o *FoldOptions) error {
 // the new base has it.
 func (db *DB) SetBase(path string) (st FoldStats, err error) {
 	start := time.Now()
-	if db.opts.ReadOnly {
-		return st, ErrReadOnly
-	}
-	if err := db.startBg(); err != nil {
+	done, err := db.startSwitch()
+	if err != nil {
 		return st, err
 	}
-	defer db.bg.Done()
-	db.foldMu.Lock()
-	defer db.foldMu.Unlock()
+	defer done()
 	if cur := db.base.Load(); cur != nil && samePath(cur.path, path) {
 		return st, nil
 	}
 	// Deletes during the switch are masks: the new base may hold the key.
-	db.mu.Lock()
-	db.folding++
-	db.mu.Unlock()
+	endFolding := db.raiseFolding()
 	err = db.switchBase(path)
-	db.mu.Lock()
-	db.folding--
-	db.mu.Unlock()
+	endFolding()
 	if err != nil {
 		return st, err
 	}
@@ -210,6 +189,39 @@ func (db *DB) SetBase(path string) (st FoldStats, err error) {
 	st.Dropped, err = db.dropFolded()
 	st.Elapsed = time.Since(start)
 	return st, err
+}
+
+// startSwitch begins a fold or a base switch: it refuses a read-only or
+// closed handle, registers as background work (Close waits for it) and
+// takes db.foldMu. done undoes both.
+func (db *DB) startSwitch() (done func(), err error) {
+	if db.opts.ReadOnly {
+		return nil, ErrReadOnly
+	}
+	if err := db.startBg(); err != nil {
+		return nil, err
+	}
+	db.foldMu.Lock()
+	return func() {
+		db.foldMu.Unlock()
+		db.bg.Done()
+	}, nil
+}
+
+// raiseFolding makes every delete a mask until the returned function
+// (idempotent) is called.
+func (db *DB) raiseFolding() (lower func()) {
+	db.mu.Lock()
+	db.folding++
+	db.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			db.mu.Lock()
+			db.folding--
+			db.mu.Unlock()
+		})
+	}
 }
 
 func samePath(a, b string) bool {

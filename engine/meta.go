@@ -177,15 +177,20 @@ func readMeta(fs vfs.FS, dir string) (*dbMeta, error) {
 	return m, nil
 }
 
-// writeMeta writes m as dir's identity file durably: temp file, fsync,
-// rename, fsync of the directory.
+// writeMeta writes m as dir's identity file durably.
 func writeMeta(fs vfs.FS, dir string, m *dbMeta) error {
-	tmp := filepath.Join(dir, metaTmpName)
-	f, err := fs.Create(tmp)
+	return writeSmallFile(fs, dir, metaTmpName, MetaFileName, m.encode())
+}
+
+// writeSmallFile writes data as dir's file name durably: to tmp, fsynced,
+// renamed over name, and the directory fsynced. A failure removes tmp.
+func writeSmallFile(fs vfs.FS, dir, tmp, name string, data []byte) error {
+	tmpPath := filepath.Join(dir, tmp)
+	f, err := fs.Create(tmpPath)
 	if err != nil {
-		return fmt.Errorf("marlin: create %s: %w", tmp, err)
+		return fmt.Errorf("marlin: create %s: %w", tmpPath, err)
 	}
-	_, err = f.Write(m.encode())
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -193,14 +198,14 @@ func writeMeta(fs vfs.FS, dir string, m *dbMeta) error {
 		err = cerr
 	}
 	if err == nil {
-		err = fs.Rename(tmp, filepath.Join(dir, MetaFileName))
+		err = fs.Rename(tmpPath, filepath.Join(dir, name))
 	}
 	if err == nil {
 		err = fs.SyncDir(dir)
 	}
 	if err != nil {
-		_ = fs.Remove(tmp)
-		return fmt.Errorf("marlin: write %s: %w", filepath.Join(dir, MetaFileName), err)
+		_ = fs.Remove(tmpPath)
+		return fmt.Errorf("marlin: write %s: %w", filepath.Join(dir, name), err)
 	}
 	return nil
 }

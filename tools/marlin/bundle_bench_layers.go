@@ -64,17 +64,10 @@ func benchEngineSide(o bundleBenchOpts, keys *benchKeys, pat []byte, vsize int, 
 		r.Close()
 		return err
 	}
-	var b engine.Batch
-	for i := range o.keys {
-		b.Put(keys.present(i), benchValue(pat, i, vsize))
-		if b.Len() == 1000 || i == o.keys-1 {
-			if err := db.Write(&b); err != nil {
-				db.Close()
-				r.Close()
-				return err
-			}
-			b.Reset()
-		}
+	if err := benchPutEvery(db, keys, pat, vsize, 1, 0); err != nil {
+		db.Close()
+		r.Close()
+		return err
 	}
 	progress("lookups in the database")
 	rows = append(rows, row{"engine, the pairs in its log", benchLookups(o, keys.present, get(db), true), benchLookups(o, keys.absent, get(db), false)})
@@ -97,16 +90,10 @@ func benchEngineSide(o bundleBenchOpts, keys *benchKeys, pat []byte, vsize int, 
 	alone := benchLookups(o, keys.present, get(db), true)
 	rows = append(rows, row{"engine over the bundle as base, empty delta", alone, benchLookups(o, keys.absent, get(db), false)})
 	progress("overwriting 1%% of the keys in the delta")
-	for i := 0; i < o.keys; i += 100 {
-		b.Put(keys.present(i), benchValue(pat, i+1, vsize))
-		if b.Len() == 1000 || i+100 >= o.keys {
-			if err := db.Write(&b); err != nil {
-				db.Close()
-				r.Close()
-				return err
-			}
-			b.Reset()
-		}
+	if err := benchPutEvery(db, keys, pat, vsize, 100, 1); err != nil {
+		db.Close()
+		r.Close()
+		return err
 	}
 	rows = append(rows, row{"engine over the bundle, delta of 1% of the keys", benchLookups(o, keys.present, get(db), true), benchLookups(o, keys.absent, get(db), false)})
 	if err := db.Close(); err != nil {
@@ -152,6 +139,23 @@ func benchEngineSide(o bundleBenchOpts, keys *benchKeys, pat []byte, vsize int, 
 	}
 	fmt.Fprintf(stdout, "\nbundle, page cache dropped: %s\n", cold)
 	fmt.Fprintf(stdout, "sharing: %s\n", share)
+	return nil
+}
+
+// benchPutEvery writes every step-th key, with the value of the key
+// shift places on (another value than the bundle's when shift is not 0),
+// in batches of 1000.
+func benchPutEvery(db *engine.DB, keys *benchKeys, pat []byte, vsize, step, shift int) error {
+	var b engine.Batch
+	for i := 0; i < keys.n; i += step {
+		b.Put(keys.present(i), benchValue(pat, i+shift, vsize))
+		if b.Len() == 1000 || i+step >= keys.n {
+			if err := db.Write(&b); err != nil {
+				return err
+			}
+			b.Reset()
+		}
+	}
 	return nil
 }
 
