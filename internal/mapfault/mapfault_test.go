@@ -8,8 +8,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// sink keeps the test's buffer on the heap: a stack buffer may move when
+// the stack grows, and its address taken as a number would go stale.
+var sink []byte
+
 func TestOffset(t *testing.T) {
-	b := make([]byte, 10, 16)
+	sink = make([]byte, 10, 16)
+	b := sink
 	base := uintptr(unsafe.Pointer(&b[0]))
 	off, ok := Offset(b, base+3)
 	require.True(t, ok)
