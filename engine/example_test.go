@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/marlinkv/marlin/bundle"
 	"github.com/marlinkv/marlin/engine"
 )
 
@@ -178,4 +179,54 @@ func ExampleDB_Update() {
 	}
 	fmt.Println(add("lock:job", "worker-1"), add("lock:job", "worker-2"))
 	// Output: true false
+}
+
+// A database over a base bundle: reads fall through to the bundle, writes
+// and deletes go on top, and Fold rebuilds the base from both.
+func ExampleDB_Fold() {
+	dir, cleanup := tempDir()
+	defer cleanup()
+	// A bundle of the slowly changing data, built once (marlin bundle build).
+	base := filepath.Join(dir, "products.bundle")
+	b, err := bundle.NewBuilder(nil, base, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, k := range []string{"apple", "pear", "plum"} {
+		if err := b.Add([]byte(k), []byte("in stock")); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := b.Finish(); err != nil {
+		log.Fatal(err)
+	}
+
+	db, err := engine.Open(filepath.Join(dir, "db"), &engine.Options{Base: base})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.Put([]byte("pear"), []byte("sold out")) // the delta overrides the base
+	_ = db.Delete([]byte("plum"))                  // a mask hides the base's plum
+	show := func() {
+		for _, k := range []string{"apple", "pear", "plum"} {
+			v, err := db.Get([]byte(k))
+			fmt.Printf("%s: %s %v\n", k, v, err)
+		}
+	}
+	show()
+	st, err := db.Fold(nil) // a new base holding the merged view; the delta empties
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("new base:", st.Pairs, "pairs;", st.Dropped, "delta entries dropped")
+	show()
+	// Output:
+	// apple: in stock <nil>
+	// pear: sold out <nil>
+	// plum:  marlin: key not found
+	// new base: 2 pairs; 2 delta entries dropped
+	// apple: in stock <nil>
+	// pear: sold out <nil>
+	// plum:  marlin: key not found
 }

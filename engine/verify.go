@@ -61,6 +61,17 @@ func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 // its FS, Clock (for expiry), IndexReserve and Logger are used (decoding
 // limits come from the format, never from the options).
 func Verify(dir string, opts *Options) (*VerifyReport, error) {
+	return VerifyWithProgress(dir, opts, nil)
+}
+
+// VerifyWithProgress is Verify telling progress (if not nil), from the
+// verifying goroutine, what it does: the phase ("segments", "full
+// replay", "snapshot", "base bundle") and, for segments, how many of how
+// many it has checked.
+func VerifyWithProgress(dir string, opts *Options, progress func(phase string, done, total int64)) (*VerifyReport, error) {
+	if progress == nil {
+		progress = func(string, int64, int64) {}
+	}
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -70,9 +81,10 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 		o.Logger = discardLogger
 	}
 	rep := &VerifyReport{}
-	if err := verifySegments(dir, &o, rep); err != nil {
+	if err := verifySegments(dir, &o, rep, progress); err != nil {
 		return rep, err
 	}
+	progress("full replay", 0, 0)
 
 	full := o
 	full.DisableSnapshots = true
@@ -96,12 +108,14 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 	fdb.verifyEntries(rep)
 	fdb.verifyAccounting(rep, "a full replay")
 	if b := fdb.base.Load(); b != nil {
+		progress("base bundle", 0, 0)
 		rep.Base = b.path
 		if err := b.r.Verify(); err != nil {
 			rep.Problems = append(rep.Problems, VerifyProblem{File: b.path, Offset: -1, What: "base bundle: " + err.Error()})
 		}
 	}
 
+	progress("snapshot", 0, 0)
 	sdb, err := Open(dir, &o)
 	var ce *segment.CorruptError
 	if errors.As(err, &ce) {
@@ -128,12 +142,13 @@ func Verify(dir string, opts *Options) (*VerifyReport, error) {
 // verifySegments decodes every record of every segment file. Damage is
 // marked as a torn tail as Open decides it (segFacts.end): when a writable
 // Open would cut it off (or remove a segment torn at creation) by itself.
-func verifySegments(dir string, o *Options, rep *VerifyReport) error {
+func verifySegments(dir string, o *Options, rep *VerifyReport, progress func(string, int64, int64)) error {
 	segs, err := segmentFacts(o.FS, dir)
 	if err != nil {
 		return fmt.Errorf("marlin: verify: %w", err)
 	}
-	for _, s := range segs {
+	for i, s := range segs {
+		progress("segments", int64(i), int64(len(segs)))
 		rep.Segments++
 		data, closeFn, err := readWhole(o.FS, s.name)
 		if err != nil {

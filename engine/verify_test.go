@@ -239,3 +239,31 @@ func TestVerifyExpiredKeyReclaimedBeforeSnapshot(t *testing.T) {
 	require.Len(t, rep.Problems, 1, "%v", rep.Problems)
 	require.Contains(t, rep.Problems[0].What, "missing from the snapshot's index")
 }
+
+// TestVerifyProgress: VerifyWithProgress tells each phase, and every
+// segment, in order.
+func TestVerifyProgress(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", &Options{FS: fs, SegmentSize: 4096})
+	require.NoError(t, err)
+	for i := range 200 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "k%03d", i), make([]byte, 64)))
+	}
+	require.NoError(t, db.Close())
+	var phases []string
+	segs := 0
+	rep, err := VerifyWithProgress("/db", &Options{FS: fs}, func(phase string, done, total int64) {
+		if len(phases) == 0 || phases[len(phases)-1] != phase {
+			phases = append(phases, phase)
+		}
+		if phase == "segments" {
+			require.EqualValues(t, segs, done)
+			segs++
+		}
+	})
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problems)
+	require.Equal(t, []string{"segments", "full replay", "snapshot"}, phases)
+	require.Equal(t, rep.Segments, segs)
+	require.Greater(t, segs, 1)
+}

@@ -426,8 +426,8 @@ func runBundleGet(args []string, stdout, stderr io.Writer) error {
 		"marlin bundle get users.bundle user:42", stderr)
 	var kf keyFlags
 	kf.register(fs, "KEY", true)
-	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline (the default when stdout is not a terminal)")
-	escVal := fs.Bool("escaped-value", false, "print the value in dump's tsv escaped form and a newline (the default on a terminal)")
+	var vo valueOut
+	vo.register(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -439,8 +439,8 @@ func runBundleGet(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *raw && (kf.hex || *escVal) || kf.hex && *escVal {
-		return errors.New("--raw, --hex and --escaped-value exclude each other")
+	if err := vo.check(kf); err != nil {
+		return err
 	}
 	r, err := openBundle(pos[0], false)
 	if err != nil {
@@ -449,20 +449,12 @@ func runBundleGet(args []string, stdout, stderr io.Writer) error {
 	defer r.Close()
 	v, err := r.AppendValue(nil, key)
 	if errors.Is(err, bundle.ErrNotFound) {
-		return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key))
+		return keyNotFound(key)
 	}
 	if err != nil {
 		return err
 	}
-	switch {
-	case *raw:
-	case kf.hex:
-		v = append(appendHex(nil, v), '\n')
-	case *escVal || isTerminal(stdout):
-		v = append(appendEscaped(nil, v), '\n')
-	}
-	_, err = stdout.Write(v)
-	return err
+	return vo.write(stdout, v, kf)
 }
 
 func runBundleDump(args []string, stdout, stderr io.Writer) error {

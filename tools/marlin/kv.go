@@ -42,6 +42,57 @@ func (k *keyFlags) decode(what, s string) ([]byte, error) {
 	return b, nil
 }
 
+// decodeAll decodes every argument as a KEY.
+func (k *keyFlags) decodeAll(args []string) ([][]byte, error) {
+	keys := make([][]byte, 0, len(args))
+	for _, a := range args {
+		b, err := k.decode("KEY", a)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, b)
+	}
+	return keys, nil
+}
+
+// keyNotFound is the error of a command asked for an absent key.
+func keyNotFound(key []byte) error { return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key)) }
+
+// valueOut is how get and bundle get print one value: --raw, --hex (of
+// keyFlags) or --escaped-value, by default escaped on a terminal and raw
+// when piped.
+type valueOut struct{ raw, escaped bool }
+
+func (o *valueOut) register(fs *flag.FlagSet) {
+	fs.BoolVar(&o.raw, "raw", false, "write the value's bytes exactly, without a newline (the default when stdout is not a terminal)")
+	fs.BoolVar(&o.escaped, "escaped-value", false, "print the value in dump's tsv escaped form and a newline (the default on a terminal)")
+}
+
+// check refuses two forms at once.
+func (o *valueOut) check(kf keyFlags) error {
+	if o.raw && (kf.hex || o.escaped) || kf.hex && o.escaped {
+		return errors.New("--raw, --hex and --escaped-value exclude each other")
+	}
+	return nil
+}
+
+// write prints v in the chosen form.
+func (o *valueOut) write(w io.Writer, v []byte, kf keyFlags) error {
+	var out []byte
+	switch {
+	case o.raw:
+		out = v
+	case kf.hex:
+		out = append(appendHex(nil, v), '\n')
+	case o.escaped || isTerminal(w):
+		out = append(appendEscaped(nil, v), '\n')
+	default:
+		out = v // piped: the bytes as stored
+	}
+	_, err := w.Write(out)
+	return err
+}
+
 func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("get", "[flags] DIR KEY [KEY...]\n\nPrints KEY's value. On a terminal: in dump's tsv escaped form and a newline\n"+
 		"(so any byte is visible and safe); piped or redirected: the bytes exactly as\n"+
@@ -54,8 +105,8 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 		"marlin get /var/lib/app/db user:42", stderr)
 	var kf keyFlags
 	kf.register(fs, "KEY", true)
-	raw := fs.Bool("raw", false, "write the value's bytes exactly, without a newline (the default when stdout is not a terminal)")
-	escVal := fs.Bool("escaped-value", false, "print the value in dump's tsv escaped form and a newline (the default on a terminal)")
+	var vo valueOut
+	vo.register(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -67,10 +118,10 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if *raw && (kf.hex || *escVal) || kf.hex && *escVal {
-		return errors.New("--raw, --hex and --escaped-value exclude each other")
+	if err := vo.check(kf); err != nil {
+		return err
 	}
-	if len(pos) > 2 && (*raw || *escVal) {
+	if len(pos) > 2 && (vo.raw || vo.escaped) {
 		return errors.New("--raw and --escaped-value apply to one KEY; several print dump's lines")
 	}
 	db, err := openReadOnly(pos[0], stderr)
@@ -83,24 +134,12 @@ func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	v, err := db.Get(key)
 	if errors.Is(err, engine.ErrNotFound) {
-		return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key))
+		return keyNotFound(key)
 	}
 	if err != nil {
 		return err
 	}
-	var out []byte
-	switch {
-	case *raw:
-		out = v
-	case kf.hex:
-		out = append(appendHex(nil, v), '\n')
-	case *escVal || isTerminal(stdout):
-		out = append(appendEscaped(nil, v), '\n')
-	default:
-		out = v // piped: the bytes as stored
-	}
-	_, err = stdout.Write(out)
-	return err
+	return vo.write(stdout, v, kf)
 }
 
 func runPut(args []string, stdout, stderr io.Writer) (err error) {

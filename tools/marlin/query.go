@@ -39,7 +39,7 @@ func runTTL(args []string, stdout, stderr io.Writer) (err error) {
 	defer closeDB(db, &err)
 	exp, err := db.Expiry(key)
 	if errors.Is(err, engine.ErrNotFound) {
-		return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key))
+		return keyNotFound(key)
 	}
 	if err != nil {
 		return err
@@ -72,13 +72,9 @@ func runExists(args []string, stdout, stderr io.Writer) (err error) {
 	if err := wantArgs(pos, 2, -1, "DIR KEY..."); err != nil {
 		return err
 	}
-	keys := make([][]byte, 0, len(pos)-1)
-	for _, a := range pos[1:] {
-		k, err := kf.decode("KEY", a)
-		if err != nil {
-			return err
-		}
-		keys = append(keys, k)
+	keys, err := kf.decodeAll(pos[1:])
+	if err != nil {
+		return err
 	}
 	db, err := openReadOnly(pos[0], stderr)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/marlinkv/marlin/engine"
 	"github.com/marlinkv/marlin/segment"
@@ -40,6 +42,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	yes := fs.Bool("yes", false, "with --repair: carry out the plan without asking")
 	save := fs.String("save", "", "with --repair: side file for the dropped bytes (default DIR.repair-TIMESTAMP.dropped next to DIR)")
 	verbose := fs.Bool("verbose", false, "with --repair: list every dropped key, not only the first 20")
+	quiet := fs.Bool("quiet", false, "no progress line (there is none when stderr is not a terminal)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -48,7 +51,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	dir := pos[0]
-	rep, err := verifyDir(dir, stderr)
+	rep, err := verifyDir(dir, *quiet, stderr)
 	if err != nil {
 		return err
 	}
@@ -99,7 +102,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	for _, c := range plan.Cuts {
 		fmt.Fprintf(stdout, "cut %s at offset %d\n", c.File, c.Offset)
 	}
-	rep, err = verifyDir(dir, stderr)
+	rep, err = verifyDir(dir, *quiet, stderr)
 	if err != nil {
 		return err
 	}
@@ -176,11 +179,31 @@ func confirmed(r io.Reader) bool {
 	return false
 }
 
-func verifyDir(dir string, stderr io.Writer) (*engine.VerifyReport, error) {
+func verifyDir(dir string, quiet bool, stderr io.Writer) (*engine.VerifyReport, error) {
 	if err := checkDataDir(dir); err != nil {
 		return nil, err
 	}
-	rep, err := engine.Verify(dir, nil)
+	// The progress line reads what the verifying goroutine last said.
+	var mu sync.Mutex
+	var phase string
+	var done, total int64
+	stop := progressLine(stderr, quiet, func(el time.Duration) string {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case phase == "":
+			return "verify: starting, " + el.Round(time.Second).String()
+		case total > 0:
+			return fmt.Sprintf("verify: %s, %d of %d, %s", phase, done, total, el.Round(time.Second))
+		}
+		return fmt.Sprintf("verify: %s, %s", phase, el.Round(time.Second))
+	})
+	rep, err := engine.VerifyWithProgress(dir, nil, func(p string, d, t int64) {
+		mu.Lock()
+		phase, done, total = p, d, t
+		mu.Unlock()
+	})
+	stop()
 	if errors.Is(err, engine.ErrLocked) {
 		return nil, fmt.Errorf("%s is open for writing by another process; verify needs it closed "+
 			"(or verify a checkpoint of it: DB.Checkpoint)", dir)
