@@ -56,7 +56,9 @@ func (k *keyFlags) decodeAll(args []string) ([][]byte, error) {
 }
 
 // keyNotFound is the error of a command asked for an absent key.
-func keyNotFound(key []byte) error { return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key)) }
+func keyNotFound(key []byte) error {
+	return fmt.Errorf("key \"%s\" not found", appendEscaped(nil, key))
+}
 
 // valueOut is how get and bundle get print one value: --raw, --hex (of
 // keyFlags) or --escaped-value, by default escaped on a terminal and raw
