@@ -18,6 +18,7 @@ type Phase struct {
 	Seconds   float64            `json:"seconds"`     // how long the phase took
 	OpsPerSec float64            `json:"ops_per_sec"` // Ops over Seconds
 	Latency   map[string]Latency `json:"latency"`     // by operation kind
+	Timeline  []Sample           `json:"timeline"`    // the rate over the phase (the HTML report's chart)
 }
 
 // Env describes where a run ran, for reproducing it.

@@ -140,6 +140,8 @@ func (r *runner) phase(name string, total int64, body func(w *worker) error) err
 	stop := make(chan struct{})
 	progDone := make(chan struct{})
 	go r.progress(name, total, stop, progDone)
+	tl := make(chan []Sample, 1)
+	go func() { tl <- sampleRate(r.completed, stop) }()
 	start := time.Now()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(r.workers))
@@ -158,7 +160,7 @@ func (r *runner) phase(name string, total int64, body func(w *worker) error) err
 	if err := <-errc; err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	p := Phase{Name: name, Ops: r.completed(), Seconds: elapsed.Seconds(), Latency: map[string]Latency{}}
+	p := Phase{Name: name, Ops: r.completed(), Seconds: elapsed.Seconds(), Latency: map[string]Latency{}, Timeline: <-tl}
 	p.OpsPerSec = float64(p.Ops) / p.Seconds
 	for k := range numOps {
 		hs := make([]*Histogram, len(r.workers))

@@ -29,6 +29,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		sync     = fs.String("sync", def.Sync.String(), "durability mode: group, always, periodic, none")
 		jsonOut  = fs.Bool("json", false, "print the report as JSON")
 		quiet    = fs.Bool("quiet", false, "no progress lines")
+		htmlOut  = fs.String("report", "", "also write the report as a self-contained HTML page to this file: rate over time and latency percentiles as charts (no script, no network)")
 	)
 	fs.Int64Var(&c.Ops, "ops", 0, "operations in the run phase (iterate: full scans; 0: run for --duration)")
 	fs.DurationVar(&c.Duration, "duration", def.Duration, "length of the run phase when --ops is 0")
@@ -85,8 +86,35 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		} else {
 			rep.WriteText(stdout)
 		}
+		if *htmlOut != "" {
+			if herr := writeHTMLReport(*htmlOut, rep); herr != nil && err == nil {
+				err = herr
+			}
+		}
 	}
 	return err
+}
+
+// writeHTMLReport writes rep's HTML page to path (whole or not at all:
+// a temporary file renamed).
+func writeHTMLReport(path string, rep *bench.Report) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("--report: %w", err)
+	}
+	err = bench.WriteHTML(f, rep)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("--report: %w", err)
+	}
+	return nil
 }
 
 // sizeMax returns the top of a size range given its bottom and the --*-max

@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -93,4 +98,27 @@ func TestBenchCommandErrors(t *testing.T) {
 	require.Contains(t, out.String(), "--value-max", "help asked for is on stdout")
 	require.Contains(t, out.String(), "load, a, b, c, d, f, miss, iterate, mixed")
 	require.Empty(t, errOut.String())
+}
+
+// TestBenchHTMLReport: --report writes a page that a real browser
+// (headless Chromium, installed by .ci/deps) renders: after layout its DOM
+// holds the charts and tables, with no error page.
+func TestBenchHTMLReport(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	require.NoError(t, err, "headless Chromium renders the report: install it (.ci/deps does, as Debian's chromium)")
+	page := filepath.Join(t.TempDir(), "report.html")
+	r := mustRun(t, "bench", "--keys", "20000", "--duration", "1s", "--quiet", "--report", page)
+	require.Contains(t, r.stdout, "run b")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+t.TempDir(), "--dump-dom", "file://"+page)
+	out, err := cmd.Output()
+	require.NoError(t, err, "chromium failed")
+	dom := string(out)
+	require.Contains(t, dom, "<title>marlin bench: b</title>")
+	require.Equal(t, 2, strings.Count(dom, "<polyline"), "a rate chart for the load and the run")
+	require.GreaterOrEqual(t, strings.Count(dom, "<rect"), 10, "latency bars for the load's batches and the run's gets and puts")
+	require.Contains(t, dom, `id="phases"`)
+	require.NotContains(t, dom, "ERR_", "no browser error page")
 }
