@@ -192,7 +192,6 @@ func si(v float64) string {
 	return fmt.Sprintf("%.3g", v)
 }
 
-
 type htmlPhase struct {
 	Phase
 	Rate      chart
