@@ -184,7 +184,15 @@ func basePath(dir, name string) string {
 // ownedBase reports whether name (as BASE records it) is a bundle a fold
 // made in the directory, which the DB deletes once it is replaced.
 func ownedBase(name string) bool {
-	return !filepath.IsAbs(name) && strings.HasPrefix(name, baseOwnedPre) && strings.HasSuffix(name, baseOwnedExt)
+	if filepath.IsAbs(name) || !strings.HasPrefix(name, baseOwnedPre) || !strings.HasSuffix(name, baseOwnedExt) {
+		return false
+	}
+	hex := strings.TrimSuffix(strings.TrimPrefix(name, baseOwnedPre), baseOwnedExt)
+	if len(hex) != 16 {
+		return false
+	}
+	_, err := strconv.ParseUint(hex, 16, 64)
+	return err == nil
 }
 
 // openBase opens the bundle at path as a base whose pairs have sequence

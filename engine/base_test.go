@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -502,4 +503,120 @@ func TestBaseReadFault(t *testing.T) {
 	for range db.All(&iterErr) {
 	}
 	require.ErrorIs(t, iterErr, ErrIO) // the walk of the base reports the pair it could not read
+}
+
+func TestOwnedBase(t *testing.T) {
+	require.True(t, ownedBase("base-00000000000000ff.bundle"))
+	for _, n := range []string{"base-ff.bundle", "base-mine.bundle", "base-000000000000000g.bundle",
+		"/db/base-00000000000000ff.bundle", "products.bundle", "base-00000000000000ff.bundle.tmp"} {
+		require.False(t, ownedBase(n), n)
+	}
+}
+
+// TestFoldConcurrent: readers and writers run while folds and compactions
+// switch bases under them. A key is never absent (none is deleted) and a
+// reader never sees a key's version go back; every fold succeeds, and the
+// final view after a reopen holds every key's last write.
+func TestFoldConcurrent(t *testing.T) {
+	fs := vfs.NewMem()
+	const nkeys = 64
+	// The writers go on until enough folds ran beside them (or a cap).
+	const wantFolds, writes = 5, 200000
+	enough := make(chan struct{})
+	pairs := map[string]string{}
+	for i := range nkeys {
+		pairs[fmt.Sprintf("k%02d", i)] = "0"
+	}
+	buildBase(t, fs, "/b.bundle", pairs)
+	o := baseOpts(fs, nil)
+	o.Sync, o.SegmentSize = SyncNone, 1<<20
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	var last [nkeys]atomic.Int64 // the newest version written per key
+	errs := make(chan error, 8)
+	var writers, readers sync.WaitGroup
+	for w := range 2 {
+		writers.Go(func() {
+			// Writer w owns the keys i with i%2 == w, so a key's versions
+			// only grow.
+			for n := 1; n <= writes; n++ {
+				select {
+				case <-enough:
+					return
+				default:
+				}
+				i := (n*2 + w) % nkeys
+				if err := db.Put(fmt.Appendf(nil, "k%02d", i), fmt.Appendf(nil, "%d", n)); err != nil {
+					errs <- err
+					return
+				}
+				last[i].Store(int64(n))
+			}
+		})
+	}
+	done := make(chan struct{})
+	for range 2 {
+		readers.Go(func() {
+			var seen [nkeys]int64
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for i := range nkeys {
+					v, err := db.Get(fmt.Appendf(nil, "k%02d", i))
+					if err != nil {
+						errs <- fmt.Errorf("k%02d: %w", i, err)
+						return
+					}
+					var n int64
+					if _, err := fmt.Sscan(string(v), &n); err != nil {
+						errs <- fmt.Errorf("k%02d: value %q", i, v)
+						return
+					}
+					if n < seen[i] {
+						errs <- fmt.Errorf("k%02d went back from version %d to %d", i, seen[i], n)
+						return
+					}
+					seen[i] = n
+				}
+			}
+		})
+	}
+	writing := make(chan struct{})
+	go func() { writers.Wait(); close(writing) }()
+	folds := 0
+	for ; ; folds++ {
+		if folds == wantFolds {
+			close(enough)
+		}
+		select {
+		case <-writing:
+		default:
+			_, err := db.Fold(nil)
+			require.NoError(t, err)
+			require.NoError(t, db.Compact())
+			continue
+		}
+		break
+	}
+	close(done)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	t.Logf("%d folds during the writes", folds)
+	require.GreaterOrEqual(t, folds, wantFolds)
+	require.NoError(t, db.Close())
+	db, err = Open("/db", baseOpts(fs, nil))
+	require.NoError(t, err)
+	defer db.Close()
+	for i := range nkeys {
+		v, err := db.Get(fmt.Appendf(nil, "k%02d", i))
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprint(last[i].Load()), string(v), "k%02d", i)
+	}
 }
