@@ -520,9 +520,11 @@ func TestOwnedBase(t *testing.T) {
 func TestFoldConcurrent(t *testing.T) {
 	fs := vfs.NewMem()
 	const nkeys = 64
-	// The writers go on until enough folds ran beside them (or a cap).
-	const wantFolds, writes = 5, 200000
-	enough := make(chan struct{})
+	// Round r's writes start when fold r does, so every fold has writes
+	// beside it, however fast either side runs.
+	const folds, perRound = 6, 400
+	var round atomic.Int64
+	round.Store(-1)
 	pairs := map[string]string{}
 	for i := range nkeys {
 		pairs[fmt.Sprintf("k%02d", i)] = "0"
@@ -540,18 +542,20 @@ func TestFoldConcurrent(t *testing.T) {
 		writers.Go(func() {
 			// Writer w owns the keys i with i%2 == w, so a key's versions
 			// only grow.
-			for n := 1; n <= writes; n++ {
-				select {
-				case <-enough:
-					return
-				default:
+			n := 0
+			for r := range int64(folds) {
+				for round.Load() < r {
+					time.Sleep(50 * time.Microsecond)
 				}
-				i := (n*2 + w) % nkeys
-				if err := db.Put(fmt.Appendf(nil, "k%02d", i), fmt.Appendf(nil, "%d", n)); err != nil {
-					errs <- err
-					return
+				for range perRound {
+					n++
+					i := (n*2 + w) % nkeys
+					if err := db.Put(fmt.Appendf(nil, "k%02d", i), fmt.Appendf(nil, "%d", n)); err != nil {
+						errs <- err
+						return
+					}
+					last[i].Store(int64(n))
 				}
-				last[i].Store(int64(n))
 			}
 		})
 	}
@@ -585,31 +589,19 @@ func TestFoldConcurrent(t *testing.T) {
 			}
 		})
 	}
-	writing := make(chan struct{})
-	go func() { writers.Wait(); close(writing) }()
-	folds := 0
-	for ; ; folds++ {
-		if folds == wantFolds {
-			close(enough)
-		}
-		select {
-		case <-writing:
-		default:
-			_, err := db.Fold(nil)
-			require.NoError(t, err)
-			require.NoError(t, db.Compact())
-			continue
-		}
-		break
+	for f := range int64(folds) {
+		round.Store(f)
+		_, err := db.Fold(nil)
+		require.NoError(t, err)
+		require.NoError(t, db.Compact())
 	}
+	writers.Wait()
 	close(done)
 	readers.Wait()
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	t.Logf("%d folds during the writes", folds)
-	require.GreaterOrEqual(t, folds, wantFolds)
 	require.NoError(t, db.Close())
 	db, err = Open("/db", baseOpts(fs, nil))
 	require.NoError(t, err)
