@@ -66,6 +66,18 @@ func requireView(t *testing.T, db *DB, want map[string]string, absent ...string)
 	}
 }
 
+// openOverBase opens /db over a base bundle /b.bundle of pairs, built on
+// fs.
+func openOverBase(t *testing.T, fs vfs.FS, pairs map[string]string) *DB {
+	t.Helper()
+	buildBase(t, fs, "/b.bundle", pairs)
+	o := baseOpts(fs, nil)
+	o.Base = "/b.bundle"
+	db, err := Open("/db", o)
+	require.NoError(t, err)
+	return db
+}
+
 type testClock struct{ ms atomic.Int64 }
 
 func (c *testClock) now() time.Time      { return time.UnixMilli(c.ms.Load()) }
@@ -263,16 +275,12 @@ func foldWithoutBase(t *testing.T, sm SyncMode) {
 // what the new one holds.
 func TestIteratorStopsOnBaseSwitch(t *testing.T) {
 	fs := vfs.NewMem()
-	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1", "b": "2"})
-	o := baseOpts(fs, nil)
-	o.Base = "/b.bundle"
-	db, err := Open("/db", o)
-	require.NoError(t, err)
+	db := openOverBase(t, fs, map[string]string{"a": "1", "b": "2"})
 	defer db.Close()
 	require.NoError(t, db.Put([]byte("c"), []byte("3")))
 	it := db.NewIterator()
 	require.True(t, it.Next())
-	_, err = db.Fold(nil)
+	_, err := db.Fold(nil)
 	require.NoError(t, err)
 	for it.Next() {
 	}
@@ -283,13 +291,9 @@ func TestIteratorStopsOnBaseSwitch(t *testing.T) {
 // and their deletes mask it.
 func TestBaseTxnAndUpdate(t *testing.T) {
 	fs := vfs.NewMem()
-	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1", "b": "2", "c": "3"})
-	o := baseOpts(fs, nil)
-	o.Base = "/b.bundle"
-	db, err := Open("/db", o)
-	require.NoError(t, err)
+	db := openOverBase(t, fs, map[string]string{"a": "1", "b": "2", "c": "3"})
 	defer db.Close()
-	_, err = db.Txn(func(tx *Tx) error {
+	_, err := db.Txn(func(tx *Tx) error {
 		v, _, found, err := tx.Get([]byte("a"))
 		if err != nil || !found || string(v) != "1" {
 			return fmt.Errorf("tx.Get(a) = %q %v %v", v, found, err)
@@ -366,11 +370,7 @@ func TestDeletesDuringFold(t *testing.T) {
 // (named by path).
 func TestCheckpointWithBase(t *testing.T) {
 	fs := vfs.NewMem()
-	buildBase(t, fs, "/b.bundle", map[string]string{"a": "1", "b": "2"})
-	o := baseOpts(fs, nil)
-	o.Base = "/b.bundle"
-	db, err := Open("/db", o)
-	require.NoError(t, err)
+	db := openOverBase(t, fs, map[string]string{"a": "1", "b": "2"})
 	defer db.Close()
 	require.NoError(t, db.Delete([]byte("a")))
 	require.NoError(t, db.Put([]byte("c"), []byte("3")))
@@ -386,7 +386,7 @@ func TestCheckpointWithBase(t *testing.T) {
 	check("/cp1", false) // the base lies outside: named by path
 	require.NoError(t, db.Put([]byte("d"), []byte("4")))
 	want["d"] = "4"
-	_, err = db.Fold(nil)
+	_, err := db.Fold(nil)
 	require.NoError(t, err)
 	check("/cp2", false)
 	check("/cp3", true)

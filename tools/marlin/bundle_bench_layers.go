@@ -48,68 +48,54 @@ func benchEngineSide(o bundleBenchOpts, keys *benchKeys, pat []byte, vsize int, 
 	if err != nil {
 		return err
 	}
-	if err := r.ForEach(func(k, v []byte) error { return nil }); err != nil {
-		r.Close()
+	err = r.ForEach(func(k, v []byte) error { return nil })
+	if err == nil {
+		bget := func(k []byte) bool { _, err := r.Get(k); return err == nil }
+		progress("lookups in the bundle again, beside the engine")
+		rows = append(rows, row{"bundle, exact", benchLookups(o, keys.present, bget, true), benchLookups(o, keys.absent, bget, false)})
+	}
+	if cerr := r.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	bget := func(k []byte) bool { _, err := r.Get(k); return err == nil }
-	progress("lookups in the bundle again, beside the engine")
-	rows = append(rows, row{"bundle, exact", benchLookups(o, keys.present, bget, true), benchLookups(o, keys.absent, bget, false)})
+	lookups := func(db *engine.DB, name string) {
+		rows = append(rows, row{name, benchLookups(o, keys.present, get(db), true), benchLookups(o, keys.absent, get(db), false)})
+	}
 
 	// The engine with the same pairs in its log.
-	progress("loading the pairs into a database")
 	dbDir := filepath.Join(tmp, "engine")
-	db, err := engine.Open(dbDir, &engine.Options{Sync: engine.SyncNone, CompactionThreshold: -1, DisableSnapshots: true})
+	err = withBenchDB(dbDir, "", func(db *engine.DB) error {
+		progress("loading the pairs into a database")
+		if err := benchPutEvery(db, keys, pat, vsize, 1, 0); err != nil {
+			return err
+		}
+		progress("lookups in the database")
+		lookups(db, "engine, the pairs in its log")
+		return nil
+	})
 	if err != nil {
-		r.Close()
-		return err
-	}
-	if err := benchPutEvery(db, keys, pat, vsize, 1, 0); err != nil {
-		db.Close()
-		r.Close()
-		return err
-	}
-	progress("lookups in the database")
-	rows = append(rows, row{"engine, the pairs in its log", benchLookups(o, keys.present, get(db), true), benchLookups(o, keys.absent, get(db), false)})
-	if err := db.Close(); err != nil {
-		r.Close()
-		return err
-	}
-	if err := os.RemoveAll(dbDir); err != nil {
-		r.Close()
 		return err
 	}
 
 	// The engine over the bundle as its base.
-	progress("lookups in a database over the bundle as its base")
-	db, err = engine.Open(dbDir, &engine.Options{Sync: engine.SyncNone, CompactionThreshold: -1, DisableSnapshots: true, Base: path})
+	err = withBenchDB(dbDir, path, func(db *engine.DB) error {
+		progress("lookups in a database over the bundle as its base")
+		lookups(db, "engine over the bundle as base, empty delta")
+		progress("overwriting 1%% of the keys in the delta")
+		if err := benchPutEvery(db, keys, pat, vsize, 100, 1); err != nil {
+			return err
+		}
+		lookups(db, "engine over the bundle, delta of 1% of the keys")
+		return nil
+	})
 	if err != nil {
-		r.Close()
-		return err
-	}
-	alone := benchLookups(o, keys.present, get(db), true)
-	rows = append(rows, row{"engine over the bundle as base, empty delta", alone, benchLookups(o, keys.absent, get(db), false)})
-	progress("overwriting 1%% of the keys in the delta")
-	if err := benchPutEvery(db, keys, pat, vsize, 100, 1); err != nil {
-		db.Close()
-		r.Close()
-		return err
-	}
-	rows = append(rows, row{"engine over the bundle, delta of 1% of the keys", benchLookups(o, keys.present, get(db), true), benchLookups(o, keys.absent, get(db), false)})
-	if err := db.Close(); err != nil {
-		r.Close()
-		return err
-	}
-	if err := os.RemoveAll(dbDir); err != nil {
-		r.Close()
 		return err
 	}
 
 	// Cold lookups: the page cache dropped (root only), one goroutine.
-	// Pages a mapping uses are not dropped: close it first.
-	if err := r.Close(); err != nil {
-		return err
-	}
+	// (Pages a mapping uses are not dropped: the bundle is closed here.)
 	cold := "- (dropping the page cache needs root)"
 	if !o.dropCaches {
 		cold = "- (--drop-caches=false)"
@@ -140,6 +126,23 @@ func benchEngineSide(o bundleBenchOpts, keys *benchKeys, pat []byte, vsize int, 
 	fmt.Fprintf(stdout, "\nbundle, page cache dropped: %s\n", cold)
 	fmt.Fprintf(stdout, "sharing: %s\n", share)
 	return nil
+}
+
+// withBenchDB opens a new database in dir (over the base bundle at base,
+// if not ""), runs fn, closes it and removes dir.
+func withBenchDB(dir, base string, fn func(db *engine.DB) error) error {
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNone, CompactionThreshold: -1, DisableSnapshots: true, Base: base})
+	if err != nil {
+		return err
+	}
+	err = fn(db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.RemoveAll(dir); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // benchPutEvery writes every step-th key, with the value of the key
