@@ -111,11 +111,13 @@ func binSequence() [][]byte {
 // TestBinaryProtocol runs binSequence against the server and the
 // memcached binary and compares every response byte (CAS aside).
 func TestBinaryProtocol(t *testing.T) {
-	addr, _, _ := startServer(t, "", Config{})
 	mc := startMemcached(t)
-	got := binSession(t, addr, binSequence())
 	want := binSession(t, mc, binSequence())
-	for i := range want {
-		require.Equal(t, want[i], got[i], "request %d (opcode %#x)", i, binSequence()[i][1])
-	}
+	forEachIO(t, func(t *testing.T, m IOMode) {
+		addr, _, _ := startServer(t, "", Config{IO: m})
+		got := binSession(t, addr, binSequence())
+		for i := range want {
+			require.Equal(t, want[i], got[i], "request %d (opcode %#x)", i, binSequence()[i][1])
+		}
+	})
 }

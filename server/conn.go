@@ -47,6 +47,12 @@ type conn struct {
 	waitingSince int64
 	kicked       bool
 	stopping     atomic.Bool
+
+	// A connection an event loop serves (loop.go) has lp set and no nc,
+	// no goroutine and no buffers of its own while it waits: r and w are
+	// its loop's while it is served.
+	lp *loop
+	ls loopState
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -55,6 +61,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.first.c = c
 	c.unpark()
 	return c
+}
+
+// need notes that the command being read needs n more bytes from here:
+// an event loop does not read it again until they have come (loop.go).
+func (c *conn) need(n int) {
+	if c.lp != nil {
+		c.ls.needAt = c.ls.src.pos - c.r.Buffered() + n
+	}
 }
 
 // deadlineWriter is what the buffered writer writes to: every write to the
@@ -134,25 +148,28 @@ func (c *conn) serve() {
 				c.cmdDeadline = true
 			}
 		}
-		if b, err := c.r.Peek(1); err == nil && b[0] == binReqMagic {
-			if !c.run(c.binary) {
-				return
-			}
-			continue
-		}
-		line, err := c.readLine()
-		if err != nil {
-			if errors.Is(err, errLineTooLong) {
-				c.reply(errLineTooLong.line)
-				_ = c.flush()
-			}
-			return
-		}
-		if !c.run(func() error { return c.command(line) }) {
+		if !c.step() {
 			return
 		}
 	}
 	_ = c.flush()
+}
+
+// step reads and runs the next command, binary or text, and reports
+// whether the connection goes on.
+func (c *conn) step() bool {
+	if b, err := c.r.Peek(1); err == nil && b[0] == binReqMagic {
+		return c.run(c.binary)
+	}
+	line, err := c.readLine()
+	if err != nil {
+		if errors.Is(err, errLineTooLong) {
+			c.reply(errLineTooLong.line)
+			_ = c.flush()
+		}
+		return false
+	}
+	return c.run(func() error { return c.command(line) })
 }
 
 // run runs one command marked busy (for shutdown) and reports whether the
@@ -160,12 +177,21 @@ func (c *conn) serve() {
 // or quit (whose reply is flushed first). The command's duration goes to
 // the latency histogram its dispatch named (c.op).
 func (c *conn) run(cmd func() error) bool {
-	c.setBusy(true)
+	if c.lp == nil {
+		c.setBusy(true)
+	}
 	start := time.Now()
 	err := cmd()
+	if c.lp == nil {
+		c.setBusy(false)
+	} else if c.ls.src.short {
+		// Not a whole command yet (loop.go): it runs again when the
+		// rest has come.
+		c.op = mopOther
+		return false
+	}
 	c.s.metrics.observe(c.op, time.Since(start))
 	c.op = mopOther
-	c.setBusy(false)
 	if err == nil {
 		err = c.werr
 	}
@@ -201,7 +227,6 @@ func (c *conn) readLine() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.s.stats.bytesRead.Add(int64(len(b)))
 	if len(b) > maxLine {
 		return nil, errLineTooLong
 	}
@@ -218,10 +243,10 @@ func (c *conn) readData(n int) ([]byte, error) {
 		c.data = make([]byte, n+2)
 	}
 	d := c.data[:n+2]
+	c.need(n + 2)
 	if _, err := io.ReadFull(c.r, d); err != nil {
 		return nil, err
 	}
-	c.s.stats.bytesRead.Add(int64(n + 2))
 	if d[n] != '\r' || d[n+1] != '\n' {
 		return nil, errBadDataChunk
 	}
@@ -234,8 +259,15 @@ func (c *conn) readData(n int) ([]byte, error) {
 
 // swallow reads and drops n bytes (a refused data block).
 func (c *conn) swallow(n int64) error {
-	m, err := io.CopyN(io.Discard, c.r, n)
-	c.s.stats.bytesRead.Add(m)
+	if c.lp != nil {
+		// An event loop does not wait for the block (loop.go): what has
+		// come is dropped now, the rest as it comes.
+		m := min(n, int64(c.r.Buffered()+c.ls.src.left()))
+		_, _ = c.r.Discard(int(m))
+		c.ls.skip = n - m
+		return nil
+	}
+	_, err := io.CopyN(io.Discard, c.r, n)
 	return err
 }
 

@@ -40,9 +40,12 @@ type firstByte struct {
 func (f *firstByte) Read(p []byte) (int, error) {
 	if f.n > 0 && len(p) > 0 {
 		p[0], f.n = f.b[0], 0
+		f.c.s.stats.bytesRead.Add(1)
 		return 1, nil
 	}
-	return f.c.nc.Read(p)
+	n, err := f.c.nc.Read(p)
+	f.c.s.stats.bytesRead.Add(int64(n))
+	return n, err
 }
 
 // waitCommand returns when the next command has begun to arrive (true),

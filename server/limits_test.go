@@ -15,7 +15,11 @@ import (
 // TestHostileClients: bad input costs the client its connection at worst,
 // never the server's memory or another client's service.
 func TestHostileClients(t *testing.T) {
-	addr, _, _ := startServer(t, "", Config{MaxConns: 8, WriteTimeout: 500 * time.Millisecond})
+	forEachIO(t, testHostileClients)
+}
+
+func testHostileClients(t *testing.T, m IOMode) {
+	addr, _, _ := startServer(t, "", Config{IO: m, MaxConns: 8, WriteTimeout: 500 * time.Millisecond})
 	alive := func() {
 		t.Helper()
 		require.Equal(t, "VERSION 1.6.18\r\n", exchange(t, addr, "version\r\n"))
@@ -91,7 +95,7 @@ func TestHostileClients(t *testing.T) {
 	})
 
 	t.Run("connection limit", func(t *testing.T) {
-		addr, _, _ := startServer(t, "", Config{MaxConns: 8})
+		addr, _, _ := startServer(t, "", Config{IO: m, MaxConns: 8})
 		var held []net.Conn
 		defer func() {
 			for _, c := range held {
@@ -122,7 +126,11 @@ func TestHostileClients(t *testing.T) {
 // when its client speaks again, pipelined or not; a client's partial
 // command is no idle wait.
 func TestIdleConnectionsParkBuffers(t *testing.T) {
-	addr, s, _ := startServer(t, "", Config{})
+	forEachIO(t, testIdleConnections)
+}
+
+func testIdleConnections(t *testing.T, m IOMode) {
+	addr, s, _ := startServer(t, "", Config{IO: m})
 	const n = 200
 	conns := make([]net.Conn, n)
 	rds := make([]*bufio.Reader, n)
@@ -140,8 +148,11 @@ func TestIdleConnectionsParkBuffers(t *testing.T) {
 	// One client stops in the middle of a data block.
 	_, err := io.WriteString(conns[0], "set half 0 0 4\r\nab")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return s.idleConns.Load() == n-1 }, 10*time.Second, 50*time.Millisecond)
-	require.Contains(t, exchange(t, addr, "stats\r\n"), fmt.Sprintf("STAT marlin_idle_connections %d\r\n", n-1))
+	require.Eventually(t, func() bool { return s.idleConnections() == n-1 }, 10*time.Second, 50*time.Millisecond)
+	// An event loop's connection holds nothing between commands: the
+	// one asking counts too.
+	asking := map[IOMode]int{IOLoop: 1, IOGoroutine: 0}[m]
+	require.Contains(t, exchange(t, addr, "stats\r\n"), fmt.Sprintf("STAT marlin_idle_connections %d\r\n", n-1+asking))
 	_, err = io.WriteString(conns[0], "cd\r\n")
 	require.NoError(t, err)
 	line, err := rds[0].ReadString('\n')
@@ -175,7 +186,11 @@ func TestClosedConnectionUntracked(t *testing.T) {
 // cut off after ReadTimeout, and nothing of the half-sent item is stored;
 // a connection that only waits between commands is not.
 func TestReadTimeout(t *testing.T) {
-	addr, _, _ := startServer(t, "", Config{ReadTimeout: 300 * time.Millisecond})
+	forEachIO(t, testReadTimeout)
+}
+
+func testReadTimeout(t *testing.T, m IOMode) {
+	addr, _, _ := startServer(t, "", Config{IO: m, ReadTimeout: 300 * time.Millisecond})
 	slow, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer slow.Close()

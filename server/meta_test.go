@@ -106,8 +106,10 @@ func runMetaCases(t *testing.T, addr string) {
 }
 
 func TestMetaProtocol(t *testing.T) {
-	addr, _, _ := startServer(t, "", Config{})
-	runMetaCases(t, addr)
+	forEachIO(t, func(t *testing.T, m IOMode) {
+		addr, _, _ := startServer(t, "", Config{IO: m})
+		runMetaCases(t, addr)
+	})
 }
 
 func TestMetaAgainstMemcached(t *testing.T) {

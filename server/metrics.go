@@ -310,7 +310,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.threads, float64(runtime.GOMAXPROCS(0)))
 	gauge(c.maxConns, float64(s.cfg.MaxConns))
 	gauge(c.currConns, float64(curr))
-	gauge(c.idleConns, float64(s.idleConns.Load()))
+	gauge(c.idleConns, float64(s.idleConnections()))
 	counter(c.totalConns, st.totalConns.Load())
 	counter(c.rejectedConns, st.rejectedConns.Load())
 

@@ -105,10 +105,10 @@ func quiet(op byte) bool {
 // there is no way to answer it without reading it.
 func (c *conn) readBinary() (binReq, error) {
 	var h [binHeader]byte
+	c.need(binHeader)
 	if _, err := io.ReadFull(c.r, h[:]); err != nil {
 		return binReq{}, err
 	}
-	c.s.stats.bytesRead.Add(binHeader)
 	keyLen := int(binary.BigEndian.Uint16(h[2:]))
 	extLen := int(h[4])
 	body := int(binary.BigEndian.Uint32(h[8:]))
@@ -119,10 +119,10 @@ func (c *conn) readBinary() (binReq, error) {
 		c.data = make([]byte, body)
 	}
 	b := c.data[:body]
+	c.need(body)
 	if _, err := io.ReadFull(c.r, b); err != nil {
 		return binReq{}, err
 	}
-	c.s.stats.bytesRead.Add(int64(body))
 	return binReq{op: h[1], opaque: binary.BigEndian.Uint32(h[12:]), cas: binary.BigEndian.Uint64(h[16:]),
 		extras: b[:extLen], key: b[extLen : extLen+keyLen], value: b[extLen+keyLen:]}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,6 +54,12 @@ type Config struct {
 	// its last key. The database must be empty the first time, and is
 	// then always served with it on (New refuses the other way round).
 	SharedValues bool
+	// IO chooses how connections are served (IOAuto: event loops on
+	// Linux unless every write waits for an fsync; loop.go).
+	IO IOMode
+	// Loops is how many event loops serve connections (0: one per core,
+	// GOMAXPROCS).
+	Loops int
 	// Version is what "version" reports (default "1.6.18", a memcached 1.6
 	// version: clients and memccapable change behaviour by it).
 	Version string
@@ -83,7 +90,10 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closing   bool
-	wg        sync.WaitGroup // connection goroutines
+	wg        sync.WaitGroup // connection and loop goroutines
+	io        IOMode         // Config.IO resolved
+	loops     []*loop        // started at the first connection they serve
+	nextLoop  int            // the loop the next connection goes to
 
 	stats   stats
 	metrics *metrics // metrics.go
@@ -126,6 +136,8 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 		need += shared.InlineOverhead
 	}
 	switch {
+	case cfg.Loops < 0:
+		return nil, errors.New("server: negative Loops")
 	case cfg.MaxItemSize < 0 || cfg.MaxConns < 0 || cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.ReadTimeout < 0:
 		return nil, errors.New("server: negative limit")
 	case need > db.Limits().MaxValueSize:
@@ -136,11 +148,18 @@ func New(db *engine.DB, cfg Config) (*Server, error) {
 	case db.Limits().MaxKeySize < maxKeyLen:
 		return nil, fmt.Errorf("server: the database's MaxKeySize %d is under memcached's 250", db.Limits().MaxKeySize)
 	}
+	io, err := ioMode(cfg.IO, db)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Loops == 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
 	st, err := openBackend(db, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{db: st, edb: db, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
+	s := &Server{db: st, io: io, edb: db, cfg: cfg, log: cfg.Logger, reapStop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.stats.started = time.Now()
 	if err := s.loadFlush(); err != nil {
@@ -214,6 +233,9 @@ func (s *Server) track(nc net.Conn) bool {
 		nc.Close()
 		return false
 	}
+	if s.io == IOLoop && s.loopConn(nc) {
+		return true
+	}
 	c := newConn(s, nc)
 	s.conns[c] = struct{}{}
 	s.reapOnce.Do(func() { go s.reap(s.reapStop) })
@@ -224,12 +246,61 @@ func (s *Server) track(nc net.Conn) bool {
 		c.serve()
 		// Untracked before the socket closes: a client that sees the
 		// close never counts itself in curr_connections afterwards.
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
+		s.untrack(c)
 		c.nc.Close()
 	}()
 	return true
+}
+
+// loopConn serves nc from an event loop (called with s.mu held, which it
+// releases when it returns true). False: nc is no socket, or loops cannot
+// run here; it is served by a goroutine then.
+func (s *Server) loopConn(nc net.Conn) bool {
+	if s.loops == nil {
+		loops, err := newLoops(s, s.cfg.Loops)
+		if err != nil {
+			s.log.Error("marlin serve: event loops: serving a goroutine per connection", "err", err)
+			s.io = IOGoroutine
+			return false
+		}
+		s.loops = loops
+	}
+	fd, err := socketFD(nc)
+	if err != nil {
+		return false
+	}
+	c := &conn{s: s}
+	c.ls.fd = fd
+	l := s.loops[s.nextLoop%len(s.loops)]
+	s.nextLoop++
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	if err := l.add(c); err != nil {
+		s.untrack(c)
+		closeFD(fd)
+	}
+	return true
+}
+
+// idleConnections counts the connections waiting for a command without
+// buffers: parked ones (idle.go) and those of the event loops that hold
+// nothing.
+func (s *Server) idleConnections() int64 {
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	n := s.idleConns.Load()
+	for _, l := range loops {
+		n += l.idle()
+	}
+	return n
+}
+
+// untrack forgets a connection that ends.
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, lets every connection finish the command it
@@ -247,9 +318,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.shutdown()
+		if c.lp == nil {
+			c.shutdown()
+		}
 	}
+	loops := s.loops
 	s.mu.Unlock()
+	for _, l := range loops {
+		l.stop()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -264,9 +341,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			if c.lp == nil {
+				c.nc.Close()
+			}
 		}
 		s.mu.Unlock()
+		for _, l := range loops {
+			l.abort()
+		}
 		s.stopFill(ctx)
 		return ctx.Err()
 	}

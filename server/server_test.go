@@ -126,7 +126,11 @@ var textCases = []struct{ name, in, want string }{
 }
 
 func TestTextProtocol(t *testing.T) {
-	addr, _, _ := startServer(t, "", Config{})
+	forEachIO(t, testTextProtocol)
+}
+
+func testTextProtocol(t *testing.T, m IOMode) {
+	addr, _, _ := startServer(t, "", Config{IO: m})
 	for _, c := range textCases {
 		t.Run(c.name, func(t *testing.T) {
 			exchange(t, addr, "delete k\r\ndelete a\r\ndelete b\r\ndelete n\r\n")
@@ -287,13 +291,15 @@ func runMemccapable(t *testing.T, mode string) {
 		}
 		t.Fatalf("memccapable is needed (apt-get install libmemcached-tools; MARLIN_NO_MEMCACHED=1 to skip): %v", err)
 	}
-	addr, _, _ := startServer(t, "", Config{})
-	host, port, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	out, err := exec.Command(bin, "-h", host, "-p", port, mode, "-t", "5").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	require.Contains(t, string(out), "All tests passed", "%s", out)
-	require.NotContains(t, string(out), "[FAIL]", "%s", out)
+	forEachIO(t, func(t *testing.T, m IOMode) {
+		addr, _, _ := startServer(t, "", Config{IO: m})
+		host, port, err := net.SplitHostPort(addr)
+		require.NoError(t, err)
+		out, err := exec.Command(bin, "-h", host, "-p", port, mode, "-t", "5").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "All tests passed", "%s", out)
+		require.NotContains(t, string(out), "[FAIL]", "%s", out)
+	})
 }
 
 // TestFlushAll: flush_all hides every item stored before it, at once or

@@ -70,7 +70,7 @@ func (c *conn) stats(cmd *textCmd) {
 	stat("evictions", st.Evictions)
 	stat("marlin_index_bytes", st.Index.ResidentBytes)
 	stat("marlin_go_heap_bytes", int64(ru.HeapAlloc))
-	stat("marlin_idle_connections", s.idleConns.Load())
+	stat("marlin_idle_connections", s.idleConnections())
 	s.fillStatLines(stat)
 	s.sharedStatLines(stat)
 	c.reply("END")

@@ -53,6 +53,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		sharedV  = fs.Bool("shared-values", false, "store identical item data once: items with equal data refer to one stored copy, reclaimed with its last item (give it the first time on an empty --dir, then always)")
 		baseFile = fs.String("base", "", "serve the merged view of this base bundle and --dir on top of it (recorded in --dir: later starts need not repeat it; see docs/bundle.md)")
 		adminAt  = fs.String("admin", "", "serve the administration endpoints (stats, checkpoint, compact, fold into a new base...) at http://ADDR/ (host:port; empty: off; trusted addresses only)")
+		ioMode   = fs.String("io", "auto", "how connections are served: loop (a few event loops, one per core), goroutine (one per connection: a command waiting for the disk holds up only its own client), auto (loop, unless --sync group or always)")
+		loops    = fs.Int("loops", 0, "with --io loop: how many event loops (0: one per core)")
 		ff       = fillFlags(fs)
 	)
 	if err := fs.Parse(args); err != nil {
@@ -67,6 +69,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	sm, err := engine.ParseSyncMode(*syncMode)
 	if err != nil {
 		return err
+	}
+	serveIO := server.IOMode(*ioMode)
+	switch serveIO {
+	case "auto":
+		serveIO = server.IOAuto
+	case server.IOLoop, server.IOGoroutine:
+	default:
+		return fmt.Errorf("--io %q: want loop, goroutine or auto", *ioMode)
+	}
+	if *loops < 0 {
+		return fmt.Errorf("--loops %d: want 0 or more", *loops)
 	}
 	var norm *keynorm.Normalizer
 	if *normSep != "" {
@@ -119,7 +132,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	s, err := server.New(db, server.Config{MaxItemSize: *maxItem, MaxConns: *maxConns,
 		IdleTimeout: *idle, WriteTimeout: *wtimeout, ReadTimeout: *rtimeout, Normalizer: norm,
-		Loader: loader, Fill: fillOpts, SharedValues: *sharedV, Logger: log})
+		Loader: loader, Fill: fillOpts, SharedValues: *sharedV, IO: serveIO, Loops: *loops, Logger: log})
 	if err != nil {
 		db.Close()
 		return err
