@@ -30,6 +30,9 @@ func corruptf(off int64, format string, args ...any) error {
 
 // WithFile returns err with its file name set, if it is a *CorruptError.
 func WithFile(err error, file string) error {
+	if err == nil {
+		return nil // (before ce, which escapes: no allocation on the read path)
+	}
 	var ce *CorruptError
 	if errors.As(err, &ce) && ce.File == "" {
 		c := *ce

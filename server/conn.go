@@ -29,6 +29,8 @@ type conn struct {
 	nbuf   []byte   // a multi-key get's normalized keys (normalize.go)
 	nkeys  [][2]int // their offsets in nbuf
 	val    []byte   // scratch for reads
+	nbuf24 [24]byte // scratch for a number being formatted (numBuf)
+	nbufB  [24]byte // a second, for a number kept while numBuf formats another
 	out    deadlineWriter
 	first  firstByte // what r reads from (idle.go)
 	parked bool      // r and w are back in their pools (idle.go)

@@ -402,7 +402,7 @@ func (c *conn) metaArith(m *metaCmd) {
 		}
 	}
 	created := res.out == arithCreated
-	num := strconv.AppendUint(c.numBuf(), res.value, 10)
+	num := strconv.AppendUint(c.nbufB[:0], res.value, 10) // (numBuf is used below)
 	w := c.w
 	if m.value {
 		w.WriteString("VA ")

@@ -136,10 +136,8 @@ func (c *conn) retrieve(cmd *textCmd) {
 	c.reply("END")
 }
 
-func (c *conn) numBuf() []byte {
-	var b [24]byte
-	return b[:0]
-}
+// numBuf is scratch for formatting one number, valid until the next call.
+func (c *conn) numBuf() []byte { return c.nbuf24[:0] }
 
 func (c *conn) touch(cmd *textCmd) {
 	c.s.stats.cmdTouch.Add(1)

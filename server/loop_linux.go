@@ -107,6 +107,8 @@ type owner struct {
 	w      *bufio.Writer
 	gone   bool // handed off: finish the connection being served, then end
 	scanAt int64
+	n      int                // events ready (ready's result)
+	ready  func(uintptr) bool // fetches ready events; made once (a closure per wait would be an allocation)
 }
 
 // newLoops starts n loops.
@@ -153,8 +155,13 @@ func newLoop(s *Server, tick time.Duration) (*loop, error) {
 }
 
 func (l *loop) newOwner() *owner {
-	return &owner{l: l, events: make([]unix.EpollEvent, 128), rbuf: make([]byte, loopReadSize),
+	o := &owner{l: l, events: make([]unix.EpollEvent, 128), rbuf: make([]byte, loopReadSize),
 		r: bufio.NewReaderSize(nil, bufSize), w: bufio.NewWriterSize(nil, bufSize)}
+	o.ready = func(uintptr) bool {
+		o.n = epollNow(l.epfd, o.events)
+		return o.n > 0
+	}
+	return o
 }
 
 // socketFD takes nc's socket away from the runtime: a duplicate of its
@@ -262,16 +269,13 @@ func (o *owner) run() {
 			o.closeAll()
 			return
 		}
-		n := 0
-		err := l.rc.Read(func(uintptr) bool {
-			n = epollNow(l.epfd, o.events)
-			return n > 0
-		})
+		o.n = 0
+		err := l.rc.Read(o.ready)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			l.s.log.Error("marlin serve: waiting for events", "err", err)
 			l.stop()
 		}
-		for i := range n {
+		for i := range o.n {
 			fd := o.events[i].Fd
 			l.mu.Lock()
 			c := l.conns[fd]

@@ -2,11 +2,14 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,4 +209,88 @@ func loopGoroutines(s *Server) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.active
+}
+
+// BenchmarkServeGetSet: memcaslap's mix (9 gets to 1 set of 100-byte
+// items over 1,000 keys) from 8 connections, one request in flight each,
+// under each IO mode. The client side allocates nothing per request, so
+// allocs/op (-benchmem) are the server's.
+func BenchmarkServeGetSet(b *testing.B) {
+	for _, m := range []IOMode{IOLoop, IOGoroutine} {
+		b.Run(string(m), func(b *testing.B) {
+			addr, _, _ := startServer(b, "", Config{IO: m})
+			const conns, keys = 8, 1000
+			val := strings.Repeat("v", 100)
+			setup, err := net.Dial("tcp", addr)
+			require.NoError(b, err)
+			var sb strings.Builder
+			for k := range keys {
+				fmt.Fprintf(&sb, "set key:%d 0 0 %d noreply\r\n%s\r\n", k, len(val), val)
+			}
+			sb.WriteString("mn\r\n")
+			_, err = io.WriteString(setup, sb.String())
+			require.NoError(b, err)
+			line, err := bufio.NewReader(setup).ReadString('\n')
+			require.NoError(b, err)
+			require.Equal(b, "MN\r\n", line)
+			setup.Close()
+
+			reqs := make([][]byte, 10*keys)
+			for i := range reqs {
+				k := (i * 7919) % keys
+				if i%10 == 9 {
+					reqs[i] = fmt.Appendf(nil, "set key:%d 0 0 %d\r\n%s\r\n", k, len(val), val)
+				} else {
+					reqs[i] = fmt.Appendf(nil, "get key:%d\r\n", k)
+				}
+			}
+			b.ResetTimer()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			errs := make(chan error, conns)
+			for range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer c.Close()
+					buf := make([]byte, 4096)
+					for {
+						i := next.Add(1) - 1
+						if i >= int64(b.N) {
+							return
+						}
+						req := reqs[i%int64(len(reqs))]
+						if _, err := c.Write(req); err != nil {
+							errs <- err
+							return
+						}
+						// A get's reply ends in "END\r\n", a set's is "STORED\r\n".
+						want := []byte("END\r\n")
+						if req[0] == 's' {
+							want = []byte("STORED\r\n")
+						}
+						n := 0
+						for n < len(want) || !bytes.HasSuffix(buf[:n], want) {
+							m, err := c.Read(buf[n:])
+							if err != nil {
+								errs <- err
+								return
+							}
+							n += m
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@
 //
 //	loadgen -addr 127.0.0.1:11211 -mode fill -keys 10000000 -value 100
 //	loadgen -addr 127.0.0.1:11211 -mode get -keys 10000000 -conns 32 -time 20s
+//	loadgen -addr 127.0.0.1:11211 -mode idle -conns 10000 -time 15s
 //
 // fill pipelines "set" commands with noreply over -conns connections, each
 // connection a contiguous range of keys, and ends each connection with a
@@ -12,7 +13,11 @@
 // connections, each sending one "get" of a uniformly random key and
 // waiting for its reply; it prints ops/s, the hit ratio and latency
 // percentiles (HDR histogram, every percentile within 0.1%). A miss or an
-// error line is counted; the run fails if any reply is malformed.
+// error line is counted; the run fails if any reply is malformed. idle
+// opens -conns connections, has each served one "version", prints
+// "ready", holds them open and silent for -time, then checks that each
+// still answers (for the memory of idle connections: read the server's
+// RSS while they wait).
 package main
 
 import (
@@ -35,7 +40,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:11211", "server address")
-	mode := flag.String("mode", "get", "fill or get")
+	mode := flag.String("mode", "get", "fill, get or idle")
 	keys := flag.Int("keys", 10_000_000, "number of keys (k0 .. k<keys-1>)")
 	value := flag.Int("value", 100, "value size in bytes (fill)")
 	conns := flag.Int("conns", 32, "connections")
@@ -48,6 +53,8 @@ func main() {
 		err = fill(*addr, *keys, *value, *conns)
 	case "get":
 		err = get(*addr, *keys, *conns, *dur, *asJSON)
+	case "idle":
+		err = idle(*addr, *conns, *dur)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -236,4 +243,48 @@ func readGet(r *bufio.Reader) (bool, error) {
 		return false, fmt.Errorf("expected END, got %q", l)
 	}
 	return true, nil
+}
+
+// idle holds n connections open and silent for d.
+func idle(addr string, n int, d time.Duration) error {
+	version := func(nc net.Conn, r *bufio.Reader) error {
+		if _, err := nc.Write([]byte("version\r\n")); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if !bytes.HasPrefix([]byte(line), []byte("VERSION ")) {
+			return fmt.Errorf("version: got %q", line)
+		}
+		return nil
+	}
+	conns := make([]net.Conn, 0, n)
+	rds := make([]*bufio.Reader, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", len(conns), err)
+		}
+		conns = append(conns, nc)
+		rds = append(rds, bufio.NewReaderSize(nc, 64))
+		if err := version(nc, rds[len(rds)-1]); err != nil {
+			return fmt.Errorf("connection %d: %w", len(conns)-1, err)
+		}
+	}
+	fmt.Println("ready")
+	time.Sleep(d)
+	for i, nc := range conns {
+		if err := version(nc, rds[i]); err != nil {
+			return fmt.Errorf("connection %d after the wait: %w", i, err)
+		}
+	}
+	fmt.Printf("%d connections held %v and served again\n", n, d)
+	return nil
 }
