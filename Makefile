@@ -138,8 +138,8 @@ bench-peers-quick:
 # (N defaults to 10^9 here, whatever make crash's default is.)
 BILLION_N = $(if $(filter command line environment,$(origin N)),$(N),1000000000)
 # memcaslap against marlin serve and memcached, one after the other (issue
-# 11): BENCH_SERVE="seconds threads concurrency".
-BENCH_SERVE ?= 20 2 32
+# 11): BENCH_SERVE="seconds threads concurrency rounds".
+BENCH_SERVE ?= 20 2 32 5
 .PHONY: bench-serve bench-serve-10m
 bench-serve: build
 	bench/serve/run.sh $(BENCH_SERVE)

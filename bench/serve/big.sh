@@ -16,7 +16,8 @@
 # 4. marlin serve is restarted on a second database of KEYS keys of 1000
 #    bytes inside a memory cgroup (v1) whose limit is a tenth of that
 #    database's size on disk (page cache included, as the kernel charges
-#    it), with the page cache dropped first; loadgen get as in 3.
+#    it), with the page cache dropped first; loadgen get as in 3, once
+#    with --io loop and once with --io goroutine.
 # Everything is deleted afterwards. Needs root (cgroup, drop_caches),
 # memcaslap and memcached.
 set -euo pipefail
@@ -84,9 +85,14 @@ size=$(du -sb "$dir/big" | cut -f1); limit=$((size / 10))
 [ "$limit" -lt $((128 << 20)) ] && limit=$((128 << 20))
 echo "database on disk: $((size >> 20)) MiB; memory limit $((limit >> 20)) MiB (page cache, index and heap together)"
 mkdir "$cg"; echo "$limit" > "$cg/memory.limit_in_bytes"
-sync; echo 3 > /proc/sys/vm/drop_caches
-mport=$(port)
-sh -c "echo \$\$ > $cg/cgroup.procs; exec $bin serve --dir $dir/big --listen 127.0.0.1:$mport" 2>"$dir/marlin-big.log" & mpid=$!; pids+=($mpid)
-waitfor "$mport"
-echo -n "marlin serve (limited): "; "$lg" -addr 127.0.0.1:"$mport" -mode get -keys "$keys" -conns 32 -time "${secs}s"
-echo "cgroup peak $(( $(cat "$cg/memory.max_usage_in_bytes") >> 20 )) MiB, failcnt $(cat "$cg/memory.failcnt"); server $(rss $mpid)"
+# Once per way of serving connections: an event loop waits for each read
+# that misses the page cache, a goroutine per connection only its own.
+for io in loop goroutine; do
+  sync; echo 3 > /proc/sys/vm/drop_caches; echo 0 > "$cg/memory.max_usage_in_bytes" 2>/dev/null || true
+  mport=$(port)
+  sh -c "echo \$\$ > $cg/cgroup.procs; exec $bin serve --dir $dir/big --listen 127.0.0.1:$mport --io $io" 2>"$dir/marlin-big.log" & mpid=$!; pids+=($mpid)
+  waitfor "$mport"
+  echo -n "marlin serve --io $io (limited): "; "$lg" -addr 127.0.0.1:"$mport" -mode get -keys "$keys" -conns 32 -time "${secs}s"
+  echo "cgroup peak $(( $(cat "$cg/memory.max_usage_in_bytes") >> 20 )) MiB, failcnt $(cat "$cg/memory.failcnt"); server $(rss $mpid)"
+  kill "$mpid"; wait "$mpid" 2>/dev/null || true
+done

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make bench-serve: memcaslap (libmemcached-tools) against marlin serve and
 # against memcached on this machine, one after the other, with the same
-# load; prints each run's summary and the throughput ratio.
+# load, ROUNDS times (the machine is shared: one pair of runs can be off
+# by 20%); prints each pair's throughput and ratio, the median ratio, and
+# the last pair's full summaries.
 #
-#   bench/serve/run.sh [seconds] [threads] [concurrency]
+#   bench/serve/run.sh [seconds] [threads] [concurrency] [rounds]
 #
 # Both servers run on 127.0.0.1; marlin serve keeps its data in a temp
 # dir (removed afterwards) with its default sync mode (periodic). Then
@@ -11,7 +13,7 @@
 # idle: each served one version, then silent) and the growth of the
 # server's anonymous memory (RssAnon) is printed per connection.
 set -euo pipefail
-secs=${1:-20}; threads=${2:-2}; conc=${3:-32}
+secs=${1:-20}; threads=${2:-2}; conc=${3:-32}; rounds=${4:-3}
 bin=${MARLIN:-bin/marlin}
 for t in memcaslap memcached; do
   command -v "$t" >/dev/null || { echo "bench-serve needs $t (apt-get install libmemcached-tools memcached)" >&2; exit 1; }
@@ -37,12 +39,18 @@ run() {
   if grep -q 'ERROR' <<<"$out"; then echo "memcaslap got error replies from 127.0.0.1:$1:" >&2; grep -m 5 'ERROR' <<<"$out" >&2; exit 1; fi
   tail -n 15 <<<"$out"
 }
-echo "== marlin serve (sync periodic): memcaslap -t ${secs}s -T $threads -c $conc"
-m=$(run "$mport"); echo "$m"
-echo "== memcached $(memcached -V | cut -d' ' -f2)"
-c=$(run "$cport"); echo "$c"
-mt=$(echo "$m" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p'); ct=$(echo "$c" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p')
-echo "marlin ${mt} ops/s, memcached ${ct} ops/s: $(python3 -c "print(f'{$mt/$ct:.2f}x')")"
+tps() { sed -n 's/.*TPS: \([0-9]*\).*/\1/p'; }
+echo "== memcaslap -t ${secs}s -T $threads -c $conc: marlin serve (sync periodic), then memcached $(memcached -V | cut -d' ' -f2), $rounds times"
+ratios=()
+for r in $(seq "$rounds"); do
+  m=$(run "$mport"); c=$(run "$cport")
+  mt=$(tps <<<"$m"); ct=$(tps <<<"$c")
+  ratios+=("$(python3 -c "print(f'{$mt/$ct:.3f}')")")
+  echo "round $r: marlin ${mt} ops/s, memcached ${ct} ops/s: ${ratios[-1]}x"
+done
+echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')x"
+echo "== the last round's summaries: marlin serve"; echo "$m"
+echo "== memcached"; echo "$c"
 
 rssanon() { awk '/^RssAnon:/{print $2}' /proc/"$1"/status; }
 idle() { # port pid: KiB of RssAnon per idle connection
