@@ -146,7 +146,7 @@ bench-serve: build
 
 # Ten million keys on disk against memcached, then data ten times the
 # server's memory limit (root: a memory cgroup; about 12 GB of disk while
-# it runs, deleted after). BENCH_SERVE_10M="keys seconds".
+# it runs, deleted after). BENCH_SERVE_10M="keys seconds rounds".
 bench-serve-10m: build
 	bench/serve/big.sh $(BENCH_SERVE_10M)
 

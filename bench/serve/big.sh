@@ -3,14 +3,15 @@
 # million keys, then marlin serve alone with a tenth of its data's size as
 # its memory limit.
 #
-#   bench/serve/big.sh [keys] [seconds]
+#   bench/serve/big.sh [keys] [seconds] [rounds]
 #
 # 1. Both servers are filled with KEYS keys of 100 bytes (bench/serve/
 #    loadgen, pipelined noreply sets), marlin serve with its default sync
 #    mode (periodic), its data in a temp dir on disk.
 # 2. memcaslap -t SECS -T 2 -c 32 against each (its own 90/10 get/set mix
-#    over its own keys, next to the ten million): throughput, and p99 from
-#    its log2 latency histogram (the bucket's upper bound).
+#    over its own keys, next to the ten million), in turn, ROUNDS times:
+#    throughput, p99 from its log2 latency histogram (the bucket's upper
+#    bound), each round's ratio and the median.
 # 3. loadgen get against each: uniform random gets of the ten million
 #    keys, 32 connections: throughput and exact percentiles.
 # 4. marlin serve is restarted on a second database of KEYS keys of 1000
@@ -21,7 +22,7 @@
 # Everything is deleted afterwards. Needs root (cgroup, drop_caches),
 # memcaslap and memcached.
 set -euo pipefail
-keys=${1:-10000000}; secs=${2:-20}
+keys=${1:-10000000}; secs=${2:-20}; rounds=${3:-3}
 bin=${MARLIN:-bin/marlin}
 for t in memcaslap memcached; do
   command -v "$t" >/dev/null || { echo "bench-serve-10m needs $t (apt-get install libmemcached-tools memcached)" >&2; exit 1; }
@@ -60,13 +61,16 @@ run() {
   if grep -q 'ERROR' <<<"$out"; then echo "memcaslap got error replies from 127.0.0.1:$1:" >&2; grep -m 5 'ERROR' <<<"$out" >&2; exit 1; fi
   echo "$out"
 }
-echo; echo "== memcaslap -t ${secs}s -T 2 -c 32"
-m=$(run "$mport"); c=$(run "$cport")
-mt=$(echo "$m" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p'); ct=$(echo "$c" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p')
-mp=$(echo "$m" | p99); cp=$(echo "$c" | p99)
-echo "marlin serve: $mt ops/s, p99 <= $mp µs"
-echo "memcached:    $ct ops/s, p99 <= $cp µs"
-echo "ratio: $(python3 -c "print(f'{$mt/$ct:.2f}x')")"
+echo; echo "== memcaslap -t ${secs}s -T 2 -c 32, marlin serve then memcached, $rounds times"
+ratios=()
+for r in $(seq "$rounds"); do
+  m=$(run "$mport"); c=$(run "$cport")
+  mt=$(echo "$m" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p'); ct=$(echo "$c" | sed -n 's/.*TPS: \([0-9]*\).*/\1/p')
+  mp=$(echo "$m" | p99); cp=$(echo "$c" | p99)
+  ratios+=("$(python3 -c "print(f'{$mt/$ct:.3f}')")")
+  echo "round $r: marlin serve $mt ops/s, p99 <= $mp µs; memcached $ct ops/s, p99 <= $cp µs: ${ratios[-1]}x"
+done
+echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')x"
 
 echo; echo "== loadgen get: uniform over the $keys keys, 32 connections, ${secs}s"
 echo -n "marlin serve: "; "$lg" -addr 127.0.0.1:"$mport" -mode get -keys "$keys" -conns 32 -time "${secs}s"
