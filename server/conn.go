@@ -55,10 +55,13 @@ type conn struct {
 	// its loop's while it is served.
 	lp *loop
 	ls loopState
+
+	lat *latencyShard // where its commands' latencies go (metrics.go)
+	st  *stats        // where its counters go: the server's, or its loop's (Server.totals)
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc}
+	c := &conn{s: s, nc: nc, lat: &s.metrics.shared, st: &s.stats}
 	c.out = deadlineWriter{c}
 	c.first.c = c
 	c.unpark()
@@ -93,7 +96,7 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 		_ = c.nc.SetWriteDeadline(c.wdl)
 	}
 	n, err := c.nc.Write(p)
-	c.s.stats.bytesWritten.Add(int64(n))
+	c.st.bytesWritten.Add(int64(n))
 	if err != nil {
 		c.werr = err
 	}
@@ -192,7 +195,7 @@ func (c *conn) run(cmd func() error) bool {
 		c.op = mopOther
 		return false
 	}
-	c.s.metrics.observe(c.op, time.Since(start))
+	c.lat.observe(c.op, time.Since(start))
 	c.op = mopOther
 	if err == nil {
 		err = c.werr

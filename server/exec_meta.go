@@ -291,7 +291,7 @@ func (c *conn) metaSet(m *metaCmd) error {
 	if m.hasN && (r.mode == modeAppend || r.mode == modePrepend) {
 		r.vivify, r.vivifyExpiry = true, expiryOf(m.ttlN, now)
 	}
-	c.s.stats.cmdSet.Add(1)
+	c.st.cmdSet.Add(1)
 	res, err := c.s.store(m.key, &r, data)
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -302,7 +302,7 @@ func (c *conn) metaSet(m *metaCmd) error {
 		return nil
 	}
 	if setLike && m.hasC {
-		c.s.stats.countCas(res.out)
+		c.st.countCas(res.out)
 	}
 	if res.out == stored && m.noreply {
 		return nil
@@ -343,16 +343,16 @@ func (c *conn) metaDelete(m *metaCmd) {
 	switch out {
 	case deleted:
 		if !m.invalidate {
-			c.s.stats.deleteHits.Add(1)
+			c.st.deleteHits.Add(1)
 		}
 		if m.noreply {
 			return
 		}
 	case deleteNotFound:
-		c.s.stats.deleteMisses.Add(1)
+		c.st.deleteMisses.Add(1)
 		code = "NF"
 	case deleteExists:
-		c.s.stats.deleteMisses.Add(1)
+		c.st.deleteMisses.Add(1)
 		code = "EX"
 	}
 	c.metaStatus(m, code, m.binKey)
@@ -376,7 +376,7 @@ func (c *conn) metaArith(m *metaCmd) {
 		c.replyErr(nil, err)
 		return
 	}
-	c.s.stats.countArith(incr, res.out)
+	c.st.countArith(incr, res.out)
 	switch res.out {
 	case arithNonNumeric:
 		c.reply(errNonNumeric.line)

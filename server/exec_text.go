@@ -38,7 +38,7 @@ var storeModes = map[textKind]storeMode{cmdSet: modeSet, cmdCas: modeSet, cmdAdd
 	cmdReplace: modeReplace, cmdAppend: modeAppend, cmdPrepend: modePrepend}
 
 func (c *conn) store(cmd *textCmd, data []byte) {
-	c.s.stats.cmdSet.Add(1)
+	c.st.cmdSet.Add(1)
 	r := storeReq{mode: storeModes[cmd.kind], flags: cmd.flags, expiry: expiryOf(cmd.exptime, time.Now()),
 		casCheck: cmd.kind == cmdCas, cas: cmd.cas}
 	res, err := c.s.store(cmd.key, &r, data)
@@ -49,7 +49,7 @@ func (c *conn) store(cmd *textCmd, data []byte) {
 		c.replyErr(cmd, err)
 	default:
 		if cmd.kind == cmdCas {
-			c.s.stats.countCas(res.out)
+			c.st.countCas(res.out)
 		}
 		c.replyTo(cmd, storeReplies[res.out])
 	}
@@ -84,12 +84,12 @@ func (c *conn) retrieve(cmd *textCmd) {
 		if skeys == nil {
 			sk = c.nbuf[c.nkeys[i][0]:c.nkeys[i][1]]
 		}
-		c.s.stats.cmdGet.Add(1)
+		c.st.cmdGet.Add(1)
 		var h itemHdr
 		var data []byte
 		var err error
 		if touch {
-			c.s.stats.cmdTouch.Add(1)
+			c.st.cmdTouch.Add(1)
 			data, h, err = c.s.touch(c.val[:0], sk, expiry)
 			c.val = data[:0]
 		} else {
@@ -97,10 +97,10 @@ func (c *conn) retrieve(cmd *textCmd) {
 			c.val = c.val[:0]
 		}
 		if errors.Is(err, engine.ErrNotFound) {
-			c.s.stats.getMisses.Add(1)
+			c.st.getMisses.Add(1)
 			c.s.missed(sk)
 			if touch {
-				c.s.stats.touchMisses.Add(1)
+				c.st.touchMisses.Add(1)
 			}
 			continue
 		}
@@ -108,9 +108,9 @@ func (c *conn) retrieve(cmd *textCmd) {
 			c.replyErr(cmd, err)
 			return
 		}
-		c.s.stats.getHits.Add(1)
+		c.st.getHits.Add(1)
 		if touch {
-			c.s.stats.touchHits.Add(1)
+			c.st.touchHits.Add(1)
 		}
 		w := c.w
 		_, _ = w.WriteString("VALUE ")
@@ -140,18 +140,18 @@ func (c *conn) retrieve(cmd *textCmd) {
 func (c *conn) numBuf() []byte { return c.nbuf24[:0] }
 
 func (c *conn) touch(cmd *textCmd) {
-	c.s.stats.cmdTouch.Add(1)
+	c.st.cmdTouch.Add(1)
 	var err error
 	c.val, _, err = c.s.touch(c.val[:0], cmd.key, expiryOf(cmd.exptime, time.Now()))
 	c.val = c.val[:0]
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
-		c.s.stats.touchMisses.Add(1)
+		c.st.touchMisses.Add(1)
 		c.replyTo(cmd, "NOT_FOUND")
 	case err != nil:
 		c.replyErr(cmd, err)
 	default:
-		c.s.stats.touchHits.Add(1)
+		c.st.touchHits.Add(1)
 		c.replyTo(cmd, "TOUCHED")
 	}
 }
@@ -162,10 +162,10 @@ func (c *conn) delete(cmd *textCmd) {
 	case err != nil:
 		c.replyErr(cmd, err)
 	case out == deleted:
-		c.s.stats.deleteHits.Add(1)
+		c.st.deleteHits.Add(1)
 		c.replyTo(cmd, "DELETED")
 	default:
-		c.s.stats.deleteMisses.Add(1)
+		c.st.deleteMisses.Add(1)
 		c.replyTo(cmd, "NOT_FOUND")
 	}
 }
@@ -177,7 +177,7 @@ func (c *conn) arith(cmd *textCmd) {
 		c.replyErr(cmd, err)
 		return
 	}
-	c.s.stats.countArith(cmd.kind == cmdIncr, res.out)
+	c.st.countArith(cmd.kind == cmdIncr, res.out)
 	switch res.out {
 	case arithNonNumeric:
 		c.replyTo(cmd, errNonNumeric.line)

@@ -106,7 +106,7 @@ func FuzzReadBinary(f *testing.F) {
 	f.Add(binRequest(opSet, []byte("k"), be32(0, 0), make([]byte, 2000), 0))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const maxItem = 1024
-		c := &conn{s: &Server{cfg: Config{MaxItemSize: maxItem}}, r: bufio.NewReader(bytes.NewReader(in))}
+		c := &conn{s: &Server{cfg: Config{MaxItemSize: maxItem}}, st: &stats{}, r: bufio.NewReader(bytes.NewReader(in))}
 		for {
 			req, err := c.readBinary()
 			if err != nil {

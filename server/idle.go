@@ -40,11 +40,11 @@ type firstByte struct {
 func (f *firstByte) Read(p []byte) (int, error) {
 	if f.n > 0 && len(p) > 0 {
 		p[0], f.n = f.b[0], 0
-		f.c.s.stats.bytesRead.Add(1)
+		f.c.st.bytesRead.Add(1)
 		return 1, nil
 	}
 	n, err := f.c.nc.Read(p)
-	f.c.s.stats.bytesRead.Add(int64(n))
+	f.c.st.bytesRead.Add(int64(n))
 	return n, err
 }
 

@@ -70,6 +70,9 @@ type loop struct {
 	closing bool
 	active  int // goroutines serving: the owner and detached ones
 
+	lat *latencyShard // its connections' latency histograms (metrics.go)
+	st  stats         // its connections' counters (Server.totals)
+
 	// held counts the connections holding bytes (pendIn, pendOut or a
 	// block to skip); the others wait for a command without buffers.
 	held atomic.Int64
@@ -148,7 +151,8 @@ func newLoop(s *Server, tick time.Duration) (*loop, error) {
 		ep.Close()
 		return nil, err
 	}
-	l := &loop{s: s, epfd: epfd, ep: ep, rc: rc, tick: tick, conns: map[int32]*conn{}, active: 1}
+	l := &loop{s: s, epfd: epfd, ep: ep, rc: rc, tick: tick, conns: map[int32]*conn{}, active: 1,
+		lat: s.metrics.newShard()}
 	s.wg.Add(1)
 	go l.newOwner().run()
 	return l, nil
@@ -195,6 +199,8 @@ func socketFD(nc net.Conn) (int, error) {
 // stopping loop either closes c with the rest or never takes it.
 func (l *loop) add(c *conn) error {
 	c.lp = l
+	c.lat = l.lat
+	c.st = &l.st
 	c.ls.lastActive = nanotime()
 	c.ls.lw.c = c
 	l.mu.Lock()
@@ -338,7 +344,7 @@ func (o *owner) serve(c *conn, events uint32) {
 		o.l.closeConn(c)
 		return
 	}
-	o.l.s.stats.bytesRead.Add(int64(n))
+	c.st.bytesRead.Add(int64(n))
 	o.commands(c, o.rbuf[:n])
 	if !o.gone && !ls.closed && len(ls.pendOut) > 0 {
 		o.l.watch(c, unix.EPOLLOUT)
@@ -438,7 +444,7 @@ func (o *owner) commands(c *conn, in []byte) {
 func (o *owner) drain(c *conn) bool {
 	ls := &c.ls
 	n, err := writeFD(ls.fd, ls.pendOut)
-	o.l.s.stats.bytesWritten.Add(int64(n))
+	c.st.bytesWritten.Add(int64(n))
 	if err != nil {
 		c.werr = err
 		return false
@@ -464,7 +470,7 @@ func (w *loopWriter) Write(p []byte) (int, error) {
 	total := len(p)
 	if len(ls.pendOut) == 0 {
 		n, err := writeFD(ls.fd, p)
-		c.s.stats.bytesWritten.Add(int64(n))
+		c.st.bytesWritten.Add(int64(n))
 		if err != nil {
 			c.werr = err
 			return n, err
@@ -528,7 +534,7 @@ func (c *conn) drainWaiting() error {
 	deadline := ls.outSince + int64(c.s.cfg.WriteTimeout)
 	for len(ls.pendOut) > 0 {
 		n, err := writeFD(ls.fd, ls.pendOut)
-		c.s.stats.bytesWritten.Add(int64(n))
+		c.st.bytesWritten.Add(int64(n))
 		if err != nil {
 			return err
 		}

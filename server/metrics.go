@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -154,42 +156,104 @@ var binOps = [256]metricOp{
 
 // latencyBuckets are the histograms' upper bounds in seconds: 10 µs to
 // 1 s in steps of 1, 2.5, 5.
-var latencyBuckets = []float64{
+var latencyBuckets = [...]float64{
 	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
 	1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
 	100e-3, 250e-3, 500e-3, 1,
 }
 
+// latencyBucketsNs are latencyBuckets in nanoseconds.
+var latencyBucketsNs = func() (b [len(latencyBuckets)]int64) {
+	for i, s := range latencyBuckets {
+		b[i] = int64(s * 1e9)
+	}
+	return b
+}()
+
+// latencyShard is one writer's latency histograms: per command, the
+// count of each bucket (the last: over 1 s) and the sum. An event loop
+// has a shard of its own, written by the goroutine serving the loop only,
+// so its atomics never contend with another core's (a shared histogram
+// cost 2 to 4% of the throughput under memcaslap); the connections with
+// goroutines of their own share one. Scrapes add the shards up.
+type latencyShard struct {
+	counts [numMetricOps][len(latencyBuckets) + 1]atomic.Uint64
+	sumNs  [numMetricOps]atomic.Uint64
+}
+
+// observe records one command's duration.
+func (l *latencyShard) observe(op metricOp, d time.Duration) {
+	if op >= numMetricOps {
+		return
+	}
+	ns := max(int64(d), 0)
+	i := 0
+	for i < len(latencyBucketsNs) && ns > latencyBucketsNs[i] {
+		i++
+	}
+	l.counts[op][i].Add(1)
+	l.sumNs[op].Add(uint64(ns))
+}
+
 // metrics is a server's registry and latency histograms.
 type metrics struct {
-	reg     *prometheus.Registry
-	latency [numMetricOps]prometheus.Observer // one child of the vector per command, resolved once
+	reg    *prometheus.Registry
+	shared latencyShard // the goroutine-per-connection connections'
+	desc   *prometheus.Desc
+
+	mu     sync.Mutex      // guards shards
+	shards []*latencyShard // the loops' (shared is counted apart)
+}
+
+// newShard returns a latency shard for one event loop.
+func (m *metrics) newShard() *latencyShard {
+	l := new(latencyShard)
+	m.mu.Lock()
+	m.shards = append(m.shards, l)
+	m.mu.Unlock()
+	return l
+}
+
+// Describe and Collect make the latency histograms a collector: each
+// command's histogram is the sum of the shards.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc }
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	shards := append([]*latencyShard{&m.shared}, m.shards...)
+	m.mu.Unlock()
+	for op, name := range metricOpNames {
+		var counts [len(latencyBuckets) + 1]uint64
+		var sum uint64
+		for _, l := range shards {
+			for i := range counts {
+				counts[i] += l.counts[op][i].Load()
+			}
+			sum += l.sumNs[op].Load()
+		}
+		buckets := make(map[float64]uint64, len(latencyBuckets))
+		var cum uint64
+		for i, ub := range latencyBuckets {
+			cum += counts[i]
+			buckets[ub] = cum
+		}
+		cum += counts[len(latencyBuckets)]
+		ch <- prometheus.MustNewConstHistogram(m.desc, cum, float64(sum)/1e9, buckets, name)
+	}
 }
 
 func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
-	vec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "marlin_command_duration_seconds",
-		Help:    "Time a command took, from its first byte read to its reply buffered (a storage command's data block included; the reply's flush to the socket not).",
-		Buckets: latencyBuckets,
-	}, []string{"command"})
-	for op, name := range metricOpNames {
-		m.latency[op] = vec.WithLabelValues(name)
-	}
-	m.reg.MustRegister(vec, newStatsCollector(s),
+	m.desc = prometheus.NewDesc("marlin_command_duration_seconds",
+		"Time a command took, from its first byte read to its reply buffered (a storage command's data block included; the reply's flush to the socket not).",
+		[]string{"command"}, nil)
+	m.reg.MustRegister(m, newStatsCollector(s),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.fill != nil {
 		m.reg.MustRegister(newFillCollector(s.fill))
 	}
 	return m
-}
-
-// observe records one command's duration.
-func (m *metrics) observe(op metricOp, d time.Duration) {
-	if op < numMetricOps {
-		m.latency[op].Observe(d.Seconds())
-	}
 }
 
 // MetricsHandler serves the server's metrics in Prometheus's exposition
@@ -292,7 +356,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	st := &s.stats
+	st := s.totals()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}

@@ -226,12 +226,12 @@ func (c *conn) binGet(req *binReq, q bool) {
 		c.binError(req, stInvalid)
 		return
 	}
-	c.s.stats.cmdGet.Add(1)
+	c.st.cmdGet.Add(1)
 	var h itemHdr
 	var data []byte
 	var err error
 	if touch {
-		c.s.stats.cmdTouch.Add(1)
+		c.st.cmdTouch.Add(1)
 		data, h, err = c.s.touch(c.val[:0], req.skey, expiryOf(int64(binary.BigEndian.Uint32(req.extras)), time.Now()))
 		c.val = data[:0]
 	} else {
@@ -240,7 +240,7 @@ func (c *conn) binGet(req *binReq, q bool) {
 	}
 	switch {
 	case errors.Is(err, engine.ErrNotFound):
-		c.s.stats.getMisses.Add(1)
+		c.st.getMisses.Add(1)
 		c.s.missed(req.skey)
 		if !q {
 			if withKey {
@@ -254,7 +254,7 @@ func (c *conn) binGet(req *binReq, q bool) {
 		c.binServerError(req, err)
 		return
 	}
-	c.s.stats.getHits.Add(1)
+	c.st.getHits.Add(1)
 	var ext [4]byte
 	binary.BigEndian.PutUint32(ext[:], h.flags)
 	if req.op == opTouch {
@@ -298,7 +298,7 @@ func (c *conn) binStore(req *binReq, q bool) {
 	// A CAS in the request makes set, replace, append and prepend
 	// conditional on it (a cas command of the text protocol).
 	r.casCheck, r.cas = req.cas != 0 && r.mode != modeAdd, req.cas
-	c.s.stats.cmdSet.Add(1)
+	c.st.cmdSet.Add(1)
 	res, err := c.s.store(req.skey, &r, req.value)
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -332,12 +332,12 @@ func (c *conn) binDelete(req *binReq, q bool) {
 	case err != nil:
 		c.binServerError(req, err)
 	case out == deleteNotFound:
-		c.s.stats.deleteMisses.Add(1)
+		c.st.deleteMisses.Add(1)
 		c.binError(req, stNotFound)
 	case out == deleteExists:
 		c.binError(req, stExists)
 	default:
-		c.s.stats.deleteHits.Add(1)
+		c.st.deleteHits.Add(1)
 		if !q {
 			c.binReply(req, stOK, 0, nil, nil, nil)
 		}
@@ -364,7 +364,7 @@ func (c *conn) binArith(req *binReq, q bool) {
 		c.binServerError(req, err)
 		return
 	}
-	c.s.stats.countArith(incr, res.out)
+	c.st.countArith(incr, res.out)
 	switch res.out {
 	case arithNotFound:
 		c.binError(req, stNotFound)
@@ -389,13 +389,14 @@ func (c *conn) binStat(req *binReq) {
 		c.binError(req, stServerError)
 		return
 	}
+	t := c.s.totals()
 	figures := []struct {
 		k string
 		v int64
 	}{
-		{"pid", int64(pid)}, {"uptime", int64(time.Since(c.s.stats.started).Seconds())},
-		{"curr_items", items}, {"cmd_get", c.s.stats.cmdGet.Load()}, {"cmd_set", c.s.stats.cmdSet.Load()},
-		{"get_hits", c.s.stats.getHits.Load()}, {"get_misses", c.s.stats.getMisses.Load()},
+		{"pid", int64(pid)}, {"uptime", int64(time.Since(t.started).Seconds())},
+		{"curr_items", items}, {"cmd_get", t.cmdGet.Load()}, {"cmd_set", t.cmdSet.Load()},
+		{"get_hits", t.getHits.Load()}, {"get_misses", t.getMisses.Load()},
 	}
 	for _, f := range figures {
 		c.binReply(req, stOK, 0, nil, []byte(f.k), strconv.AppendInt(nil, f.v, 10))

@@ -380,13 +380,58 @@ type stats struct {
 	bytesWritten  atomic.Int64
 }
 
-// reset zeroes the counters that "stats reset" resets (memcached keeps
-// the connection totals' current values, and so does this).
-func (st *stats) reset() {
-	for _, c := range []*atomic.Int64{&st.cmdGet, &st.cmdSet, &st.cmdTouch, &st.cmdFlush, &st.getHits, &st.getMisses,
+// counters are st's counters; the first numReset are the ones "stats
+// reset" zeroes (memcached keeps the connection totals' current values,
+// and so does this).
+func (st *stats) counters() [numCounters]*atomic.Int64 {
+	return [numCounters]*atomic.Int64{&st.cmdGet, &st.cmdSet, &st.cmdTouch, &st.cmdFlush, &st.getHits, &st.getMisses,
 		&st.deleteHits, &st.deleteMisses, &st.incrHits, &st.incrMisses, &st.decrHits, &st.decrMisses,
 		&st.casHits, &st.casMisses, &st.casBadval, &st.touchHits, &st.touchMisses, &st.bytesRead, &st.bytesWritten,
-		&st.rejectedConns} {
+		&st.rejectedConns, &st.totalConns}
+}
+
+const (
+	numCounters = 21
+	numReset    = 20
+)
+
+func (st *stats) reset() {
+	cs := st.counters()
+	for _, c := range cs[:numReset] {
 		c.Store(0)
+	}
+}
+
+// Counters are sharded: an event loop counts its connections' commands
+// in a stats of its own (written by the goroutine serving the loop only,
+// so no other core contends for the cache lines), the server the rest.
+
+// totals returns the counters summed over the shards.
+func (s *Server) totals() *stats {
+	t := &stats{started: s.stats.started}
+	tc := t.counters()
+	add := func(st *stats) {
+		for i, c := range st.counters() {
+			tc[i].Add(c.Load())
+		}
+	}
+	add(&s.stats)
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
+		add(&l.st)
+	}
+	return t
+}
+
+// resetStats is "stats reset".
+func (s *Server) resetStats() {
+	s.stats.reset()
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
+		l.st.reset()
 	}
 }
