@@ -24,13 +24,13 @@ import (
 // connection holds no goroutine and no buffers (only the start of a
 // command not yet whole, or replies the socket did not take).
 //
-// The loop's role passes between goroutines. If a reply cannot be written
-// without waiting (the client does not read, or reads slower than a large
-// reply comes), the goroutine serving it hands the loop to a new
-// goroutine (handoff) and goes on serving that one connection alone,
-// waiting as long as WriteTimeout allows; then it gives the connection
-// back to the loop and ends. So one client that does not read never holds
-// up another.
+// The loop's role passes between goroutines. If more than maxPendingOut
+// bytes of one command's replies cannot be written without waiting (the
+// client does not read, or reads slower than a large multi-get comes),
+// the goroutine serving it hands the loop to a new goroutine (handoff)
+// and goes on serving that one connection alone, waiting as long as
+// WriteTimeout allows; then it gives the connection back to the loop and
+// ends. So one client that does not read never holds up another.
 //
 // Invariants:
 //   - A connection is served by one goroutine at a time: its loop's
@@ -39,8 +39,10 @@ import (
 //   - A connection whose pendOut is not empty runs no command and is
 //     watched for writability only, so what it buffers is bounded by one
 //     command's replies (handoff bounds those to maxPendingOut).
-//   - pendIn holds at most one command not yet whole: a line of at most
-//     maxLine bytes or a line and a data block of at most MaxItemSize.
+//   - pendIn holds what was read and not yet run: one command not yet
+//     whole (a line of at most maxLine bytes, or a line and a data block
+//     of at most MaxItemSize), or, behind replies not taken, the rest of
+//     one read (nothing more is read until the replies are taken).
 
 // maxPendingOut is how many reply bytes a connection may leave unwritten
 // before the loop is handed off (the whole reply is then written by the
