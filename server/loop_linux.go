@@ -294,7 +294,7 @@ func (o *owner) run() {
 			if c == nil {
 				continue
 			}
-			o.serve(c, o.events[i].Events)
+			o.serve(c)
 			if o.gone {
 				l.reattach(c)
 				return
@@ -317,8 +317,9 @@ func epollNow(epfd int, events []unix.EpollEvent) int {
 	}
 }
 
-// serve handles a readiness event of c.
-func (o *owner) serve(c *conn, events uint32) {
+// serve handles a readiness event of c: replies to write, or bytes to
+// read (or an error or hang-up, which the read or write then reports).
+func (o *owner) serve(c *conn) {
 	ls := &c.ls
 	defer o.l.hold(c)
 	if len(ls.pendOut) > 0 {
@@ -444,19 +445,27 @@ func (o *owner) commands(c *conn, in []byte) {
 
 // drain writes what it can of c's pendOut; false: the socket failed.
 func (o *owner) drain(c *conn) bool {
+	if err := c.writePending(); err != nil {
+		c.werr = err
+		return false
+	}
+	return true
+}
+
+// writePending writes what the socket takes now of c's pendOut; once all
+// is written, c no longer waits for the socket.
+func (c *conn) writePending() error {
 	ls := &c.ls
 	n, err := writeFD(ls.fd, ls.pendOut)
 	c.st.bytesWritten.Add(int64(n))
 	if err != nil {
-		c.werr = err
-		return false
+		return err
 	}
-	ls.pendOut = ls.pendOut[n:]
-	if len(ls.pendOut) == 0 {
+	if ls.pendOut = ls.pendOut[n:]; len(ls.pendOut) == 0 {
 		ls.pendOut, ls.outSince = nil, 0
 		ls.lastActive = nanotime()
 	}
-	return true
+	return nil
 }
 
 // loopWriter is what a loop's buffered writer writes a connection's
@@ -503,19 +512,19 @@ func (l *loop) handoff(c *conn) {
 	c.ls.detached = true
 	l.active++
 	l.mu.Unlock()
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.ls.fd, &unix.EpollEvent{Fd: int32(c.ls.fd)})
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.ls.fd, &unix.EpollEvent{Fd: int32(c.ls.fd)}) // no interest: the owner leaves c alone
 	c.ls.owner.gone = true
 	l.s.wg.Add(1)
 	go l.newOwner().run()
 }
 
 // reattach gives a detached connection back to its loop (or closes it if
-// the loop stops). The caller does not touch c afterwards.
+// the loop stops). The caller does not touch c afterwards: its interest
+// is set last, and until then no event of c reaches the owner.
 func (l *loop) reattach(c *conn) {
 	if c.ls.closed {
 		return
 	}
-	fd := c.ls.fd
 	l.mu.Lock()
 	closing := l.closing
 	if !closing {
@@ -526,7 +535,7 @@ func (l *loop) reattach(c *conn) {
 		l.closeConn(c)
 		return
 	}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	l.watch(c, unix.EPOLLIN)
 }
 
 // drainWaiting writes all of a detached connection's pendOut, waiting for
@@ -534,14 +543,9 @@ func (l *loop) reattach(c *conn) {
 func (c *conn) drainWaiting() error {
 	ls := &c.ls
 	deadline := ls.outSince + int64(c.s.cfg.WriteTimeout)
-	for len(ls.pendOut) > 0 {
-		n, err := writeFD(ls.fd, ls.pendOut)
-		c.st.bytesWritten.Add(int64(n))
-		if err != nil {
+	for {
+		if err := c.writePending(); err != nil || len(ls.pendOut) == 0 {
 			return err
-		}
-		if ls.pendOut = ls.pendOut[n:]; len(ls.pendOut) == 0 {
-			break
 		}
 		wait := time.Duration(deadline - nanotime())
 		if wait <= 0 {
@@ -552,8 +556,6 @@ func (c *conn) drainWaiting() error {
 			return os.NewSyscallError("poll", err)
 		}
 	}
-	ls.pendOut, ls.outSince = nil, 0
-	return nil
 }
 
 func (l *loop) watch(c *conn, events uint32) {
@@ -665,5 +667,3 @@ func writeFD(fd int, p []byte) (int, error) {
 	}
 	return done, nil
 }
-
-func closeFD(fd int) { unix.Close(fd) }

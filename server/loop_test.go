@@ -203,9 +203,7 @@ func TestLoopShutdownWithSlowReader(t *testing.T) {
 
 // loopGoroutines is how many goroutines serve the first loop of s.
 func loopGoroutines(s *Server) int {
-	s.mu.Lock()
-	l := s.loops[0]
-	s.mu.Unlock()
+	l := s.eventLoops()[0]
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.active

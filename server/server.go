@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/marlinkv/marlin/engine"
 	"github.com/marlinkv/marlin/fill"
 	"github.com/marlinkv/marlin/keynorm"
@@ -277,7 +279,7 @@ func (s *Server) loopConn(nc net.Conn) bool {
 	s.mu.Unlock()
 	if err := l.add(c); err != nil {
 		s.untrack(c)
-		closeFD(fd)
+		unix.Close(fd)
 	}
 	return true
 }
@@ -286,14 +288,18 @@ func (s *Server) loopConn(nc net.Conn) bool {
 // buffers: parked ones (idle.go) and those of the event loops that hold
 // nothing.
 func (s *Server) idleConnections() int64 {
-	s.mu.Lock()
-	loops := s.loops
-	s.mu.Unlock()
 	n := s.idleConns.Load()
-	for _, l := range loops {
+	for _, l := range s.eventLoops() {
 		n += l.idle()
 	}
 	return n
+}
+
+// eventLoops returns the loops started so far.
+func (s *Server) eventLoops() []*loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loops
 }
 
 // untrack forgets a connection that ends.
@@ -416,10 +422,7 @@ func (s *Server) totals() *stats {
 		}
 	}
 	add(&s.stats)
-	s.mu.Lock()
-	loops := s.loops
-	s.mu.Unlock()
-	for _, l := range loops {
+	for _, l := range s.eventLoops() {
 		add(&l.st)
 	}
 	return t
@@ -428,10 +431,7 @@ func (s *Server) totals() *stats {
 // resetStats is "stats reset".
 func (s *Server) resetStats() {
 	s.stats.reset()
-	s.mu.Lock()
-	loops := s.loops
-	s.mu.Unlock()
-	for _, l := range loops {
+	for _, l := range s.eventLoops() {
 		l.st.reset()
 	}
 }
